@@ -1,0 +1,45 @@
+"""arm-jax: active reward modeling in JAX.
+
+D-optimal selection of preference pairs on a Bradley–Terry reward model's last layer (the
+method of "Active Reward Modeling", ICML 2025), the baselines it is compared with, and the
+paper's active-learning experiment as one jit-compiled program.
+"""
+__version__ = "0.1.0"
+
+from arm_jax.fisher import bernoulli_variance, dopt_scores, information_matrix, leverage_scores
+from arm_jax.model import ModelConfig, features, head, init_params, reward
+from arm_jax.strategies import (
+    PAPER_STRATEGIES,
+    STRATEGIES,
+    Selection,
+    SelectionInputs,
+    get_strategy,
+    make_inputs,
+    select,
+)
+from arm_jax.train import LabelBuffer, TrainConfig, buffer_from_pairs, empty_buffer, fit
+
+__all__ = [
+    "__version__",
+    "ModelConfig",
+    "TrainConfig",
+    "LabelBuffer",
+    "Selection",
+    "SelectionInputs",
+    "STRATEGIES",
+    "PAPER_STRATEGIES",
+    "bernoulli_variance",
+    "buffer_from_pairs",
+    "dopt_scores",
+    "empty_buffer",
+    "features",
+    "fit",
+    "get_strategy",
+    "head",
+    "information_matrix",
+    "init_params",
+    "leverage_scores",
+    "make_inputs",
+    "reward",
+    "select",
+]

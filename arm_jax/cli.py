@@ -1,0 +1,81 @@
+"""The ``arm-jax`` command line.
+
+Each group of subcommands lives in its own module with a ``register(subparsers)`` function
+that adds its parsers and sets ``func``. Errors a user can fix (bad files, bad flags) are
+``ValueError``/``FileNotFoundError``: they become one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from arm_jax import __version__
+
+
+class UsageError(ValueError):
+    """A problem with the user's input; printed as one line, exit code 2."""
+
+
+def _cmd_strategies(args) -> int:
+    from arm_jax.strategies import PAPER_STRATEGIES, STRATEGIES
+
+    width = max(map(len, STRATEGIES))
+    for name, strategy in STRATEGIES.items():
+        tag = "" if name in PAPER_STRATEGIES else "  [beyond the paper]"
+        print(f"{name:<{width}}  {strategy.description}{tag}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="arm-jax",
+        description=(
+            "Active reward modeling in JAX: choose which preference pairs to label "
+            "(D-optimal design on the reward model's last layer and the paper's baselines), "
+            "and run the paper's active-learning experiment."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"arm-jax {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    p = sub.add_parser("strategies", help="list the selection strategies with one line each")
+    p.set_defaults(func=_cmd_strategies)
+    for module in _command_modules():
+        module.register(sub)
+    return parser
+
+
+def _command_modules():
+    import importlib
+
+    modules = []
+    for name in ("arm_jax.cli_experiment", "arm_jax.cli_data"):
+        try:
+            modules.append(importlib.import_module(name))
+        except ModuleNotFoundError as err:
+            if err.name != name:
+                raise
+    return modules
+
+
+def fail(message: str) -> int:
+    print(f"arm-jax: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if isinstance(err, (FileNotFoundError, IsADirectoryError, PermissionError)) and err.filename:
+            message = f"{err.filename}: {err.strerror or message}"
+        return fail(message)
+    except KeyboardInterrupt:
+        return fail("interrupted")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Fisher information of the last linear layer and the D-optimal scores built on it.
+
+For a candidate pair i with feature difference x_i = Φ_i1 − Φ_i2 and head β:
+
+    p_i = σ(x_iᵀ β),   v_i = p_i (1 − p_i),   I(C) = Σ_{i∈C} v_i x_i x_iᵀ
+
+The D-optimal score of pair i is the gradient of the weighted log-det at w = 1:
+
+    ∂/∂w_i log det(I_past + Σ_j w_j v_j x_j x_jᵀ + εI) = v_i x_iᵀ M⁻¹ x_i
+
+(a weighted leverage score). Both forms are here: :func:`dopt_scores_autodiff` (``jax.grad``
+of the log-det written as a matrix product) and :func:`leverage_scores` (one Cholesky, one
+triangular solve). Neither ever builds an N × H × H array: memory is O(N·H).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.linalg import solve_triangular
+
+DEFAULT_JITTER = 1e-6
+
+
+def bernoulli_variance(phi_diff: jax.Array, beta: jax.Array) -> jax.Array:
+    """v = p(1 − p) with p = σ(x·β). ``phi_diff: (N, H), beta: (H,) -> (N,)``.
+
+    Written as σ(z)σ(−z), which never loses precision to 1 − p.
+    """
+    z = phi_diff @ beta
+    return jax.nn.sigmoid(z) * jax.nn.sigmoid(-z)
+
+
+def information_matrix(phi_diff: jax.Array, weights: jax.Array) -> jax.Array:
+    """Σ_i w_i x_i x_iᵀ as one matrix product. ``(N, H), (N,) -> (H, H)``."""
+    return (phi_diff * weights[:, None]).T @ phi_diff
+
+
+def regularised_information(
+    phi_diff: jax.Array,
+    weights: jax.Array,
+    past_information: jax.Array | None = None,
+    jitter: float = DEFAULT_JITTER,
+) -> jax.Array:
+    """M = I_past + Σ_i w_i x_i x_iᵀ + εI. ``-> (H, H)``."""
+    h = phi_diff.shape[-1]
+    m = information_matrix(phi_diff, weights) + jitter * jnp.eye(h, dtype=phi_diff.dtype)
+    if past_information is not None:
+        m = m + past_information
+    return m
+
+
+def logdet_spd(m: jax.Array) -> jax.Array:
+    """log det of a symmetric positive-definite matrix via Cholesky."""
+    chol = jnp.linalg.cholesky(m)
+    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
+
+
+def weighted_logdet(
+    w: jax.Array,
+    phi_diff: jax.Array,
+    v: jax.Array,
+    past_information: jax.Array | None = None,
+    jitter: float = DEFAULT_JITTER,
+) -> jax.Array:
+    """S(w) = log det(I_past + Σ_i w_i v_i x_i x_iᵀ + εI). ``w, v: (N,), phi_diff: (N, H)``."""
+    return logdet_spd(regularised_information(phi_diff, w * v, past_information, jitter))
+
+
+def dopt_scores_autodiff(
+    phi_diff: jax.Array,
+    v: jax.Array,
+    past_information: jax.Array | None = None,
+    jitter: float = DEFAULT_JITTER,
+) -> jax.Array:
+    """∇_w S(w) at w = 1 by ``jax.grad`` (reference implementation). ``-> (N,)``."""
+    ones = jnp.ones(phi_diff.shape[0], phi_diff.dtype)
+    return jax.grad(weighted_logdet)(ones, phi_diff, v, past_information, jitter)
+
+
+def leverage_scores(phi_diff: jax.Array, v: jax.Array, m: jax.Array) -> jax.Array:
+    """v_i x_iᵀ M⁻¹ x_i for all i, with one Cholesky and one triangular solve. ``-> (N,)``.
+
+    With M = L Lᵀ, x_iᵀ M⁻¹ x_i = ‖L⁻¹ x_i‖², so Z = L⁻¹ Xᵀ (H × N) is all we need.
+    """
+    chol = jnp.linalg.cholesky(m)
+    z = solve_triangular(chol, phi_diff.T, lower=True)
+    return v * jnp.sum(z * z, axis=0)
+
+
+def past_information(
+    past_phi_diff: jax.Array, beta: jax.Array, past_mask: jax.Array | None = None
+) -> jax.Array:
+    """I_past = Σ_j v_j x_j x_jᵀ over the labelled pairs (rows with ``past_mask`` False ignored).
+
+    ``past_phi_diff: (M, H), beta: (H,), past_mask: (M,) bool -> (H, H)``.
+    """
+    v = bernoulli_variance(past_phi_diff, beta)
+    if past_mask is not None:
+        v = jnp.where(past_mask, v, 0.0)
+    return information_matrix(past_phi_diff, v)
+
+
+def dopt_scores_from_weights(
+    phi_diff: jax.Array,
+    v: jax.Array,
+    past_info: jax.Array | None = None,
+    jitter: float = DEFAULT_JITTER,
+) -> jax.Array:
+    """Closed-form D-opt scores for given per-pair weights ``v: (N,)`` (v ≡ 1 gives xtx)."""
+    m = regularised_information(phi_diff, v, past_info, jitter)
+    return leverage_scores(phi_diff, v, m)
+
+
+def check_shapes(phi_diff, beta, past_phi_diff=None, past_mask=None) -> None:
+    """ValueError, naming the shapes, unless phi_diff (N, H), beta (H,), past (M, H), mask (M,)."""
+    shape = jnp.shape(phi_diff)
+    if len(shape) != 2:
+        raise ValueError(f"phi_diff must be (N, H), got shape {shape}")
+    h = shape[1]
+    if jnp.shape(beta) != (h,):
+        raise ValueError(f"beta must have shape ({h},) to match phi_diff {shape}, got {jnp.shape(beta)}")
+    if past_phi_diff is not None:
+        pshape = jnp.shape(past_phi_diff)
+        if len(pshape) != 2 or pshape[1] != h:
+            raise ValueError(f"past_phi_diff must be (M, {h}) to match phi_diff {shape}, got {pshape}")
+        if past_mask is not None and jnp.shape(past_mask) != (pshape[0],):
+            raise ValueError(f"past_mask must have shape ({pshape[0]},), got {jnp.shape(past_mask)}")
+
+
+def dopt_scores(
+    phi_diff: jax.Array,
+    beta: jax.Array,
+    past_phi_diff: jax.Array | None = None,
+    jitter: float = DEFAULT_JITTER,
+    past_mask: jax.Array | None = None,
+) -> jax.Array:
+    """D-optimal scores ∂/∂w_i log det(I_past + Σ_j w_j v_j x_j x_jᵀ + εI) at w = 1.
+
+    phi_diff: (N, H) feature differences x_i of the candidate pairs.
+    beta: (H,) current head; v_i = p_i(1 − p_i) with p_i = σ(x_iᵀβ).
+    past_phi_diff: optional (M, H) feature differences of labelled pairs; adds I_past
+      (with its own v from the same β) — the past-aware variant ``pa_dopt``.
+    jitter: ε.
+    past_mask: optional (M,) bool, which past rows are real (fixed-capacity buffers).
+    Returns (N,) float scores; larger is more informative.
+    """
+    check_shapes(phi_diff, beta, past_phi_diff, past_mask)
+    v = bernoulli_variance(phi_diff, beta)
+    past = None
+    if past_phi_diff is not None:
+        past = past_information(past_phi_diff, beta, past_mask)
+    return dopt_scores_from_weights(phi_diff, v, past, jitter)

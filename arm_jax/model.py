@@ -1,0 +1,106 @@
+"""The Bradley–Terry reward model: an MLP feature map F_θ followed by a bias-free head β.
+
+    r(Ψ) = F_θ(Ψ)ᵀ β          Φ = F_θ(Ψ) are the *last-layer features*
+
+The head has no bias because the BT likelihood P(a ≻ b) = σ(r(a) − r(b)) only sees reward
+differences. Parameters are a plain Flax pytree, so ``jax.vmap`` over seeds is free.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": nn.relu,
+    "gelu": nn.gelu,
+    "tanh": jnp.tanh,
+    "silu": nn.silu,
+    "elu": nn.elu,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the reward MLP.
+
+    depth: number of hidden layers (the paper: 3).
+    width: units per hidden layer, which is also H, the dimension of Φ (the paper: 64).
+    activation: one of ``ACTIVATIONS``.
+    """
+
+    depth: int = 3
+    width: int = 64
+    activation: str = "relu"
+
+    def __post_init__(self):
+        if self.depth < 1:
+            raise ValueError(f"model depth must be >= 1, got {self.depth}")
+        if self.width < 1:
+            raise ValueError(f"model width must be >= 1, got {self.width}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation {self.activation!r}; choose one of {sorted(ACTIVATIONS)}"
+            )
+
+
+class RewardMLP(nn.Module):
+    """MLP with ``depth`` hidden layers of ``width`` units and a bias-free scalar head.
+
+    ``__call__(x: (..., D)) -> (phi: (..., H), reward: (...,))``.
+    """
+
+    depth: int = 3
+    width: int = 64
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x):
+        act = ACTIVATIONS[self.activation]
+        h = x
+        for i in range(self.depth):
+            h = act(nn.Dense(self.width, name=f"hidden_{i}")(h))
+        beta = self.param("head", nn.initializers.lecun_normal(), (self.width, 1))[:, 0]
+        return h, h @ beta
+
+
+def _module(config: ModelConfig) -> RewardMLP:
+    return RewardMLP(depth=config.depth, width=config.width, activation=config.activation)
+
+
+def init_params(key: jax.Array, config: ModelConfig, input_dim: int):
+    """Fresh parameters for inputs of dimension ``input_dim`` (a pytree of float32 arrays)."""
+    return _module(config).init(key, jnp.zeros((1, input_dim), jnp.float32))
+
+
+def features(params, config: ModelConfig, x: jax.Array) -> jax.Array:
+    """Last-layer features Φ. ``x: (..., D) -> (..., H)``."""
+    phi, _ = _module(config).apply(params, x)
+    return phi
+
+
+def head(params) -> jax.Array:
+    """The last layer β: ``(H,)``."""
+    return params["params"]["head"][:, 0]
+
+
+def reward(params, config: ModelConfig, x: jax.Array) -> jax.Array:
+    """Predicted reward r = Φ·β. ``x: (..., D) -> (...,)``; equals ``features(...) @ head(...)``."""
+    _, r = _module(config).apply(params, x)
+    return r
+
+
+def features_and_reward(params, config: ModelConfig, x: jax.Array):
+    """``(Φ: (..., H), r: (...,))`` in one forward pass."""
+    return _module(config).apply(params, x)
+
+
+def check_input(x, input_dim: int | None = None):
+    """Boundary check for embeddings fed to the model."""
+    chex.assert_rank(x, {1, 2, 3})
+    if input_dim is not None:
+        chex.assert_axis_dimension(x, -1, input_dim)

@@ -1,0 +1,156 @@
+"""Fitting the Bradley–Terry reward model.
+
+The labelled comparisons live in a fixed-capacity buffer of (winner, loser) item indices with
+a count of filled rows, so a labelled set that grows round after round never changes a shape
+and never recompiles. One fit is one ``lax.scan`` over optimiser steps from a fresh
+initialisation; it is a pure function of a PRNG key, so ``jax.vmap(fit)`` trains many seeds
+in one call.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from arm_jax import model as model_lib
+from arm_jax.model import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser settings for one fit (AdamW on the Bradley–Terry loss).
+
+    steps: optimiser steps per fit (each a minibatch drawn from the filled buffer rows).
+    batch_size: comparisons per minibatch (drawn with replacement).
+    learning_rate, weight_decay: AdamW.
+    """
+
+    steps: int = 1000
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"training steps must be >= 1, got {self.steps}")
+        if self.batch_size < 1:
+            raise ValueError(f"training batch size must be >= 1, got {self.batch_size}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning rate must be > 0, got {self.learning_rate}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight decay must be >= 0, got {self.weight_decay}")
+
+
+class LabelBuffer(NamedTuple):
+    """Fixed-capacity store of labelled comparisons.
+
+    pairs: (C, 2) int32, row = (winner item index, loser item index); rows >= count unused.
+    count: () int32, number of filled rows.
+    """
+
+    pairs: jax.Array
+    count: jax.Array
+
+    @property
+    def capacity(self) -> int:
+        return self.pairs.shape[0]
+
+    @property
+    def mask(self) -> jax.Array:
+        """(C,) bool: which rows are filled."""
+        return jnp.arange(self.capacity) < self.count
+
+
+def empty_buffer(capacity: int) -> LabelBuffer:
+    return LabelBuffer(jnp.zeros((capacity, 2), jnp.int32), jnp.zeros((), jnp.int32))
+
+
+def append(buffer: LabelBuffer, winner: jax.Array, loser: jax.Array) -> LabelBuffer:
+    """Write ``k`` new comparisons after the filled rows (jit-able; k is static)."""
+    new = jnp.stack([winner, loser], axis=-1).astype(jnp.int32)
+    pairs = jax.lax.dynamic_update_slice(buffer.pairs, new, (buffer.count, jnp.int32(0)))
+    return LabelBuffer(pairs, buffer.count + new.shape[0])
+
+
+def buffer_from_pairs(winner, loser, capacity: int | None = None) -> LabelBuffer:
+    """A buffer holding the given comparisons (host-side convenience)."""
+    winner = jnp.asarray(winner, jnp.int32)
+    loser = jnp.asarray(loser, jnp.int32)
+    n = winner.shape[0]
+    capacity = n if capacity is None else capacity
+    if capacity < n:
+        raise ValueError(f"buffer capacity {capacity} is smaller than the {n} comparisons")
+    return append(empty_buffer(capacity), winner, loser)
+
+
+def bt_loss(reward_winner: jax.Array, reward_loser: jax.Array) -> jax.Array:
+    """Per-comparison Bradley–Terry negative log-likelihood −log σ(r_w − r_l), stable for any gap."""
+    return -jax.nn.log_sigmoid(reward_winner - reward_loser)
+
+
+def _optimizer(config: TrainConfig):
+    return optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
+
+
+def fit(
+    key: jax.Array,
+    items: jax.Array,
+    buffer: LabelBuffer,
+    model_config: ModelConfig | None = None,
+    train_config: TrainConfig | None = None,
+):
+    """Train a fresh reward model on the filled rows of ``buffer``.
+
+    key: PRNG key (initialisation and minibatches are drawn from it).
+    items: (N, D) float32 embeddings; the buffer holds indices into it.
+    buffer: labelled comparisons. With ``count == 0`` the initial parameters are returned.
+    Returns ``(params, losses: (steps,) float32)``. Pure and jit/vmap-able; the configs are
+    static (hashable frozen dataclasses).
+    """
+    model_config = model_config or model_lib.ModelConfig()
+    train_config = train_config or TrainConfig()
+    return _fit(key, items, buffer, model_config, train_config)
+
+
+
+def _fit(key, items, buffer, model_config, train_config):
+    init_key, batch_key = jax.random.split(key)
+    params = model_lib.init_params(init_key, model_config, items.shape[-1])
+    optimizer = _optimizer(train_config)
+    opt_state = optimizer.init(params)
+    has_data = (buffer.count > 0).astype(jnp.float32)
+    n_filled = jnp.maximum(buffer.count, 1)
+    b = train_config.batch_size
+
+    def loss_fn(p, batch_items):
+        r = model_lib.reward(p, model_config, batch_items)
+        return has_data * jnp.mean(bt_loss(r[:b], r[b:]))
+
+    def step(carry, step_key):
+        p, state = carry
+        rows = jax.random.randint(step_key, (b,), 0, n_filled)
+        pair = buffer.pairs[rows]
+        batch_items = items[jnp.concatenate([pair[:, 0], pair[:, 1]])]
+        loss, grads = jax.value_and_grad(loss_fn)(p, batch_items)
+        updates, state = optimizer.update(grads, state, p)
+        updates = jax.tree_util.tree_map(lambda u: has_data * u, updates)  # no labels: no decay
+        return (optax.apply_updates(p, updates), state), loss
+
+    step_keys = jax.random.split(batch_key, train_config.steps)
+    (params, _), losses = jax.lax.scan(step, (params, opt_state), step_keys)
+    return params, losses
+
+
+fit_jit = jax.jit(fit, static_argnames=("model_config", "train_config"))
+
+
+def check_fit_inputs(items, buffer: LabelBuffer):
+    """Boundary checks for :func:`fit` (shapes and dtypes)."""
+    chex.assert_rank(items, 2)
+    chex.assert_rank(buffer.pairs, 2)
+    chex.assert_axis_dimension(buffer.pairs, 1, 2)
+    chex.assert_type(buffer.pairs, jnp.int32)
