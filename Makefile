@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/arm-jax demo --out results/demo
+	$(VENV)/bin/arm-jax run --preset demo --out results/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

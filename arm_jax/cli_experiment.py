@@ -1,0 +1,360 @@
+"""``arm-jax run`` (the paper's active-learning experiment) and ``arm-jax figure1``."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+# Presets: data and experiment sizes. Flags given on the command line override them.
+PRESETS = {
+    "demo": dict(
+        task="llm-like", dim=64, train_prompts=1000, responses=10, test_prompts=100, test_responses=50,
+        strategies="random,entropy,maxdiff,dopt,pa_dopt", seeds=3, rounds=6, k=100, initial_labels=100,
+        prompts_per_round=100, candidates=2000, steps=300, best_of_n="10,50",
+    ),
+    "default": dict(
+        task="llm-like", dim=256, train_prompts=5000, responses=10, test_prompts=200, test_responses=100,
+        strategies="all", seeds=5, rounds=20, k=500, initial_labels=500,
+        prompts_per_round=500, candidates=20000, steps=1000, best_of_n="10,100",
+    ),
+    "paper": dict(
+        task="llm-like", dim=2048, train_prompts=40000, responses=10, test_prompts=2000, test_responses=500,
+        strategies="paper", seeds=5, rounds=20, k=500, initial_labels=500,
+        prompts_per_round=500, candidates=20000, steps=1000, best_of_n="10,100,500",
+    ),
+}
+TASKS = ("llm-like", "gaussian-2d")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def _quality(text: str) -> float:
+    value = float(text)
+    if value != value:
+        raise argparse.ArgumentTypeError("annotation quality must be a number or inf")
+    return value
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the paper's active-learning experiment (many strategies and seeds)",
+        description=(
+            "Run Algorithm 1 of the paper: each round draw candidate pairs, pick k with each strategy "
+            "using the previous model, label them with a simulated annotator, retrain from scratch and "
+            "evaluate 1 - Spearman and Best-of-N on the test prompts. All rounds are one jit-compiled "
+            "program, vmapped over seeds. Writes metrics.json, metrics.csv and learning_curves.png to --out."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                   help="sizes to start from: demo (about a minute on a 2-core CPU), default, paper (paper-sized, for a GPU)")
+    p.add_argument("--out", type=Path, default=Path("results/run"), help="output directory")
+    data = p.add_argument_group("data (a built-in task, or the paper's four .npy files)")
+    data.add_argument("--task", choices=TASKS, help="built-in task when no files are given")
+    data.add_argument("--train-embeddings", type=Path, help="embd_train.npy, (prompts, responses, D)")
+    data.add_argument("--train-rewards", type=Path, help="reward_train.npy, (prompts, responses[, 1])")
+    data.add_argument("--test-embeddings", type=Path, help="embd_test.npy, (prompts, responses, D)")
+    data.add_argument("--test-rewards", type=Path, help="reward_test.npy, (prompts, responses[, 1])")
+    data.add_argument("--dim", type=int, help="embedding dimension D of the llm-like task")
+    data.add_argument("--train-prompts", type=int, help="training prompts of a built-in task")
+    data.add_argument("--responses", type=int, help="responses per training prompt of a built-in task")
+    data.add_argument("--test-prompts", type=int, help="test prompts of a built-in task")
+    data.add_argument("--test-responses", type=int, help="responses per test prompt of a built-in task")
+    data.add_argument("--data-seed", type=int, default=0, help="seed of the built-in task's data")
+    exp = p.add_argument_group("experiment")
+    exp.add_argument("--strategies", help="comma-separated names, 'paper' (the paper's eight) or 'all' (with greedy_dopt)")
+    exp.add_argument("--seeds", type=int, help="number of seeds (run together with vmap)")
+    exp.add_argument("--seed", type=int, default=0, help="base PRNG seed; seed i uses split(PRNGKey(seed))[i]")
+    exp.add_argument("--rounds", type=int, help="active rounds after the random round 0")
+    exp.add_argument("--k", type=int, help="annotation batch size: pairs labelled per round")
+    exp.add_argument("--initial-labels", type=int, help="random pairs labelled in round 0")
+    exp.add_argument("--pairs", choices=("in-prompt", "cross-prompt"), default="in-prompt", help="candidate pairs")
+    exp.add_argument("--prompts-per-round", type=int, help="training prompts drawn per round")
+    exp.add_argument("--candidates", type=int, help="candidate pairs per round")
+    exp.add_argument("--annotation-quality", type=_quality, default=1.0,
+                     help="annotator's beta: P(a wins) = sigmoid(beta (r_a - r_b) / std r); inf = noiseless")
+    exp.add_argument("--best-of-n", type=_int_list, help="comma-separated N for Best-of-N")
+    mdl = p.add_argument_group("reward model and training")
+    mdl.add_argument("--depth", type=int, default=3, help="hidden layers")
+    mdl.add_argument("--width", type=int, default=64, help="hidden units (= H, the feature dimension)")
+    mdl.add_argument("--activation", default="relu", help="relu, gelu, tanh, silu or elu")
+    mdl.add_argument("--steps", type=int, help="AdamW steps per retraining")
+    mdl.add_argument("--batch-size", type=int, default=256, help="comparisons per training minibatch")
+    mdl.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    mdl.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    out = p.add_argument_group("output")
+    out.add_argument("--no-plot", action="store_true", help="do not draw learning_curves.png")
+    out.add_argument("--quiet", action="store_true", help="no progress line per round")
+    p.set_defaults(func=cmd_run)
+
+    f = sub.add_parser(
+        "figure1",
+        help="draw the paper's Figure 1: which pairs each strategy compares on a 2-D task",
+        description=(
+            "The paper's Figure 1: a reward that is the log density of two Gaussians in 2-D; each "
+            "strategy picks comparisons among 1000 standard-normal points per round for a few rounds; "
+            "the pairs it picked are drawn as segments over the reward's contours."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    f.add_argument("--out", type=Path, default=Path("results/figure1.png"), help="PNG to write")
+    f.add_argument("--strategies", default="paper", help="comma-separated names, 'paper' or 'all'")
+    f.add_argument("--rounds", type=int, default=4, help="rounds (after a random round 0)")
+    f.add_argument("--k", type=int, default=200, help="comparisons picked per round")
+    f.add_argument("--steps", type=int, default=500, help="training steps per round")
+    f.add_argument("--seed", type=int, default=0)
+    f.set_defaults(func=cmd_figure1)
+
+
+def parse_strategies(text: str) -> list[str]:
+    from arm_jax.strategies import PAPER_STRATEGIES, STRATEGIES, get_strategy
+
+    if text == "all":
+        return list(STRATEGIES)
+    if text == "paper":
+        return list(PAPER_STRATEGIES)
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise ValueError("--strategies is empty")
+    for name in names:
+        get_strategy(name)
+    if len(set(names)) != len(names):
+        raise ValueError(f"--strategies names a strategy twice: {text}")
+    return names
+
+
+def _resolve(args) -> argparse.Namespace:
+    """Preset values for every flag the user did not give."""
+    merged = dict(vars(args))
+    for key, value in PRESETS[args.preset].items():
+        if merged.get(key) is None:
+            merged[key] = value
+    if isinstance(merged["best_of_n"], str):
+        merged["best_of_n"] = _int_list(merged["best_of_n"])
+    return argparse.Namespace(**merged)
+
+
+def _positive(name, value, minimum=1):
+    if value < minimum:
+        raise ValueError(f"--{name.replace('_', '-')} must be >= {minimum}, got {value}")
+
+
+def load_dataset(args):
+    """The paper's files if given, else the built-in task."""
+    import jax
+
+    from arm_jax import data
+
+    files = [args.train_embeddings, args.train_rewards, args.test_embeddings, args.test_rewards]
+    if any(f is not None for f in files):
+        if not all(f is not None for f in files):
+            raise ValueError(
+                "give all four of --train-embeddings, --train-rewards, --test-embeddings, --test-rewards"
+            )
+        return data.load_paper_files(*files), {"task": "files", "files": [str(f) for f in files]}
+    for name in ("dim", "train_prompts", "responses", "test_prompts", "test_responses"):
+        _positive(name, getattr(args, name), 2 if name in ("responses", "test_responses") else 1)
+    key = jax.random.PRNGKey(args.data_seed)
+    sizes = dict(
+        n_train_prompts=args.train_prompts, n_responses=args.responses,
+        n_test_prompts=args.test_prompts, n_test_responses=args.test_responses,
+    )
+    if args.task == "gaussian-2d":
+        ds = data.gaussian_mixture_2d(key, **sizes)
+    else:
+        ds = data.llm_like(key, dim=args.dim, **sizes)
+    return ds, {"task": args.task, "data_seed": args.data_seed, **sizes, "dim": int(ds.train_embeddings.shape[-1])}
+
+
+def build_config(args, strategy: str):
+    from arm_jax.experiment import ExperimentConfig
+    from arm_jax.model import ModelConfig
+    from arm_jax.train import TrainConfig
+
+    return ExperimentConfig(
+        strategy=strategy,
+        rounds=args.rounds,
+        k=args.k,
+        initial_labels=args.initial_labels,
+        n_prompts=args.prompts_per_round,
+        n_candidates=args.candidates,
+        pairs=args.pairs,
+        annotation_quality=args.annotation_quality,
+        best_of_n=tuple(args.best_of_n),
+        model=ModelConfig(depth=args.depth, width=args.width, activation=args.activation),
+        train=TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay),
+        progress=not args.quiet,
+    )
+
+
+class SeedAverager:
+    """Collects the per-seed progress reports of a round and prints one line with their mean."""
+
+    def __init__(self, n_seeds: int, rounds: int):
+        self.n_seeds, self.rounds, self.pending = n_seeds, rounds, {}
+
+    def __call__(self, report) -> None:
+        got = self.pending.setdefault(report.round_index, [])
+        got.append(report)
+        if len(got) == self.n_seeds:
+            del self.pending[report.round_index]
+            oms = sum(r.one_minus_spearman for r in got) / len(got)
+            bon = sum(r.best_of_n for r in got) / len(got)
+            print(
+                f"  {report.strategy:<11} round {report.round_index:>3}/{self.rounds}"
+                f"  annotations {report.annotations:>7}  1-spearman {oms:.4f}  best-of-N {bon:+.4f}"
+                f"  (mean of {len(got)} seeds)",
+                file=sys.stderr, flush=True,
+            )
+
+
+def cmd_run(args) -> int:
+    args = _resolve(args)
+    names = parse_strategies(args.strategies)
+    _positive("seeds", args.seeds)
+    configs = [build_config(args, name) for name in names]  # validates every knob before any work
+
+    import jax
+    import numpy as np
+
+    from arm_jax import experiment, results
+
+    t_start = time.perf_counter()
+    dataset, data_info = load_dataset(args)
+    for config in configs:
+        experiment.check_config_against_data(config, dataset)
+    data = experiment.prepare_data(dataset)
+    keys = jax.random.split(jax.random.PRNGKey(args.seed), args.seeds)
+    env = results.environment()
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    log(
+        f"arm-jax run: {data_info['task']} data, train {tuple(dataset.train_embeddings.shape)}, "
+        f"test {tuple(dataset.test_embeddings.shape)}; {len(names)} strategies x {args.seeds} seeds x "
+        f"{args.rounds} rounds of k={args.k} ({args.pairs}); backend {env['backend']}"
+    )
+    experiment.set_progress_sink(SeedAverager(args.seeds, args.rounds))
+    base = dataclasses.replace(configs[0], strategy="dopt", progress=False)
+    payload = {
+        **env,
+        "wall_time_s": None,
+        "config": {**results.config_dict(base), **data_info, "seeds": args.seeds, "seed": args.seed},
+        "annotations": base.annotations().tolist(),
+        "results": {},
+    }
+    del payload["config"]["strategy"], payload["config"]["progress"]
+    for config in configs:
+        exp = experiment.make_experiment(config, data)
+        t0 = time.perf_counter()
+        compiled = exp.compile_seeds(keys)
+        t1 = time.perf_counter()
+        log(f"[{config.strategy}] compiled in {t1 - t0:.1f}s")
+        out = compiled(keys, data)
+        jax.block_until_ready(out)
+        t2 = time.perf_counter()
+        m = out.metrics
+        log(
+            f"[{config.strategy}] {t2 - t1:.1f}s: after {config.annotations()[-1]} annotations "
+            f"1-spearman {float(np.mean(m.one_minus_spearman[:, -1])):.4f}, "
+            f"best-of-{config.best_of_n[-1]} {float(np.mean(m.best_of_n[:, -1, -1])):+.4f}"
+        )
+        payload["results"][config.strategy] = results.strategy_record(
+            m, config.best_of_n, list(range(args.seeds)), t2 - t1, t1 - t0
+        )
+    payload["wall_time_s"] = round(time.perf_counter() - t_start, 3)
+    json_path, csv_path = results.write_results(args.out, payload)
+    written = [json_path, csv_path]
+    if not args.no_plot:
+        png = results.plot_learning_curves(payload, Path(args.out) / "learning_curves.png")
+        if png is None:
+            log("matplotlib is not installed: no plot (pip install 'arm-jax[plot]')")
+        else:
+            written.append(png)
+    log(f"done in {payload['wall_time_s']:.1f}s; wrote " + ", ".join(str(w) for w in written))
+    _print_summary(payload)
+    return 0
+
+
+def _print_summary(payload) -> None:
+    from arm_jax.results import mean_and_stderr
+
+    n = str(payload["config"]["best_of_n"][-1])
+    print(f"after {payload['annotations'][-1]} annotations (mean ± s.e. over seeds):")
+    print(f"  {'strategy':<12} {'1 - spearman':>18} {'best-of-' + n:>18}")
+    for name, rec in payload["results"].items():
+        m, s = mean_and_stderr(rec["one_minus_spearman"])
+        b, bs = mean_and_stderr(rec["best_of_n"][n])
+        print(f"  {name:<12} {m[-1]:>10.4f} ± {s[-1]:.4f} {b[-1]:>+10.4f} ± {bs[-1]:.4f}")
+
+
+def cmd_figure1(args) -> int:
+    names = parse_strategies(args.strategies)
+    _positive("rounds", args.rounds)
+    _positive("k", args.k)
+    _positive("steps", args.steps)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError("figure1 needs matplotlib: pip install 'arm-jax[plot]'") from None
+    import jax
+    import numpy as np
+
+    from arm_jax import data, experiment, io
+    from arm_jax.model import ModelConfig
+    from arm_jax.train import TrainConfig
+
+    # the paper: 1000 standard-normal points per round, 200 comparisons, a 3-layer MLP of 16 units
+    ds = data.gaussian_mixture_2d(jax.random.PRNGKey(args.seed), n_train_prompts=2000, n_responses=10,
+                                  n_test_prompts=50, n_test_responses=100)
+    prepared = experiment.prepare_data(ds)
+    items = np.asarray(prepared.train_items)
+    grid = np.linspace(-3.5, 3.5, 200)
+    gx, gy = np.meshgrid(grid, grid)
+    density = np.asarray(data.mixture_log_density(np.stack([gx, gy], -1).astype(np.float32)))
+    cols = min(4, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.4 * rows), squeeze=False)
+    colors = plt.cm.viridis(np.linspace(0, 0.9, args.rounds))
+    for ax, name in zip(axes.flat, names):
+        config = experiment.ExperimentConfig(
+            strategy=name, rounds=args.rounds, k=args.k, initial_labels=args.k, n_prompts=100,
+            n_candidates=5000, pairs="cross-prompt", best_of_n=(100,), annotation_quality=5.0,
+            model=ModelConfig(depth=3, width=16), train=TrainConfig(steps=args.steps),
+        )
+        result = experiment.make_experiment(config, prepared).run(jax.random.PRNGKey(args.seed + 1))
+        pairs = np.asarray(result.labelled.pairs)
+        ax.contour(gx, gy, density, levels=12, cmap="Greys", linewidths=0.6)
+        for r in range(1, args.rounds + 1):
+            rows_r = pairs[config.initial_labels + (r - 1) * args.k: config.initial_labels + r * args.k]
+            segs = items[rows_r]  # (k, 2, 2)
+            ax.plot(segs[:, :, 0].T, segs[:, :, 1].T, color=colors[r - 1], lw=0.5, alpha=0.6)
+        oms = float(result.metrics.one_minus_spearman[-1])
+        ax.set_title(f"{name}  (1-spearman {oms:.2f})", fontsize=9)
+        ax.set_xlim(-3.5, 3.5)
+        ax.set_ylim(-3.5, 3.5)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        print(f"  {name:<12} 1-spearman after {config.annotations()[-1]} comparisons: {oms:.3f}", file=sys.stderr)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.suptitle(f"Comparisons picked in rounds 1-{args.rounds} (dark = early), reward contours in grey")
+    fig.tight_layout()
+    with io.atomic_path(args.out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0

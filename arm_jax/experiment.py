@@ -1,0 +1,353 @@
+"""The paper's active-learning experiment (Algorithm 1) as one jit-compiled program.
+
+Each round: draw a candidate pool, score it with the previous round's model, select ``k``
+pairs, label them with the simulated annotator, append them to the fixed-capacity labelled
+buffer, retrain the reward model from scratch, evaluate on the test set. Round 0 labels a
+small random set. All rounds are one ``lax.scan`` inside ``jax.jit``; seeds are
+``jax.vmap``. Data always enters the compiled program as an argument, never as a closure
+constant, so compile time does not grow with the data.
+
+    exp = make_experiment(ExperimentConfig(strategy="dopt"), dataset)
+    result = exp.run_seeds(jax.random.split(key, 5))   # every array has a leading (seeds,) axis
+    result.metrics.one_minus_spearman                   # (5, rounds + 1)
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from arm_jax import annotator, metrics, model as model_lib, pools, strategies, train
+from arm_jax.data import Dataset
+from arm_jax.model import ModelConfig
+from arm_jax.train import LabelBuffer, TrainConfig
+
+PAIR_MODES = pools.MODES
+# strategies that read the labelled set (I_past or the posterior built on it)
+PAST_AWARE = frozenset({"pa_dopt", "greedy_dopt", "batchbald"})
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """One strategy's experiment. Defaults are the paper's (§5, appendix A).
+
+    strategy: a name from ``arm_jax.strategies.STRATEGIES``.
+    rounds: active rounds after round 0.
+    k: annotation batch size (pairs labelled per round).
+    initial_labels: random pairs labelled in round 0.
+    n_prompts: training prompts drawn per round to build candidates.
+    n_candidates: candidate pairs per round (subsampled from the round's possible pairs).
+    pairs: "in-prompt" (two responses of one prompt) or "cross-prompt" (any two items).
+    annotation_quality: β_a of the simulated annotator, P(a ≻ b) = σ(β_a (r*_a − r*_b)/std r*).
+    best_of_n: the N of the Best-of-N metric (each ≤ responses per test prompt).
+    model, train: reward model and optimiser.
+    progress: print one line per round from inside the compiled program (host callback).
+    """
+
+    strategy: str = "dopt"
+    rounds: int = 20
+    k: int = 500
+    initial_labels: int = 500
+    n_prompts: int = 500
+    n_candidates: int = 20_000
+    pairs: str = "in-prompt"
+    annotation_quality: float = 1.0
+    best_of_n: tuple[int, ...] = (500,)
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    progress: bool = False
+
+    def __post_init__(self):
+        strategies.get_strategy(self.strategy)
+        if self.pairs not in PAIR_MODES:
+            raise ValueError(f"unknown pair mode {self.pairs!r}; choose one of: {', '.join(PAIR_MODES)}")
+        for name in ("rounds", "initial_labels"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("k", "n_prompts", "n_candidates"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.k > self.n_candidates:
+            raise ValueError(f"k = {self.k} is larger than the {self.n_candidates} candidates per round")
+        if self.initial_labels > self.n_candidates:
+            raise ValueError(
+                f"initial_labels = {self.initial_labels} is larger than the {self.n_candidates} candidates per round"
+            )
+        if not self.best_of_n or min(self.best_of_n) < 1:
+            raise ValueError(f"best_of_n must be positive integers, got {self.best_of_n}")
+        if self.initial_labels + self.rounds * self.k < 1:
+            raise ValueError("the experiment labels no pair: raise rounds or initial_labels")
+
+    @property
+    def capacity(self) -> int:
+        """Rows of the labelled buffer: everything the experiment will ever label."""
+        return self.initial_labels + self.rounds * self.k
+
+    def annotations(self) -> np.ndarray:
+        """(rounds + 1,) labelled pairs after each round: the x axis of the learning curves."""
+        return self.initial_labels + self.k * np.arange(self.rounds + 1)
+
+    def replace(self, **changes) -> "ExperimentConfig":
+        return dataclasses.replace(self, **changes)
+
+
+class ExperimentData(NamedTuple):
+    """The arrays the compiled program reads (always passed as arguments).
+
+    train_embeddings: (P, R, D) float32; item index = prompt·R + response.
+    train_rewards: (P·R,) float32 golden rewards of the training items (flattened).
+    reward_std: () float32, std of the training golden rewards (the annotator's scale).
+    test_embeddings: (Pt, Rt, D) float32; test_rewards: (Pt, Rt) float32.
+    """
+
+    train_embeddings: jax.Array
+    train_rewards: jax.Array
+    reward_std: jax.Array
+    test_embeddings: jax.Array
+    test_rewards: jax.Array
+
+    @property
+    def train_items(self) -> jax.Array:
+        """(P·R, D) flattened training embeddings."""
+        p, r, d = self.train_embeddings.shape
+        return self.train_embeddings.reshape(p * r, d)
+
+
+class ExperimentResult(NamedTuple):
+    """metrics: per-round :class:`RoundMetrics`; labelled: the final labelled buffer
+    (row j was labelled in round ``max(0, (j − initial_labels) // k + 1)``)."""
+
+    metrics: "RoundMetrics"
+    labelled: LabelBuffer
+
+
+class RoundMetrics(NamedTuple):
+    """Per-round results; under ``run_seeds`` each gains a leading seeds axis.
+
+    one_minus_spearman: (rounds + 1,) mean over test prompts of 1 − Spearman (lower is better).
+    best_of_n: (rounds + 1, len(config.best_of_n)) golden reward of the best-of-N pick.
+    train_loss: (rounds + 1,) mean BT loss over the last 10% of training steps.
+    """
+
+    one_minus_spearman: jax.Array
+    best_of_n: jax.Array
+    train_loss: jax.Array
+
+
+def prepare_data(dataset: Dataset) -> ExperimentData:
+    """Move a :class:`~arm_jax.data.Dataset` to the device as float32."""
+    tr = jnp.asarray(dataset.train_embeddings, jnp.float32)
+    rewards = jnp.asarray(dataset.train_rewards, jnp.float32).reshape(-1)
+    return ExperimentData(
+        train_embeddings=tr,
+        train_rewards=rewards,
+        reward_std=jnp.std(rewards),
+        test_embeddings=jnp.asarray(dataset.test_embeddings, jnp.float32),
+        test_rewards=jnp.asarray(dataset.test_rewards, jnp.float32),
+    )
+
+
+def check_config_against_data(config: ExperimentConfig, dataset) -> None:
+    """ValueError when the data cannot support the configuration."""
+    p, r, d = np.shape(dataset.train_embeddings)
+    pt, rt, dt = np.shape(dataset.test_embeddings)
+    if d != dt:
+        raise ValueError(f"train embeddings have D = {d} but test embeddings have D = {dt}")
+    if config.n_prompts > p:
+        raise ValueError(f"n_prompts = {config.n_prompts} is more than the {p} training prompts")
+    if max(config.best_of_n) > rt:
+        raise ValueError(f"best_of_n N = {max(config.best_of_n)} is more than the {rt} responses per test prompt")
+    if config.pairs == "in-prompt":
+        possible = config.n_prompts * r * (r - 1) // 2
+    else:
+        possible = config.n_prompts * r * (config.n_prompts * r - 1) // 2
+    if max(config.k, config.initial_labels) > possible:
+        raise ValueError(
+            f"a round has only {possible} possible {config.pairs} pairs, fewer than k = {config.k}"
+            f" or initial_labels = {config.initial_labels}"
+        )
+
+
+# ------------------------------------------------------------------ the steps of a round
+
+
+def draw_pool(key, config: ExperimentConfig, data: ExperimentData) -> pools.CandidatePool:
+    """The round's candidate pairs (local indices into the round's items)."""
+    p, r, _ = data.train_embeddings.shape
+    return pools.pool_items(key, config.pairs, p, r, config.n_prompts, config.n_candidates)
+
+
+def selection_inputs(params, config: ExperimentConfig, data: ExperimentData, pool, buffer) -> strategies.SelectionInputs:
+    """Features of the round's items under the previous model, gathered into pair differences."""
+    items = data.train_items
+    phi_items = model_lib.features(params, config.model, items[pool.items])  # (K, H)
+    phi_diff = phi_items[pool.pairs.a] - phi_items[pool.pairs.b]
+    if config.strategy in PAST_AWARE:
+        past = model_lib.features(params, config.model, items[buffer.pairs.reshape(-1)])
+        past = past.reshape(buffer.capacity, 2, -1)
+        past_diff, past_mask = past[:, 0] - past[:, 1], buffer.mask
+    else:
+        past_diff = jnp.zeros((1, phi_diff.shape[1]), phi_diff.dtype)
+        past_mask = jnp.zeros(1, bool)
+    return strategies.SelectionInputs(phi_diff, model_lib.head(params), pool.pairs.valid, past_diff, past_mask)
+
+
+def acquire(key, params, buffer: LabelBuffer, config: ExperimentConfig, data: ExperimentData, strategy: str, k: int):
+    """Pool → select ``k`` with ``strategy`` under ``params`` → annotate → append. Returns the new buffer."""
+    pool_key, select_key, label_key = jax.random.split(key, 3)
+    pool = draw_pool(pool_key, config, data)
+    inputs = selection_inputs(params, config, data, pool, buffer)
+    chosen = strategies.STRATEGIES[strategy].fn(select_key, inputs, k).indices
+    a = pool.items[pool.pairs.a[chosen]]
+    b = pool.items[pool.pairs.b[chosen]]
+    winner, loser = annotator.annotate(
+        label_key, data.train_rewards, a, b, config.annotation_quality, data.reward_std
+    )
+    return train.append(buffer, winner, loser)
+
+
+def retrain(key, buffer: LabelBuffer, config: ExperimentConfig, data: ExperimentData):
+    """Train from scratch on the buffer; returns (params, final training loss)."""
+    params, losses = train.fit(key, data.train_items, buffer, config.model, config.train)
+    tail = max(1, config.train.steps // 10)
+    return params, jnp.mean(losses[-tail:])
+
+
+def evaluate(params, config: ExperimentConfig, data: ExperimentData):
+    """(1 − Spearman, Best-of-N (len(ns),)) on the test set."""
+    pred = model_lib.reward(params, config.model, data.test_embeddings)
+    return (
+        metrics.one_minus_spearman(pred, data.test_rewards),
+        metrics.best_of_n(pred, data.test_rewards, config.best_of_n),
+    )
+
+
+class RoundReport(NamedTuple):
+    """What the progress callback receives once per seed and round (host values)."""
+
+    strategy: str
+    round_index: int
+    annotations: int
+    one_minus_spearman: float
+    best_of_n: float  # for the largest N
+
+
+def print_report(report: RoundReport) -> None:
+    print(
+        f"  {report.strategy:<11} round {report.round_index:>3}  annotations {report.annotations:>7}"
+        f"  1-spearman {report.one_minus_spearman:.4f}  best-of-N {report.best_of_n:+.4f}",
+        flush=True,
+    )
+
+
+_progress_sink = [print_report]
+
+
+def set_progress_sink(fn) -> None:
+    """Where progress reports go (one call per seed and round); the CLI averages over seeds."""
+    _progress_sink[0] = fn
+
+
+def _report(config: ExperimentConfig, round_index, one_minus_spearman, bon):
+    """A host callback per round when ``config.progress`` (a round trip: off in benchmarks)."""
+    if not config.progress:
+        return
+
+    def send(i, oms, b):
+        i = int(i)
+        _progress_sink[0](
+            RoundReport(config.strategy, i, int(config.annotations()[i]), float(oms), float(np.asarray(b)[-1]))
+        )
+
+    jax.debug.callback(send, round_index, one_minus_spearman, bon)
+
+
+def initial_buffer(key, config: ExperimentConfig, data: ExperimentData) -> LabelBuffer:
+    """Round 0's labelled set: ``initial_labels`` random pairs from one pool."""
+    buffer = train.empty_buffer(config.capacity)
+    if not config.initial_labels:
+        return buffer
+    untrained = model_lib.init_params(jax.random.PRNGKey(0), config.model, data.train_items.shape[-1])
+    return acquire(key, untrained, buffer, config, data, "random", config.initial_labels)
+
+
+def round_step(carry, xs, config: ExperimentConfig, data: ExperimentData):
+    """One round of the scan: acquire (except in round 0), retrain from scratch, evaluate.
+
+    carry: (buffer, params of the previous round); xs: (round index, key).
+    Returns the new carry and (1 − Spearman, Best-of-N, training loss).
+    """
+    buffer, params = carry
+    round_index, key = xs
+    k_acquire, k_train = jax.random.split(key)
+    buffer = jax.lax.cond(
+        round_index > 0,
+        lambda b: acquire(k_acquire, params, b, config, data, config.strategy, config.k),
+        lambda b: b,
+        buffer,
+    )
+    params, loss = retrain(k_train, buffer, config, data)
+    oms, bon = evaluate(params, config, data)
+    _report(config, round_index, oms, bon)
+    return (buffer, params), (oms, bon, loss)
+
+
+def run_single(key, config: ExperimentConfig, data: ExperimentData) -> ExperimentResult:
+    """The whole experiment for one seed: rounds 0..``config.rounds`` as one ``lax.scan``."""
+    init_key, round_key = jax.random.split(key)
+    buffer = initial_buffer(init_key, config, data)
+    params = model_lib.init_params(jax.random.PRNGKey(0), config.model, data.train_items.shape[-1])
+    xs = (jnp.arange(config.rounds + 1, dtype=jnp.int32), jax.random.split(round_key, config.rounds + 1))
+    step = functools.partial(round_step, config=config, data=data)
+    (buffer, _), (oms, bon, loss) = jax.lax.scan(step, (buffer, params), xs)
+    return ExperimentResult(RoundMetrics(one_minus_spearman=oms, best_of_n=bon, train_loss=loss), buffer)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _run_jit(key, config, data):
+    return run_single(key, config, data)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _run_seeds_jit(keys, config, data):
+    return jax.vmap(run_single, in_axes=(0, None, None))(keys, config, data)
+
+
+class Experiment(NamedTuple):
+    """What :func:`make_experiment` returns.
+
+    run: ``run(key) -> ExperimentResult`` for one seed (jit-compiled; the data is an argument).
+    run_seeds: ``run_seeds(keys: (S, 2)) -> ExperimentResult`` with a leading seeds axis (vmap).
+    compile_seeds: ``compile_seeds(keys)`` compiles ``run_seeds`` without running it (for timing).
+    config, data: what it runs on.
+    """
+
+    run: Callable
+    run_seeds: Callable
+    compile_seeds: Callable
+    config: ExperimentConfig
+    data: ExperimentData
+
+    def __call__(self, key):
+        return self.run(key)
+
+
+def make_experiment(config: ExperimentConfig, dataset) -> Experiment:
+    """Bind a configuration to a dataset (``Dataset`` or ``ExperimentData``).
+
+    The returned ``run``/``run_seeds`` compile once per configuration and pass the data into
+    the compiled program as arguments.
+    """
+    check_config_against_data(config, dataset)
+    data = dataset if isinstance(dataset, ExperimentData) else prepare_data(dataset)
+    return Experiment(
+        run=lambda key: _run_jit(key, config, data),
+        run_seeds=lambda keys: _run_seeds_jit(keys, config, data),
+        compile_seeds=lambda keys: _run_seeds_jit.lower(keys, config, data).compile(),
+        config=config,
+        data=data,
+    )
