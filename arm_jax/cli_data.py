@@ -1,0 +1,272 @@
+"""``arm-jax select | train | score``: the active-learning loop on your own data.
+
+    select  train on the labels so far, write the next k pairs to annotate (JSON Lines)
+    train   train on the labels, report held-out pairwise accuracy, save the model
+    score   reward of every pool item under a saved model (.npy and .csv)
+
+The work is done by :mod:`arm_jax.realdata`; this module only parses flags and prints.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from arm_jax import realdata
+from arm_jax.model import ACTIVATIONS, ModelConfig
+from arm_jax.train import TrainConfig
+
+POOL_HELP = (
+    "pool of items: a .npy of shape (prompts, responses, D) in the paper's layout (item ids "
+    "'p:r', prompt id p; read memory-mapped) or a .npz with 'embeddings' (N, D) and optional "
+    "'prompt_ids' (N,) and 'item_ids' (N,) (default ids: row numbers)"
+)
+LABELS_HELP = (
+    'labelled comparisons, JSON Lines: {"winner": ID, "loser": ID} per line; ids are strings '
+    'or integers, compared as strings; blank lines skipped, extra fields ignored; a line with '
+    '"tie": true is not trained on but its pair counts as labelled'
+)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"seed must be in [0, 2^32), got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {value}")
+    return value
+
+
+def _add_training_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("reward model and training (the model is always trained from scratch)")
+    g.add_argument("--seed", type=_seed, default=0, help="random seed; same inputs and seed give byte-identical output (default: 0)")
+    g.add_argument("--steps", type=_positive_int, default=1000, help="AdamW steps (default: 1000)")
+    g.add_argument("--batch-size", type=_positive_int, default=256, help="comparisons per step (default: 256)")
+    g.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (default: 1e-3)")
+    g.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default: 1e-4)")
+    g.add_argument("--depth", type=_positive_int, default=3, help="hidden layers of the reward MLP (default: 3)")
+    g.add_argument("--width", type=_positive_int, default=64, help="units per hidden layer = feature dimension H (default: 64)")
+    g.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu", help="hidden activation (default: relu)")
+
+
+def _configs(args) -> tuple[ModelConfig, TrainConfig]:
+    model_config = ModelConfig(depth=args.depth, width=args.width, activation=args.activation)
+    train_config = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay
+    )
+    return model_config, train_config
+
+
+def _log(message: str) -> None:
+    print(f"arm-jax: {message}", file=sys.stderr)
+
+
+def _timings(timings: dict) -> str:
+    parts = ", ".join(f"{name} {sec:.2f}" for name, sec in timings.items() if name != "total")
+    return f"time {timings['total']:.2f} s ({parts})"
+
+
+# ----------------------------------------------------------------------------- select
+
+
+def _cmd_select(args) -> int:
+    model_config, train_config = _configs(args)
+    result = realdata.select_pairs(
+        args.pool,
+        args.labels,
+        args.out,
+        strategy=args.strategy,
+        k=args.k,
+        pairs=args.pairs,
+        n_candidates=args.candidates,
+        seed=args.seed,
+        model_config=model_config,
+        train_config=train_config,
+        log=_log,
+    )
+    ties = f" (+{result.n_ties} ties)" if result.n_ties else ""
+    _log(
+        f"select: {result.n_items} items, {result.n_labels} labels{ties}, "
+        f"{result.n_candidates} candidate pairs ({args.pairs}, {result.n_masked} already labelled), "
+        f"{args.strategy} picked {len(result.rows)} -> {args.out}"
+    )
+    _log(_timings(result.timings))
+    return 0
+
+
+SELECT_EPILOG = """\
+output: one JSON line per pair, best first:
+  {"a": ID, "b": ID, "p_a_wins": 0.61, "score": 0.0123, "rank": 1}
+p_a_wins is the current model's probability that a is preferred; score is the strategy's
+score (for dopt the D-optimal gain). Send the pairs to annotators, append their answers to
+LABELS as {"winner": ID, "loser": ID} lines, and run select again.
+
+pairs:
+  in-prompt     two responses to the same prompt (needs prompt ids)
+  cross-prompt  two items with different prompt ids (any two items if the pool has none)
+  all-cross     every pair of two items, scored without listing them (dopt, pa_dopt,
+                xtx, entropy, maxdiff); no subsampling
+
+Candidates are a uniform sample of --candidates pairs without duplicates (all pairs when
+there are fewer), re-drawn every round (the draw depends on --seed and on the labelled
+pairs). Labelled pairs (either order) are never proposed. Without --labels this
+is a cold start: D-optimal design on the untrained, seeded model's random features.
+"""
+
+
+def _register_select(sub) -> None:
+    from arm_jax.strategies import STRATEGIES
+
+    p = sub.add_parser(
+        "select",
+        help="train on the labels so far and write the next k pairs to label",
+        description=(
+            "Train the Bradley-Terry reward model on LABELS (from scratch, seeded), score "
+            "candidate pairs of POOL with a selection strategy, and write the best k "
+            "unlabelled pairs to OUT as JSON Lines."
+        ),
+        epilog=SELECT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--pool", required=True, metavar="POOL", help=POOL_HELP)
+    p.add_argument("--labels", metavar="LABELS", help=LABELS_HELP + " (omit for a cold start)")
+    p.add_argument("--out", required=True, metavar="NEXT.jsonl", help="where to write the selected pairs (JSON Lines)")
+    p.add_argument("--strategy", choices=list(STRATEGIES), default="dopt", metavar="NAME",
+                   help=f"selection strategy, one of: {', '.join(STRATEGIES)} (default: dopt; see 'arm-jax strategies')")
+    p.add_argument("--k", type=_positive_int, required=True, help="number of pairs to select")
+    p.add_argument("--pairs", choices=realdata.PAIR_MODES, default="cross-prompt",
+                   help="which pairs are candidates (default: cross-prompt; see below)")
+    p.add_argument("--candidates", type=_positive_int, default=realdata.DEFAULT_CANDIDATES, metavar="N",
+                   help=f"candidate pairs sampled for in-prompt/cross-prompt (default: {realdata.DEFAULT_CANDIDATES})")
+    _add_training_flags(p)
+    p.set_defaults(func=_cmd_select)
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def _cmd_train(args) -> int:
+    model_config, train_config = _configs(args)
+    result = realdata.train_model(
+        args.pool,
+        args.labels,
+        args.out,
+        val_fraction=args.val_fraction,
+        refit=not args.no_refit,
+        seed=args.seed,
+        model_config=model_config,
+        train_config=train_config,
+        log=_log,
+    )
+    if result.n_val:
+        print(f"held-out pairwise accuracy: {result.val_accuracy:.4f} ({result.n_val} labels)")
+    else:
+        print("held-out pairwise accuracy: n/a (no validation split)")
+    print(f"training pairwise accuracy: {result.train_accuracy:.4f} ({result.n_train} labels)")
+    what = (
+        f"refit on all {result.n_labels} labels" if result.refit else f"trained on {result.n_train} labels"
+    )
+    ties = f" ({result.n_ties} ties not used)" if result.n_ties else ""
+    _log(f"train: {result.n_items} items, {result.n_labels} labels{ties}; saved model ({what}) -> {args.out}")
+    _log(_timings(result.timings))
+    return 0
+
+
+TRAIN_EPILOG = """\
+The labels are shuffled with --seed and a --val-fraction of them held out; the model is
+trained on the rest and its pairwise accuracy (fraction of comparisons whose winner gets the
+higher reward) is printed on held-out and training labels. Then, by default, the model is
+trained again from scratch on all labels with the same seed (the very model 'select --seed'
+trains) and that one is saved; --no-refit saves the train-split model instead.
+
+MODEL is one msgpack file (any name, e.g. model.msgpack): the model config, the input
+dimension, training metadata and flax.serialization.to_bytes(params).
+"""
+
+
+def _register_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train the reward model on the labels, report held-out accuracy, save it",
+        description="Train the Bradley-Terry reward model on LABELS and save it to MODEL.",
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--pool", required=True, metavar="POOL", help=POOL_HELP)
+    p.add_argument("--labels", required=True, metavar="LABELS", help=LABELS_HELP)
+    p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (e.g. model.msgpack)")
+    p.add_argument("--val-fraction", type=_fraction, default=0.1,
+                   help="fraction of labels held out for validation, in [0, 1) (default: 0.1)")
+    p.add_argument("--no-refit", action="store_true",
+                   help="save the model trained on the training split instead of refitting on all labels")
+    _add_training_flags(p)
+    p.set_defaults(func=_cmd_train)
+
+
+# ----------------------------------------------------------------------------- score
+
+
+def _cmd_score(args) -> int:
+    result = realdata.score_pool(args.model, args.pool, args.out, log=_log)
+    _log(f"score: {result.rewards.shape[0]} items -> {result.npy_path}, {result.csv_path}")
+    _log(_timings(result.timings))
+    return 0
+
+
+SCORE_EPILOG = """\
+--out scores writes scores.npy (N,) float32 rewards in pool order and scores.csv with
+columns item_id,prompt_id,reward (prompt_id empty when the pool has no prompt ids).
+A trailing .npy or .csv is dropped first: --out scores.csv writes the same two files.
+Rewards are identified only up to a shift (Bradley-Terry sees differences).
+"""
+
+
+def _register_score(sub) -> None:
+    p = sub.add_parser(
+        "score",
+        help="write the reward of every pool item under a saved model",
+        description="Reward of every item of POOL under MODEL (from 'arm-jax train').",
+        epilog=SCORE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, metavar="MODEL", help="model file written by 'arm-jax train'")
+    p.add_argument("--pool", required=True, metavar="POOL", help=POOL_HELP)
+    p.add_argument("--out", required=True, metavar="SCORES", help="output name: writes SCORES.npy and SCORES.csv")
+    p.set_defaults(func=_cmd_score)
+
+
+def register(subparsers) -> None:
+    """Add ``select``, ``train`` and ``score`` to the ``arm-jax`` command line."""
+    _register_select(subparsers)
+    _register_train(subparsers)
+    _register_score(subparsers)

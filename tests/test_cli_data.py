@@ -1,0 +1,347 @@
+"""End-to-end tests of ``arm-jax select | train | score`` through ``arm_jax.cli.main``."""
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from arm_jax import model as model_lib
+from arm_jax import realdata
+from arm_jax.cli import main
+from arm_jax.model import ModelConfig
+from arm_jax.train import TrainConfig
+
+N_PROMPTS, N_RESPONSES, DIM = 10, 4, 6
+FAST = ["--steps", "40", "--batch-size", "16", "--depth", "2", "--width", "8"]
+MODEL = ModelConfig(depth=2, width=8)
+TRAIN = TrainConfig(steps=40, batch_size=16)
+
+
+@pytest.fixture
+def world(tmp_path):
+    """A pool .npz with string item ids and prompt ids, and a known linear golden reward."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(N_PROMPTS * N_RESPONSES, DIM)).astype(np.float32)
+    ids = np.array([f"item{i}" for i in range(x.shape[0])])
+    prompts = np.repeat([f"q{p}" for p in range(N_PROMPTS)], N_RESPONSES)
+    np.savez(tmp_path / "pool.npz", embeddings=x, item_ids=ids, prompt_ids=prompts)
+    golden = dict(zip(ids.tolist(), (x @ rng.normal(size=DIM)).tolist()))
+    return tmp_path, golden
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _read(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _annotate(rows, golden):
+    """The simulated annotator: the item with the larger golden reward wins."""
+    out = []
+    for r in rows:
+        a, b = r["a"], r["b"]
+        out.append({"winner": a, "loser": b} if golden[a] > golden[b] else {"winner": b, "loser": a})
+    return out
+
+
+def _append(path, labels):
+    with open(path, "a") as f:
+        for row in labels:
+            f.write(json.dumps(row) + "\n")
+
+
+def _check_batch(rows, k, ids, prompts=None, mode="cross-prompt"):
+    assert len(rows) == k
+    assert [r["rank"] for r in rows] == list(range(1, k + 1))
+    pairs = {frozenset((r["a"], r["b"])) for r in rows}
+    assert len(pairs) == k  # no pair twice, in either order
+    for r in rows:
+        assert set(r) == {"a", "b", "p_a_wins", "score", "rank"}
+        assert r["a"] in ids and r["b"] in ids and r["a"] != r["b"]
+        assert 0.0 < r["p_a_wins"] < 1.0 and isinstance(r["score"], float)
+        if prompts is not None:
+            assert (prompts[r["a"]] == prompts[r["b"]]) == (mode == "in-prompt")
+    return pairs
+
+
+@pytest.mark.parametrize("mode", ["in-prompt", "cross-prompt"])
+def test_select_loop_never_repeats_a_pair(world, capsys, mode):
+    tmp, golden = world
+    ids = set(golden)
+    prompts = {f"item{i}": f"q{i // N_RESPONSES}" for i in range(len(golden))}
+    code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--k", 8, "--out", tmp / "r0.jsonl",
+                        "--pairs", mode, *FAST)
+    assert code == 0
+    assert "cold start" in err and "40 items, 0 labels" in err
+    seen = _check_batch(_read(tmp / "r0.jsonl"), 8, ids, prompts, mode)
+    labels = tmp / "labels.jsonl"
+    for round_ in (1, 2):
+        _append(labels, _annotate(_read(tmp / f"r{round_ - 1}.jsonl"), golden))
+        code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--labels", labels, "--k", 8,
+                            "--out", tmp / f"r{round_}.jsonl", "--pairs", mode, "--strategy", "pa_dopt", *FAST)
+        assert code == 0 and "cold start" not in err and f"{8 * round_} labels" in err
+        new = _check_batch(_read(tmp / f"r{round_}.jsonl"), 8, ids, prompts, mode)
+        assert not new & seen
+        seen |= new
+
+
+def test_labelled_pairs_are_excluded_in_either_order_and_ties_count(world, capsys):
+    tmp, golden = world
+    # label all but 3 in-prompt pairs of the pool, some reversed, some ties
+    pairs = [(f"item{p * 4 + i}", f"item{p * 4 + j}") for p in range(N_PROMPTS) for i in range(4) for j in range(i + 1, 4)]
+    keep = {frozenset(p) for p in pairs[:3]}
+    rows = []
+    for n, (a, b) in enumerate(pairs[3:]):
+        rows.append({"winner": b, "loser": a, "tie": n % 5 == 0} if n % 2 else {"winner": a, "loser": b})
+    _append(tmp / "labels.jsonl", rows)
+    code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl", "--k", 3,
+                        "--out", tmp / "next.jsonl", "--pairs", "in-prompt", "--strategy", "random", *FAST)
+    assert code == 0, err
+    assert {frozenset((r["a"], r["b"])) for r in _read(tmp / "next.jsonl")} == keep
+    code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl", "--k", 4,
+                        "--out", tmp / "next2.jsonl", "--pairs", "in-prompt", *FAST)
+    assert code == 2 and "--k 4 is larger than the 3 unlabelled candidate pairs" in err
+    assert not (tmp / "next2.jsonl").exists()
+
+
+def test_all_cross_excludes_labelled_pairs(world, capsys):
+    tmp, golden = world
+    code, _, _ = _run(capsys, "select", "--pool", tmp / "pool.npz", "--k", 10, "--out", tmp / "r0.jsonl",
+                      "--pairs", "all-cross", *FAST)
+    assert code == 0
+    first = _check_batch(_read(tmp / "r0.jsonl"), 10, set(golden))
+    _append(tmp / "labels.jsonl", _annotate(_read(tmp / "r0.jsonl"), golden))
+    code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl", "--k", 10,
+                        "--out", tmp / "r1.jsonl", "--pairs", "all-cross", "--strategy", "pa_dopt", *FAST)
+    assert code == 0, err
+    assert not _check_batch(_read(tmp / "r1.jsonl"), 10, set(golden)) & first
+    code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--k", 10, "--out", tmp / "r2.jsonl",
+                        "--pairs", "all-cross", "--strategy", "coreset", *FAST)
+    assert code == 2 and "--pairs all-cross scores every pair with one of" in err
+
+
+def test_same_seed_gives_byte_identical_outputs(world, capsys):
+    tmp, golden = world
+    _run(capsys, "select", "--pool", tmp / "pool.npz", "--k", 8, "--out", tmp / "r0.jsonl", *FAST)
+    _append(tmp / "labels.jsonl", _annotate(_read(tmp / "r0.jsonl"), golden))
+    outputs = []
+    for name in ("a", "b"):
+        for strategy in ("dopt", "random", "batchbald"):
+            assert _run(capsys, "select", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl", "--k", 5,
+                        "--strategy", strategy, "--seed", 7, "--out", tmp / f"{name}_{strategy}.jsonl", *FAST)[0] == 0
+        assert _run(capsys, "train", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl", "--seed", 7,
+                    "--out", tmp / f"{name}.msgpack", *FAST)[0] == 0
+        assert _run(capsys, "score", "--model", tmp / f"{name}.msgpack", "--pool", tmp / "pool.npz",
+                    "--out", tmp / f"{name}_scores")[0] == 0
+        outputs.append([(tmp / f"{name}{suffix}").read_bytes() for suffix in
+                        ("_dopt.jsonl", "_random.jsonl", "_batchbald.jsonl", ".msgpack", "_scores.npy", "_scores.csv")])
+    assert outputs[0] == outputs[1]
+    _run(capsys, "select", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl", "--k", 5,
+         "--strategy", "random", "--seed", 8, "--out", tmp / "c.jsonl", *FAST)
+    assert (tmp / "c.jsonl").read_bytes() != outputs[0][1]
+
+
+def test_train_save_load_score_matches_in_memory(world, capsys):
+    tmp, golden = world
+    pairs = [(f"item{i}", f"item{(7 * i + 3) % 40}") for i in range(40) if i != (7 * i + 3) % 40]
+    _append(tmp / "labels.jsonl", _annotate([{"a": a, "b": b} for a, b in pairs], golden))
+    code, out, err = _run(capsys, "train", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl",
+                          "--out", tmp / "model.msgpack", "--val-fraction", 0.25, "--seed", 3, *FAST)
+    assert code == 0, err
+    assert "held-out pairwise accuracy: " in out and "(10 labels)" in out
+    assert "training pairwise accuracy: " in out and "(30 labels)" in out
+    assert "refit on all 40 labels" in err
+    code, _, err = _run(capsys, "score", "--model", tmp / "model.msgpack", "--pool", tmp / "pool.npz",
+                        "--out", tmp / "scores.csv")
+    assert code == 0, err
+    scores = np.load(tmp / "scores.npy")
+    # in memory: the same seed and labels, refit on everything
+    pool = realdata.load_pool(tmp / "pool.npz")
+    labels = realdata.load_labels(tmp / "labels.jsonl", pool)
+    params = realdata.fit_on_labels(3, pool.embeddings, labels.winner, labels.loser, MODEL, TRAIN)
+    expected = np.asarray(model_lib.reward(params, MODEL, np.asarray(pool.embeddings)))
+    assert scores.shape == (40,) and scores.dtype == np.float32
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
+    lines = (tmp / "scores.csv").read_text().splitlines()
+    assert lines[0] == "item_id,prompt_id,reward" and len(lines) == 41
+    item, prompt, value = lines[5].split(",")
+    assert (item, prompt) == ("item4", "q1") and float(value) == pytest.approx(float(scores[4]), rel=1e-6)
+
+
+def test_train_without_refit_and_without_validation(world, capsys):
+    tmp, golden = world
+    pairs = [(f"item{i}", f"item{i + 1}") for i in range(0, 39)]
+    _append(tmp / "labels.jsonl", _annotate([{"a": a, "b": b} for a, b in pairs], golden))
+    code, out, err = _run(capsys, "train", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl",
+                          "--out", tmp / "m.msgpack", "--no-refit", *FAST)
+    assert code == 0 and "trained on 35 labels" in err
+    code, out, err = _run(capsys, "train", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl",
+                          "--out", tmp / "m0.msgpack", "--val-fraction", 0, *FAST)
+    assert code == 0 and "held-out pairwise accuracy: n/a" in out
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+
+def _bad_pool(tmp, kind):
+    x = np.random.default_rng(1).normal(size=(12, DIM)).astype(np.float32)
+    if kind == "shape":
+        np.savez(tmp / "bad.npz", embeddings=x[None])
+    elif kind == "dtype":
+        np.savez(tmp / "bad.npz", embeddings=(x * 10).astype(np.int32))
+    elif kind == "nan":
+        x[3, 0] = np.nan
+        x[5, 2] = np.inf
+        np.savez(tmp / "bad.npz", embeddings=x)
+    elif kind == "npy_shape":
+        np.save(tmp / "bad.npy", x.ravel())
+        return tmp / "bad.npy"
+    return tmp / "bad.npz"
+
+
+POOL_ERRORS = [
+    ("shape", "embeddings have shape (1, 12, 6), expected (N, D)"),
+    ("dtype", "embeddings have dtype int32, expected float16, float32 or float64"),
+    ("nan", "2 row(s) of embeddings contain NaN or inf (first: row 3, item '3')"),
+    ("npy_shape", "embeddings have shape (72,), expected (prompts, responses, D) or (N, D)"),
+]
+
+
+@pytest.mark.parametrize("command", ["select", "train", "score"])
+@pytest.mark.parametrize("kind, message", POOL_ERRORS)
+def test_bad_pool_is_one_line_exit_2_no_output(world, capsys, command, kind, message):
+    tmp, _ = world
+    pool = _bad_pool(tmp, kind)
+    (tmp / "labels.jsonl").write_text('{"winner": "0", "loser": "1"}\n')
+    realdata.save_model(tmp / "model.msgpack", model_lib.init_params(jax.random.PRNGKey(0), MODEL, DIM),
+                        MODEL, DIM)
+    out = tmp / "out" / "result"
+    argv = {
+        "select": ["select", "--pool", pool, "--labels", tmp / "labels.jsonl", "--k", 2, "--out", out, *FAST],
+        "train": ["train", "--pool", pool, "--labels", tmp / "labels.jsonl", "--out", out, *FAST],
+        "score": ["score", "--model", tmp / "model.msgpack", "--pool", pool, "--out", out],
+    }[command]
+    _expect_error(capsys, argv, f"{pool}: {message}", tmp / "out")
+
+
+def _expect_error(capsys, argv, message, out_dir):
+    code, stdout, err = _run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("arm-jax: error: ") and err.count("\n") == 1, err  # one line
+    assert message in err and "Traceback" not in err
+    assert stdout == ""
+    assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+LABEL_ERRORS = [
+    ('{"winner": "item1", "loser": "item2"}\n\nnot json\n', "labels.jsonl:3: not valid JSON"),
+    ('{"winner": "item1"}\n', "labels.jsonl:1: missing field 'loser'"),
+    ('{"winner": "item1", "loser": "item2"}\n{"winner": "item99", "loser": "item2"}\n',
+     "labels.jsonl:2: id 'item99' is not in the pool"),
+    ('{"winner": "item1", "loser": 1}\n', "labels.jsonl:1: id '1' is not in the pool"),
+    ('{"winner": "item4", "loser": "item4"}\n', "labels.jsonl:1: winner and loser are the same item 'item4'"),
+]
+
+
+@pytest.mark.parametrize("command", ["select", "train"])
+@pytest.mark.parametrize("text, message", LABEL_ERRORS)
+def test_bad_labels_are_one_line_exit_2_no_output(world, capsys, command, text, message):
+    tmp, _ = world
+    (tmp / "labels.jsonl").write_text(text)
+    out = tmp / "out" / "result"
+    argv = [command, "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl", "--out", out, *FAST]
+    if command == "select":
+        argv += ["--k", 2]
+    _expect_error(capsys, argv, f"{tmp}/{message}", tmp / "out")
+
+
+def test_missing_files(world, capsys):
+    tmp, _ = world
+    out = tmp / "out" / "x"
+    _expect_error(capsys, ["select", "--pool", tmp / "nope.npz", "--k", 2, "--out", out],
+                  f"{tmp / 'nope.npz'}: no such file", tmp / "out")
+    _expect_error(capsys, ["select", "--pool", tmp / "pool.npz", "--labels", tmp / "nope.jsonl", "--k", 2,
+                           "--out", out], f"{tmp / 'nope.jsonl'}: no such file", tmp / "out")
+    _expect_error(capsys, ["train", "--pool", tmp / "pool.npz", "--labels", tmp / "nope.jsonl", "--out", out],
+                  f"{tmp / 'nope.jsonl'}: no such file", tmp / "out")
+    _expect_error(capsys, ["score", "--model", tmp / "nope.msgpack", "--pool", tmp / "pool.npz", "--out", out],
+                  f"{tmp / 'nope.msgpack'}: no such file", tmp / "out")
+
+
+def test_k_larger_than_unlabelled_candidates(world, capsys):
+    tmp, _ = world
+    # 10 prompts x C(4, 2) = 60 in-prompt pairs, one of them labelled
+    (tmp / "labels.jsonl").write_text('{"winner": "item1", "loser": "item0"}\n')
+    _expect_error(
+        capsys,
+        ["select", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl", "--k", 60, "--pairs", "in-prompt",
+         "--out", tmp / "out" / "next.jsonl", *FAST],
+        f"--k 60 is larger than the 59 unlabelled candidate pairs (in-prompt pairs of {tmp / 'pool.npz'}: "
+        "60 candidates, 1 already labelled)",
+        tmp / "out",
+    )
+    _expect_error(
+        capsys,
+        ["select", "--pool", tmp / "pool.npz", "--k", 30, "--candidates", 20, "--out", tmp / "out" / "next.jsonl"],
+        "--k 30 is larger than the 20 unlabelled candidate pairs", tmp / "out",
+    )
+
+
+def test_in_prompt_without_prompt_ids(tmp_path, capsys):
+    np.savez(tmp_path / "p.npz", embeddings=np.ones((5, 2), np.float32))
+    _expect_error(capsys, ["select", "--pool", tmp_path / "p.npz", "--k", 2, "--pairs", "in-prompt",
+                           "--out", tmp_path / "out" / "n.jsonl"],
+                  f"{tmp_path / 'p.npz'}: the pool has no prompt_ids, so there are no in-prompt pairs", tmp_path / "out")
+
+
+def test_model_dimension_mismatch(world, capsys):
+    tmp, _ = world
+    realdata.save_model(tmp / "m.msgpack", model_lib.init_params(jax.random.PRNGKey(0), MODEL, DIM + 1), MODEL, DIM + 1)
+    _expect_error(capsys, ["score", "--model", tmp / "m.msgpack", "--pool", tmp / "pool.npz", "--out", tmp / "out" / "s"],
+                  f"{tmp / 'm.msgpack'}: the model takes embeddings of dimension {DIM + 1}, but the pool "
+                  f"{tmp / 'pool.npz'} has dimension {DIM}", tmp / "out")
+    (tmp / "garbage.msgpack").write_bytes(b"hello")
+    _expect_error(capsys, ["score", "--model", tmp / "garbage.msgpack", "--pool", tmp / "pool.npz",
+                           "--out", tmp / "out" / "s"], f"{tmp / 'garbage.msgpack'}: not an arm-jax model file",
+                  tmp / "out")
+
+
+def test_npy_paper_layout_ids(tmp_path, capsys):
+    x = np.random.default_rng(0).normal(size=(5, 3, 4)).astype(np.float32)
+    np.save(tmp_path / "embd_train.npy", x)
+    (tmp_path / "labels.jsonl").write_text('{"winner": "0:1", "loser": "0:2"}\n{"winner": "3:0", "loser": "1:2"}\n')
+    code, _, err = _run(capsys, "select", "--pool", tmp_path / "embd_train.npy", "--labels", tmp_path / "labels.jsonl",
+                        "--k", 4, "--pairs", "in-prompt", "--out", tmp_path / "n.jsonl", *FAST)
+    assert code == 0, err
+    rows = _read(tmp_path / "n.jsonl")
+    assert all(r["a"].split(":")[0] == r["b"].split(":")[0] for r in rows)
+    assert {"0:1", "0:2"} not in [{r["a"], r["b"]} for r in rows]
+
+
+@pytest.mark.parametrize("command, text", [
+    ("select", "Labelled pairs (either order) are never proposed"),
+    ("train", "--val-fraction"),
+    ("score", "SCORES.npy"),
+])
+def test_help(capsys, command, text):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert text in capsys.readouterr().out
+
+
+def test_empty_labels_file(world, capsys):
+    tmp, _ = world
+    (tmp / "labels.jsonl").write_text("\n\n")
+    code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl", "--k", 3,
+                        "--out", tmp / "n.jsonl", *FAST)
+    assert code == 0 and "cold start" in err
+    _expect_error(capsys, ["train", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl",
+                           "--out", tmp / "out" / "m.msgpack", *FAST],
+                  f"{tmp / 'labels.jsonl'}: no labels to train on", tmp / "out")
