@@ -93,6 +93,8 @@ def register(sub) -> None:
     mdl.add_argument("--batch-size", type=int, default=256, help="comparisons per training minibatch")
     mdl.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
     mdl.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    mdl.add_argument("--max-epochs", type=float, default=None,
+                     help="cap training at this many passes over the labelled pairs (default: all --steps)")
     out = p.add_argument_group("output")
     out.add_argument("--no-plot", action="store_true", help="do not draw learning_curves.png")
     out.add_argument("--quiet", action="store_true", help="no progress line per round")
@@ -193,7 +195,8 @@ def build_config(args, strategy: str):
         annotation_quality=args.annotation_quality,
         best_of_n=tuple(args.best_of_n),
         model=ModelConfig(depth=args.depth, width=args.width, activation=args.activation),
-        train=TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay),
+        train=TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+                          weight_decay=args.weight_decay, max_epochs=args.max_epochs),
         progress=not args.quiet,
     )
 

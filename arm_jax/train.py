@@ -27,12 +27,18 @@ class TrainConfig:
     steps: optimiser steps per fit (each a minibatch drawn from the filled buffer rows).
     batch_size: comparisons per minibatch (drawn with replacement).
     learning_rate, weight_decay: AdamW.
+    max_epochs: optional cap on passes over the filled buffer: steps after the first
+      ceil(max_epochs · count / batch_size) leave the parameters unchanged (the program still
+      runs ``steps`` steps, so the shape is fixed). ``None`` (the paper's protocol) trains all
+      ``steps``. A small labelled set trained for a fixed 1 000 steps is seen hundreds of
+      times and its label noise is memorised; see benchmarks/RESULTS.md.
     """
 
     steps: int = 1000
     batch_size: int = 256
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
+    max_epochs: float | None = None
 
     def __post_init__(self):
         if self.steps < 1:
@@ -43,6 +49,8 @@ class TrainConfig:
             raise ValueError(f"learning rate must be > 0, got {self.learning_rate}")
         if self.weight_decay < 0:
             raise ValueError(f"weight decay must be >= 0, got {self.weight_decay}")
+        if self.max_epochs is not None and not self.max_epochs > 0:
+            raise ValueError(f"max epochs must be > 0, got {self.max_epochs}")
 
 
 class LabelBuffer(NamedTuple):
@@ -125,23 +133,30 @@ def _fit(key, items, buffer, model_config, train_config):
     has_data = (buffer.count > 0).astype(jnp.float32)
     n_filled = jnp.maximum(buffer.count, 1)
     b = train_config.batch_size
+    if train_config.max_epochs is None:
+        active_steps = jnp.int32(train_config.steps)
+    else:
+        active_steps = jnp.ceil(train_config.max_epochs * n_filled / b).astype(jnp.int32)
 
     def loss_fn(p, batch_items):
         r = model_lib.reward(p, model_config, batch_items)
         return has_data * jnp.mean(bt_loss(r[:b], r[b:]))
 
-    def step(carry, step_key):
+    def step(carry, xs):
         p, state = carry
+        step_index, step_key = xs
+        active = has_data * (step_index < active_steps).astype(jnp.float32)
         rows = jax.random.randint(step_key, (b,), 0, n_filled)
         pair = buffer.pairs[rows]
         batch_items = items[jnp.concatenate([pair[:, 0], pair[:, 1]])]
         loss, grads = jax.value_and_grad(loss_fn)(p, batch_items)
         updates, state = optimizer.update(grads, state, p)
-        updates = jax.tree_util.tree_map(lambda u: has_data * u, updates)  # no labels: no decay
+        # no labels (or past the epoch cap): parameters stay, weight decay included
+        updates = jax.tree_util.tree_map(lambda u: active * u, updates)
         return (optax.apply_updates(p, updates), state), loss
 
-    step_keys = jax.random.split(batch_key, train_config.steps)
-    (params, _), losses = jax.lax.scan(step, (params, opt_state), step_keys)
+    xs = (jnp.arange(train_config.steps, dtype=jnp.int32), jax.random.split(batch_key, train_config.steps))
+    (params, _), losses = jax.lax.scan(step, (params, opt_state), xs)
     return params, losses
 
 

@@ -5,6 +5,8 @@
     python benchmarks/bench_experiment.py pairs       [--scale cpu|paper]
     python benchmarks/bench_experiment.py speed       [--scale cpu|paper]
 
+Any other flag is passed on to `arm-jax run` (e.g. `--max-epochs 10`, `--annotation-quality 5`).
+
 Each study runs `arm-jax run` once per setting (so every number here can be reproduced with
 the CLI), then prints a markdown table of the final metrics (mean ± s.e. over seeds) and the
 times, and writes `summary.json` (and, with matplotlib, `summary.png`) into --out.
@@ -106,9 +108,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None, help="default: results/bench/STUDY-SCALE")
     parser.add_argument("--strategies", default=None, help="override the study's strategies")
-    args = parser.parse_args(argv)
+    args, passthrough = parser.parse_known_args(argv)
     out = args.out or Path("results/bench") / f"{args.study}-{args.scale}"
-    base = SCALES[args.scale] + ["--seeds", str(args.seeds)]
+    base = SCALES[args.scale] + ["--seeds", str(args.seeds)] + passthrough
     payloads: dict[str, dict] = {}
     if args.study in ("strategies", "speed"):
         strategies = args.strategies or ("all" if args.study == "strategies" else "paper")

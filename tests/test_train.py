@@ -91,8 +91,20 @@ def test_vmapped_seeds_equal_separate_runs():
         (dict(batch_size=0), "training batch size must be >= 1"),
         (dict(learning_rate=0.0), "learning rate must be > 0"),
         (dict(weight_decay=-1.0), "weight decay must be >= 0"),
+        (dict(max_epochs=0.0), "max epochs must be > 0"),
     ],
 )
 def test_bad_train_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
         train.TrainConfig(**kwargs)
+
+
+def test_max_epochs_stops_updates_after_the_cap():
+    """16 labels, batch 8, one epoch: only the first 2 of 10 steps move the parameters."""
+    x, _, winner, loser = _linear_task(jax.random.PRNGKey(4), n_items=50, n_pairs=16)
+    buf = train.buffer_from_pairs(winner, loser, capacity=40)
+    capped, _ = train.fit_jit(jax.random.PRNGKey(0), x, buf, SMALL, train.TrainConfig(steps=10, batch_size=8, max_epochs=1.0))
+    short, _ = train.fit_jit(jax.random.PRNGKey(0), x, buf, SMALL, train.TrainConfig(steps=2, batch_size=8))
+    longer, _ = train.fit_jit(jax.random.PRNGKey(0), x, buf, SMALL, train.TrainConfig(steps=3, batch_size=8))
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), capped, short)
+    assert not np.allclose(longer["params"]["head"], short["params"]["head"])
