@@ -79,7 +79,9 @@ def register(sub) -> None:
     exp.add_argument("--rounds", type=int, help="active rounds after the random round 0")
     exp.add_argument("--k", type=int, help="annotation batch size: pairs labelled per round")
     exp.add_argument("--initial-labels", type=int, help="random pairs labelled in round 0")
-    exp.add_argument("--pairs", choices=("in-prompt", "cross-prompt"), default="in-prompt", help="candidate pairs")
+    exp.add_argument("--pairs", choices=("in-prompt", "cross-prompt", "all-cross"), default="in-prompt",
+                     help="candidate pairs: two responses of one prompt, a subsample of any two items, or every "
+                          "pair among the round's items (all-cross: dopt, pa_dopt, xtx, entropy, maxdiff)")
     exp.add_argument("--prompts-per-round", type=int, help="training prompts drawn per round")
     exp.add_argument("--candidates", type=int, help="candidate pairs per round")
     exp.add_argument("--annotation-quality", type=_quality, default=1.0,

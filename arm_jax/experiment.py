@@ -21,12 +21,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arm_jax import annotator, metrics, model as model_lib, pools, strategies, train
+from arm_jax import allpairs, annotator, metrics, model as model_lib, pools, strategies, train
 from arm_jax.data import Dataset
 from arm_jax.model import ModelConfig
 from arm_jax.train import LabelBuffer, TrainConfig
 
-PAIR_MODES = pools.MODES
+# "all-cross": every pair among the round's n_prompts · R items, scored without listing them
+PAIR_MODES = pools.MODES + ("all-cross",)
 # strategies that read the labelled set (I_past or the posterior built on it)
 PAST_AWARE = frozenset({"pa_dopt", "greedy_dopt", "batchbald"})
 
@@ -41,7 +42,9 @@ class ExperimentConfig:
     initial_labels: random pairs labelled in round 0.
     n_prompts: training prompts drawn per round to build candidates.
     n_candidates: candidate pairs per round (subsampled from the round's possible pairs).
-    pairs: "in-prompt" (two responses of one prompt) or "cross-prompt" (any two items).
+    pairs: "in-prompt" (two responses of one prompt), "cross-prompt" (any two items), or
+      "all-cross" (every pair among the round's items, no subsample; dopt, pa_dopt, xtx,
+      entropy, maxdiff; round 0 then draws its random pairs cross-prompt).
     annotation_quality: β_a of the simulated annotator, P(a ≻ b) = σ(β_a (r*_a − r*_b)/std r*).
     best_of_n: the N of the Best-of-N metric (each ≤ responses per test prompt).
     model, train: reward model and optimiser.
@@ -65,6 +68,11 @@ class ExperimentConfig:
         strategies.get_strategy(self.strategy)
         if self.pairs not in PAIR_MODES:
             raise ValueError(f"unknown pair mode {self.pairs!r}; choose one of: {', '.join(PAIR_MODES)}")
+        if self.pairs == "all-cross" and self.strategy not in allpairs.ALLPAIRS_STRATEGIES:
+            raise ValueError(
+                f"strategy {self.strategy!r} cannot score all pairs; with pairs='all-cross' use one of: "
+                + ", ".join(allpairs.ALLPAIRS_STRATEGIES)
+            )
         for name in ("rounds", "initial_labels"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -176,34 +184,54 @@ def check_config_against_data(config: ExperimentConfig, dataset) -> None:
 
 
 def draw_pool(key, config: ExperimentConfig, data: ExperimentData) -> pools.CandidatePool:
-    """The round's candidate pairs (local indices into the round's items)."""
+    """The round's candidate pairs (local indices into the round's items); for ``all-cross``
+    a cross-prompt subsample (used by round 0's random draw)."""
     p, r, _ = data.train_embeddings.shape
-    return pools.pool_items(key, config.pairs, p, r, config.n_prompts, config.n_candidates)
+    mode = "cross-prompt" if config.pairs == "all-cross" else config.pairs
+    return pools.pool_items(key, mode, p, r, config.n_prompts, config.n_candidates)
 
 
-def selection_inputs(params, config: ExperimentConfig, data: ExperimentData, pool, buffer) -> strategies.SelectionInputs:
+def past_inputs(params, config: ExperimentConfig, data: ExperimentData, buffer: LabelBuffer, strategy: str):
+    """(past_phi_diff (C, H), past_mask (C,)) of the labelled pairs under ``params``; a
+    single masked row for strategies that do not read the past."""
+    if strategy not in PAST_AWARE:
+        return jnp.zeros((1, config.model.width), jnp.float32), jnp.zeros(1, bool)
+    past = model_lib.features(params, config.model, data.train_items[buffer.pairs.reshape(-1)])
+    past = past.reshape(buffer.capacity, 2, -1)
+    return past[:, 0] - past[:, 1], buffer.mask
+
+
+def selection_inputs(params, config: ExperimentConfig, data: ExperimentData, pool, buffer, strategy=None) -> strategies.SelectionInputs:
     """Features of the round's items under the previous model, gathered into pair differences."""
-    items = data.train_items
-    phi_items = model_lib.features(params, config.model, items[pool.items])  # (K, H)
+    phi_items = model_lib.features(params, config.model, data.train_items[pool.items])  # (K, H)
     phi_diff = phi_items[pool.pairs.a] - phi_items[pool.pairs.b]
-    if config.strategy in PAST_AWARE:
-        past = model_lib.features(params, config.model, items[buffer.pairs.reshape(-1)])
-        past = past.reshape(buffer.capacity, 2, -1)
-        past_diff, past_mask = past[:, 0] - past[:, 1], buffer.mask
-    else:
-        past_diff = jnp.zeros((1, phi_diff.shape[1]), phi_diff.dtype)
-        past_mask = jnp.zeros(1, bool)
+    past_diff, past_mask = past_inputs(params, config, data, buffer, strategy or config.strategy)
     return strategies.SelectionInputs(phi_diff, model_lib.head(params), pool.pairs.valid, past_diff, past_mask)
 
 
-def acquire(key, params, buffer: LabelBuffer, config: ExperimentConfig, data: ExperimentData, strategy: str, k: int):
-    """Pool → select ``k`` with ``strategy`` under ``params`` → annotate → append. Returns the new buffer."""
-    pool_key, select_key, label_key = jax.random.split(key, 3)
+def choose_pairs(key, params, buffer: LabelBuffer, config: ExperimentConfig, data: ExperimentData, strategy: str, k: int):
+    """The ``k`` pairs ``strategy`` picks this round: ``(a, b)`` global item indices, (k,) each."""
+    pool_key, select_key = jax.random.split(key)
+    if config.pairs == "all-cross" and strategy != "random":
+        p, r, _ = data.train_embeddings.shape
+        items = pools.round_items(pool_key, p, r, config.n_prompts)
+        phi_items = model_lib.features(params, config.model, data.train_items[items])
+        past_diff, past_mask = past_inputs(params, config, data, buffer, strategy)
+        tile = min(allpairs.DEFAULT_TILE, -(-items.shape[0] // 8) * 8)
+        chosen = allpairs.top_k_all_pairs(
+            strategy, select_key, phi_items, model_lib.head(params), k, past_diff, past_mask, tile=tile
+        )
+        return items[chosen.u], items[chosen.v]
     pool = draw_pool(pool_key, config, data)
-    inputs = selection_inputs(params, config, data, pool, buffer)
+    inputs = selection_inputs(params, config, data, pool, buffer, strategy)
     chosen = strategies.STRATEGIES[strategy].fn(select_key, inputs, k).indices
-    a = pool.items[pool.pairs.a[chosen]]
-    b = pool.items[pool.pairs.b[chosen]]
+    return pool.items[pool.pairs.a[chosen]], pool.items[pool.pairs.b[chosen]]
+
+
+def acquire(key, params, buffer: LabelBuffer, config: ExperimentConfig, data: ExperimentData, strategy: str, k: int):
+    """Choose ``k`` pairs with ``strategy`` under ``params``, annotate, append. Returns the new buffer."""
+    choose_key, label_key = jax.random.split(key)
+    a, b = choose_pairs(choose_key, params, buffer, config, data, strategy, k)
     winner, loser = annotator.annotate(
         label_key, data.train_rewards, a, b, config.annotation_quality, data.reward_std
     )

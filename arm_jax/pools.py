@@ -92,6 +92,17 @@ def _draw_prompts(key: jax.Array, n_train_prompts: int, n_prompts: int) -> jax.A
     return jax.random.choice(key, n_train_prompts, (n_prompts,), replace=False).astype(jnp.int32)
 
 
+def round_items(key: jax.Array, n_train_prompts: int, n_responses: int, n_prompts: int) -> jax.Array:
+    """``(n_prompts · R,)`` int32: every response of ``n_prompts`` random distinct prompts.
+
+    The same draw as the ``items`` of :func:`pool_items` with the same key; used when all
+    pairs among the round's items are scored (``all-cross``) instead of a subsample.
+    """
+    prompt_key, _ = jax.random.split(key)
+    prompts = _draw_prompts(prompt_key, n_train_prompts, n_prompts)
+    return (prompts[:, None] * n_responses + jnp.arange(n_responses, dtype=jnp.int32)).reshape(-1)
+
+
 def _pad_or_choose(key: jax.Array, lo_table: np.ndarray, hi_table: np.ndarray, n_candidates: int):
     """A uniform subset of the enumerated pairs ``(lo_table[t], hi_table[t])``.
 
@@ -161,9 +172,8 @@ def _cross_prompt_local(key, n_responses, n_prompts, n_candidates):
 
 @functools.partial(jax.jit, static_argnames=("mode",) + _STATIC)
 def _pool(key, mode, n_train_prompts, n_responses, n_prompts, n_candidates):
-    prompt_key, pair_key = jax.random.split(key)
-    prompts = _draw_prompts(prompt_key, n_train_prompts, n_prompts)
-    items = (prompts[:, None] * n_responses + jnp.arange(n_responses, dtype=jnp.int32)).reshape(-1)
+    _, pair_key = jax.random.split(key)
+    items = round_items(key, n_train_prompts, n_responses, n_prompts)
     if mode == "in-prompt":
         lo, hi, valid = _in_prompt_local(pair_key, n_responses, n_prompts, n_candidates)
     else:

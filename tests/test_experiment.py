@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from arm_jax import data, experiment, model, train
+from arm_jax import data, experiment, model, strategies, train
 from arm_jax.experiment import ExperimentConfig
 
 TINY = dict(
@@ -84,6 +84,35 @@ def test_labelled_buffer_has_no_pair_twice_within_a_round(prepared, strategy, pa
     assert buf.min() >= 0 and buf.max() < p * r
 
 
+@pytest.mark.parametrize("strategy", ["pa_dopt", "maxdiff"])
+def test_all_cross_scores_every_pair_of_the_rounds_items(prepared, strategy):
+    """With all-cross the round's picks are the top k of all pairs among its items."""
+    from arm_jax import allpairs, pools
+
+    cfg = ExperimentConfig(strategy=strategy, pairs="all-cross", **TINY)
+    buffer = experiment.initial_buffer(jax.random.PRNGKey(0), cfg, prepared)
+    params = model.init_params(jax.random.PRNGKey(1), cfg.model, prepared.train_items.shape[-1])
+    key = jax.random.PRNGKey(2)
+    a, b = jax.jit(lambda k, p, b: experiment.choose_pairs(k, p, b, cfg, prepared, strategy, cfg.k))(key, params, buffer)
+    items = np.asarray(pools.round_items(jax.random.split(key)[0], 40, 5, cfg.n_prompts))
+    phi = model.features(params, cfg.model, prepared.train_items[items])
+    u, v, phi_diff = allpairs.explicit_pairs(phi)
+    past = experiment.past_inputs(params, cfg, prepared, buffer, strategy)
+    explicit = strategies.select(strategy, None, phi_diff, model.head(params), cfg.k,
+                                 past_phi_diff=past[0], past_mask=past[1])
+    expected = {tuple(sorted(p)) for p in zip(items[np.asarray(u)[explicit.indices]].tolist(),
+                                               items[np.asarray(v)[explicit.indices]].tolist())}
+    assert {tuple(sorted(p)) for p in zip(np.asarray(a).tolist(), np.asarray(b).tolist())} == expected
+
+
+def test_all_cross_runs_end_to_end(prepared):
+    cfg = ExperimentConfig(strategy="dopt", pairs="all-cross", **TINY)
+    result = experiment.make_experiment(cfg, prepared).run(jax.random.PRNGKey(5))
+    assert np.all(np.isfinite(np.asarray(result.metrics.one_minus_spearman)))
+    rows = np.asarray(result.labelled.pairs)[cfg.initial_labels:]
+    assert len({tuple(sorted(r)) for r in rows[: cfg.k].tolist()}) == cfg.k
+
+
 def test_labels_follow_the_golden_reward_when_the_annotator_is_perfect(prepared):
     cfg = ExperimentConfig(strategy="maxdiff", annotation_quality=float("inf"), **TINY)
     result = experiment.make_experiment(cfg, prepared).run(jax.random.PRNGKey(4))
@@ -111,6 +140,7 @@ def test_dopt_learns_on_llm_like_data():
     [
         (dict(strategy="best"), "unknown strategy 'best'"),
         (dict(pairs="all"), "unknown pair mode 'all'"),
+        (dict(pairs="all-cross", strategy="coreset"), "strategy 'coreset' cannot score all pairs; with pairs='all-cross' use one of: dopt"),
         (dict(k=0), "k must be >= 1, got 0"),
         (dict(k=100, n_candidates=50), "k = 100 is larger than the 50 candidates per round"),
         (dict(rounds=-1), "rounds must be >= 0"),
