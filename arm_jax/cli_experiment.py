@@ -329,11 +329,8 @@ def cmd_figure1(args) -> int:
     grid = np.linspace(-3.5, 3.5, 200)
     gx, gy = np.meshgrid(grid, grid)
     density = np.asarray(data.mixture_log_density(np.stack([gx, gy], -1).astype(np.float32)))
-    cols = min(4, len(names))
-    rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.4 * rows), squeeze=False)
-    colors = plt.cm.viridis(np.linspace(0, 0.9, args.rounds))
-    for ax, name in zip(axes.flat, names):
+    fig, axes = plt.subplots(len(names), args.rounds, figsize=(2.3 * args.rounds, 2.3 * len(names)), squeeze=False)
+    for row, name in enumerate(names):
         config = experiment.ExperimentConfig(
             strategy=name, rounds=args.rounds, k=args.k, initial_labels=args.k, n_prompts=100,
             n_candidates=5000, pairs="cross-prompt", best_of_n=(100,), annotation_quality=5.0,
@@ -341,22 +338,25 @@ def cmd_figure1(args) -> int:
         )
         result = experiment.make_experiment(config, prepared).run(jax.random.PRNGKey(args.seed + 1))
         pairs = np.asarray(result.labelled.pairs)
-        ax.contour(gx, gy, density, levels=12, cmap="Greys", linewidths=0.6)
+        oms = np.asarray(result.metrics.one_minus_spearman)
         for r in range(1, args.rounds + 1):
-            rows_r = pairs[config.initial_labels + (r - 1) * args.k: config.initial_labels + r * args.k]
-            segs = items[rows_r]  # (k, 2, 2)
-            ax.plot(segs[:, :, 0].T, segs[:, :, 1].T, color=colors[r - 1], lw=0.5, alpha=0.6)
-        oms = float(result.metrics.one_minus_spearman[-1])
-        ax.set_title(f"{name}  (1-spearman {oms:.2f})", fontsize=9)
-        ax.set_xlim(-3.5, 3.5)
-        ax.set_ylim(-3.5, 3.5)
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        print(f"  {name:<12} 1-spearman after {config.annotations()[-1]} comparisons: {oms:.3f}", file=sys.stderr)
-    for ax in list(axes.flat)[len(names):]:
-        ax.axis("off")
-    fig.suptitle(f"Comparisons picked in rounds 1-{args.rounds} (dark = early), reward contours in grey")
+            ax = axes[row, r - 1]
+            picked = pairs[config.initial_labels + (r - 1) * args.k: config.initial_labels + r * args.k]
+            segs = items[picked]  # (k, 2 ends, 2 coordinates)
+            ax.contour(gx, gy, density, levels=10, colors="0.75", linewidths=0.5)
+            ax.plot(segs[:, :, 0].T, segs[:, :, 1].T, color="tab:blue", lw=0.4, alpha=0.5)
+            ax.scatter(segs[:, :, 0].ravel(), segs[:, :, 1].ravel(), s=2, color="tab:red", zorder=3)
+            ax.set_xlim(-3.5, 3.5)
+            ax.set_ylim(-3.5, 3.5)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"round {r}", fontsize=9)
+            ax.text(0.02, 0.02, f"1-ρ {oms[r]:.3f}", transform=ax.transAxes, fontsize=7)
+        axes[row, 0].set_ylabel(name, fontsize=10)
+        print(f"  {name:<12} 1-spearman after {config.annotations()[-1]} comparisons: {oms[-1]:.3f}", file=sys.stderr)
+    fig.suptitle(f"{args.k} comparisons per round\n(segments; grey: reward contours)", fontsize=10)
     fig.tight_layout()
     with io.atomic_path(args.out) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
