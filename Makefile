@@ -16,7 +16,8 @@ demo: $(STAMP)
 	$(VENV)/bin/arm-jax run --preset demo --out results/demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not multidevice"
+	XLA_FLAGS=--xla_force_host_platform_device_count=4 $(PY) -m pytest -q -m multidevice
 
 clean:
 	rm -rf results .pytest_cache

@@ -77,14 +77,25 @@ def dopt_scores_autodiff(
     return jax.grad(weighted_logdet)(ones, phi_diff, v, past_information, jitter)
 
 
+def whitening_matrix(m: jax.Array) -> jax.Array:
+    """L⁻¹ for the Cholesky factor M = L Lᵀ: one Cholesky and one (H × H) triangular solve.
+
+    ``m: (H, H) SPD -> (H, H)`` lower triangular, with xᵀM⁻¹x = ‖L⁻¹x‖².
+    """
+    chol = jnp.linalg.cholesky(m)
+    return solve_triangular(chol, jnp.eye(m.shape[-1], dtype=m.dtype), lower=True)
+
+
 def leverage_scores(phi_diff: jax.Array, v: jax.Array, m: jax.Array) -> jax.Array:
     """v_i x_iᵀ M⁻¹ x_i for all i, with one Cholesky and one triangular solve. ``-> (N,)``.
 
-    With M = L Lᵀ, x_iᵀ M⁻¹ x_i = ‖L⁻¹ x_i‖², so Z = L⁻¹ Xᵀ (H × N) is all we need.
+    With M = L Lᵀ, x_iᵀ M⁻¹ x_i = ‖L⁻¹ x_i‖². The triangular solve is against the (H × H)
+    identity, not against Xᵀ: a solve with N right-hand sides measured ≈ 4× slower than a
+    matrix product on the CPU (N = 20 000, H = 64), whereas Z = X L⁻ᵀ is one (N × H)·(H × H)
+    matrix product, and the squared row norms fuse into it. Memory stays O(N·H).
     """
-    chol = jnp.linalg.cholesky(m)
-    z = solve_triangular(chol, phi_diff.T, lower=True)
-    return v * jnp.sum(z * z, axis=0)
+    z = phi_diff @ whitening_matrix(m).T
+    return v * jnp.sum(z * z, axis=-1)
 
 
 def past_information(

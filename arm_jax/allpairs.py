@@ -1,0 +1,329 @@
+"""Score *every* unordered pair of K items without materialising the K(K−1)/2 pair features.
+
+With item features Φ (K × H), item rewards r = Φβ and pair (u, v) with x_uv = Φ_u − Φ_v:
+
+    x_uvᵀ β = r_u − r_v
+    x_uvᵀ M⁻¹ x_uv = ‖z_u − z_v‖² = ‖z_u‖² + ‖z_v‖² − 2 z_u·z_v,   Z = Φ L⁻ᵀ, M = L Lᵀ
+
+(the Gram matrix G = Φ M⁻¹ Φᵀ = Z Zᵀ, taken one (tile × tile) block at a time). The pool's
+information over all pairs never needs the pairs either: with symmetric pair weights W
+(zero diagonal) and d = W·1,
+
+    Σ_{u<v} w_uv x_uv x_uvᵀ = Φᵀ diag(d) Φ − Φᵀ W Φ
+
+which is summed one row tile of W at a time (``dopt``/``pa_dopt``: w_uv = σ(r_u−r_v)σ(r_v−r_u));
+for unit weights (``xtx``) it is the closed form n·ΦᵀΦ − (Σφ)(Σφ)ᵀ over the n valid items.
+Φ is centred first (x_uv does not see a common shift), which keeps both identities free of
+the cancellation a large mean feature would cause in float32.
+
+Scoring walks the upper-triangular blocks (i ≤ j) of the K × K pair grid in a ``lax.scan``:
+each block is scored, masked (u < v, both items valid), reduced to its own top k, and merged
+into a running top k. Memory is O(K·H + tile·K); no host round-trips; fixed tile size
+(K is padded up to a multiple of it), so one compilation serves every round.
+
+Public API: :func:`top_k_all_pairs` (pure, jit-able; ``name``, ``k``, ``tile`` static),
+:func:`select_all_pairs` (host-side validation, then the jitted kernel),
+:func:`all_pairs_information` (M over all pairs), :func:`explicit_pairs` (the materialised
+pair list, for tests and small K).
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from arm_jax import fisher
+from arm_jax.strategies import STRATEGIES
+
+ALLPAIRS_STRATEGIES = ("dopt", "pa_dopt", "xtx", "entropy", "maxdiff")
+DEFAULT_TILE = 512
+
+
+class AllPairsSelection(NamedTuple):
+    """The k best pairs among all K(K−1)/2, best first.
+
+    u, v: (k,) int32 item indices with u < v; scores: (k,) float32, the strategy's score of
+    pair (u, v) — the same number the strategy gives the explicit pair x = Φ_u − Φ_v.
+    """
+
+    u: jax.Array
+    v: jax.Array
+    scores: jax.Array
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def pair_variance(gap: jax.Array) -> jax.Array:
+    """σ(z)σ(−z) = e^{−|z|} / (1 + e^{−|z|})², one exp per pair. ``gap: (...) -> (...)``."""
+    e = jnp.exp(-jnp.abs(gap))
+    return e / jnp.square(1.0 + e)
+
+
+def _binary_entropy_of_gap(gap: jax.Array) -> jax.Array:
+    """Binary entropy of p = σ(gap), exactly as :mod:`arm_jax.strategies` computes it."""
+    p = jnp.clip(jax.nn.sigmoid(gap), 1e-7, 1.0 - 1e-7)
+    return -(p * jnp.log(p) + (1.0 - p) * jnp.log1p(-p))
+
+
+class _Padded(NamedTuple):
+    phi: jax.Array  # (Kp, H) centred, zero rows for invalid/padding items
+    reward: jax.Array  # (Kp,) r = Φβ of the centred features
+    valid: jax.Array  # (Kp,) bool
+    n_valid: jax.Array  # () float32
+
+
+def _pad_and_centre(phi, beta, item_valid, tile: int) -> _Padded:
+    k_items, h = phi.shape
+    k_pad = -(-k_items // tile) * tile
+    valid = jnp.ones(k_items, bool) if item_valid is None else jnp.asarray(item_valid, bool)
+    valid_f = valid.astype(phi.dtype)
+    n_valid = jnp.sum(valid_f)
+    mean = jnp.sum(phi * valid_f[:, None], axis=0) / jnp.maximum(n_valid, 1.0)
+    centred = (phi - mean) * valid_f[:, None]
+    centred = jnp.pad(centred, ((0, k_pad - k_items), (0, 0)))
+    valid = jnp.pad(valid, (0, k_pad - k_items))
+    return _Padded(centred, centred @ beta, valid, n_valid)
+
+
+def _tiles(x: jax.Array, tile: int) -> jax.Array:
+    """(Kp, ...) -> (Kp / tile, tile, ...)."""
+    return x.reshape((x.shape[0] // tile, tile) + x.shape[1:])
+
+
+def _weighted_pair_information(items: _Padded, tile: int) -> jax.Array:
+    """Φᵀ diag(W1) Φ − Φᵀ W Φ for w_uv = σ(r_u−r_v)σ(r_v−r_u) over valid u ≠ v, by row tiles.
+
+    Each step builds one (tile × Kp) row block of W on the fly: O(tile·K) memory.
+    """
+    phi, r, valid = items.phi, items.reward, items.valid
+    h = phi.shape[1]
+    index = jnp.arange(phi.shape[0], dtype=jnp.int32)
+
+    def row_tile(m, xs):
+        phi_i, r_i, valid_i, index_i = xs
+        w = pair_variance(r_i[:, None] - r[None, :])
+        keep = valid_i[:, None] & valid[None, :] & (index_i[:, None] != index[None, :])
+        w = jnp.where(keep, w, 0.0)  # d = W·1 must not count invalid partners nor u itself
+        d = jnp.sum(w, axis=1)
+        m = m + (phi_i * d[:, None]).T @ phi_i - phi_i.T @ (w @ phi)
+        return m, None
+
+    xs = (_tiles(phi, tile), _tiles(r, tile), _tiles(valid, tile), _tiles(index, tile))
+    m, _ = jax.lax.scan(row_tile, jnp.zeros((h, h), phi.dtype), xs)
+    return 0.5 * (m + m.T)
+
+
+def _unit_pair_information(items: _Padded) -> jax.Array:
+    """Σ_{u<v} x_uv x_uvᵀ = n ΦᵀΦ − s sᵀ over the n valid items, s = Σφ (closed form)."""
+    s = jnp.sum(items.phi, axis=0)
+    return items.n_valid * (items.phi.T @ items.phi) - jnp.outer(s, s)
+
+
+def all_pairs_information(
+    phi: jax.Array, beta: jax.Array, weighted: bool = True, item_valid: jax.Array | None = None,
+    tile: int = DEFAULT_TILE,
+) -> jax.Array:
+    """Σ_{u<v} w_uv x_uv x_uvᵀ over all pairs of valid items, without the pairs. ``-> (H, H)``.
+
+    weighted: w_uv = σ(r_u − r_v)σ(r_v − r_u) (the Fisher information, ``dopt``); False: w ≡ 1
+    (the design matrix XᵀX, ``xtx``). No jitter, no past information.
+    """
+    items = _pad_and_centre(jnp.asarray(phi, jnp.float32), jnp.asarray(beta, jnp.float32), item_valid, tile)
+    return _weighted_pair_information(items, tile) if weighted else _unit_pair_information(items)
+
+
+def _upper_blocks(n_tiles: int) -> tuple[np.ndarray, np.ndarray]:
+    i, j = np.triu_indices(n_tiles)
+    return i.astype(np.int32), j.astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- the kernel
+
+
+def top_k_all_pairs(
+    name: str,
+    key: jax.Array | None,
+    phi: jax.Array,
+    beta: jax.Array,
+    k: int,
+    past_phi_diff: jax.Array | None = None,
+    past_mask: jax.Array | None = None,
+    item_valid: jax.Array | None = None,
+    tile: int = DEFAULT_TILE,
+    jitter: float = fisher.DEFAULT_JITTER,
+) -> AllPairsSelection:
+    """The k best of all K(K−1)/2 unordered pairs of items under strategy ``name``.
+
+    name: one of :data:`ALLPAIRS_STRATEGIES` (static).
+    key: unused (the supported strategies are deterministic); kept for the common signature.
+    phi: (K, H) float32 item features Φ; beta: (H,) head, so r = Φβ.
+    k: number of pairs (static); must be ≤ the number of valid pairs (see :func:`select_all_pairs`).
+    past_phi_diff, past_mask: (M, H), (M,) labelled pairs; only ``pa_dopt`` uses them.
+    item_valid: optional (K,) bool; pairs with an invalid item are never picked nor counted in M.
+    tile: block edge (static); K is padded to a multiple of it. Memory O(K·H + tile·K).
+    Returns :class:`AllPairsSelection` with u < v, best first. Pure and jit-able; no pair list.
+    Equal scores are broken by block order (row-major over tiles), not by global pair order.
+    """
+    if name not in ALLPAIRS_STRATEGIES:
+        raise ValueError(_unsupported_message(name))
+    del key
+    phi = jnp.asarray(phi, jnp.float32)
+    beta = jnp.asarray(beta, jnp.float32)
+    h = phi.shape[1]
+    items = _pad_and_centre(phi, beta, item_valid, tile)
+    n_tiles = items.phi.shape[0] // tile
+
+    leverage = name in ("dopt", "pa_dopt", "xtx")
+    if leverage:
+        if name == "xtx":
+            m = _unit_pair_information(items)
+        else:
+            m = _weighted_pair_information(items, tile)
+        if name == "pa_dopt" and past_phi_diff is not None:
+            m = m + fisher.past_information(jnp.asarray(past_phi_diff, jnp.float32), beta, past_mask)
+        m = m + jitter * jnp.eye(h, dtype=m.dtype)
+        z = items.phi @ fisher.whitening_matrix(m).T  # (Kp, H): x_uvᵀM⁻¹x_uv = ‖z_u − z_v‖²
+    else:
+        z = jnp.zeros((items.phi.shape[0], 0), jnp.float32)
+    sq = jnp.sum(z * z, axis=1)
+
+    z_t, sq_t, r_t, valid_t = _tiles(z, tile), _tiles(sq, tile), _tiles(items.reward, tile), _tiles(items.valid, tile)
+    block_i, block_j = _upper_blocks(n_tiles)
+    local = jnp.arange(tile, dtype=jnp.int32)
+    k_block = min(k, tile * tile)
+
+    def block_scores(i, j):
+        gap = r_t[i][:, None] - r_t[j][None, :]
+        if leverage:
+            quad = sq_t[i][:, None] + sq_t[j][None, :] - 2.0 * (z_t[i] @ z_t[j].T)
+            quad = jnp.maximum(quad, 0.0)
+            return quad if name == "xtx" else pair_variance(gap) * quad
+        if name == "entropy":
+            # binary entropy of σ(gap) is a decreasing function of |gap|: rank by −|gap|
+            # (float32 entropy is flat near p = 1/2 and would tie), report the entropy.
+            return -jnp.abs(gap)
+        return jnp.abs(gap)  # maxdiff
+
+    def step(carry, ij):
+        best, best_u, best_v = carry
+        i, j = ij
+        rows = i * tile + local
+        cols = j * tile + local
+        ok = (rows[:, None] < cols[None, :]) & valid_t[i][:, None] & valid_t[j][None, :]
+        s = block_scores(i, j)
+        # Anything not above the running k-th best cannot enter the merged top k (ties go
+        # to the carry, which comes first), so drop it before the block's top k: the
+        # partial sort then rarely touches its heap, which is most of the block's cost.
+        ok = ok & (s > best[-1]) & ~jnp.isnan(s)
+        s = jnp.where(ok, s, -jnp.inf).reshape(-1)
+        vals, flat = jax.lax.top_k(s, k_block)
+        u = i * tile + flat // tile
+        v = j * tile + flat % tile
+        merged, pos = jax.lax.top_k(jnp.concatenate([best, vals]), k)
+        return (
+            merged,
+            jnp.concatenate([best_u, u])[pos],
+            jnp.concatenate([best_v, v])[pos],
+        ), None
+
+    init = (jnp.full(k, -jnp.inf, jnp.float32), jnp.zeros(k, jnp.int32), jnp.zeros(k, jnp.int32))
+    (scores, u, v), _ = jax.lax.scan(step, init, (jnp.asarray(block_i), jnp.asarray(block_j)))
+    if name == "entropy":
+        scores = _binary_entropy_of_gap(items.reward[u] - items.reward[v])
+    return AllPairsSelection(u.astype(jnp.int32), v.astype(jnp.int32), scores)
+
+
+_top_k_all_pairs_jit = jax.jit(top_k_all_pairs, static_argnames=("name", "k", "tile", "jitter"))
+
+
+# ----------------------------------------------------------------------------- boundary
+
+
+def _unsupported_message(name) -> str:
+    supported = ", ".join(ALLPAIRS_STRATEGIES)
+    if name in STRATEGIES:
+        return f"strategy {name!r} is not supported for all-pairs selection; supported: {supported}"
+    return f"unknown strategy {name!r}; all-pairs selection supports: {supported}"
+
+
+def validate_all_pairs(name, phi, beta, k, past_phi_diff=None, past_mask=None, item_valid=None, tile=DEFAULT_TILE) -> None:
+    """Host-side checks for :func:`top_k_all_pairs`; raises ValueError with a one-line message."""
+    if name not in ALLPAIRS_STRATEGIES:
+        raise ValueError(_unsupported_message(name))
+    shape = np.shape(phi)
+    if len(shape) != 2:
+        raise ValueError(f"phi must be (K, H) item features, got shape {shape}")
+    k_items, h = shape
+    if np.shape(beta) != (h,):
+        raise ValueError(f"beta must have shape ({h},) to match phi {shape}, got {np.shape(beta)}")
+    if past_phi_diff is not None:
+        pshape = np.shape(past_phi_diff)
+        if len(pshape) != 2 or pshape[1] != h:
+            raise ValueError(f"past_phi_diff must be (M, {h}) to match phi {shape}, got {pshape}")
+        if past_mask is not None and np.shape(past_mask) != (pshape[0],):
+            raise ValueError(f"past_mask must have shape ({pshape[0]},), got {np.shape(past_mask)}")
+    elif past_mask is not None:
+        raise ValueError("past_mask given without past_phi_diff")
+    if item_valid is not None and np.shape(item_valid) != (k_items,):
+        raise ValueError(f"item_valid must have shape ({k_items},) to match phi {shape}, got {np.shape(item_valid)}")
+    for label, arr in (("phi", phi), ("beta", beta), ("past_phi_diff", past_phi_diff)):
+        if arr is not None:
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(np.asarray(arr))))
+            if bad:
+                raise ValueError(f"{label} contains {bad} NaN/inf values")
+    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile <= 0:
+        raise ValueError(f"tile must be a positive integer, got {tile!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"k must be an integer, got {k!r}")
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    n_valid = k_items if item_valid is None else int(np.count_nonzero(np.asarray(item_valid)))
+    n_pairs = n_valid * (n_valid - 1) // 2
+    if k > n_pairs:
+        raise ValueError(f"k = {k} is larger than the {n_pairs} pairs of {n_valid} valid items")
+
+
+def select_all_pairs(
+    name: str,
+    key: jax.Array | None,
+    phi,
+    beta,
+    k: int,
+    past_phi_diff=None,
+    past_mask=None,
+    item_valid=None,
+    tile: int = DEFAULT_TILE,
+) -> AllPairsSelection:
+    """Validate on the host, then run the jit-compiled :func:`top_k_all_pairs`.
+
+    Raises ValueError (one line) on a strategy all-pairs does not support (naming those it
+    does), k ≤ 0, k > number of pairs, NaN/inf, or mismatched shapes.
+    """
+    validate_all_pairs(name, phi, beta, k, past_phi_diff, past_mask, item_valid, tile)
+    phi = jnp.asarray(phi, jnp.float32)
+    tile = int(min(tile, -(-phi.shape[0] // 8) * 8))  # never pad a small K up to a huge tile
+    if past_phi_diff is not None:
+        past_phi_diff = jnp.asarray(past_phi_diff, jnp.float32)
+        past_mask = None if past_mask is None else jnp.asarray(past_mask, bool)
+    item_valid = None if item_valid is None else jnp.asarray(item_valid, bool)
+    return _top_k_all_pairs_jit(name, key, phi, jnp.asarray(beta, jnp.float32), int(k), past_phi_diff, past_mask, item_valid, tile)
+
+
+def explicit_pairs(phi, item_valid=None):
+    """The materialised pair list, for tests and small K: ``(u, v, phi_diff)``.
+
+    u, v: (P,) int32 with u < v in row-major order over valid items; phi_diff: (P, H) = Φ_u − Φ_v.
+    Memory O(K²·H): do not use for large K — that is what :func:`top_k_all_pairs` avoids.
+    """
+    k_items = np.shape(phi)[0]
+    u, v = np.triu_indices(k_items, 1)
+    if item_valid is not None:
+        ok = np.asarray(item_valid, bool)
+        keep = ok[u] & ok[v]
+        u, v = u[keep], v[keep]
+    phi = jnp.asarray(phi, jnp.float32)
+    return jnp.asarray(u, jnp.int32), jnp.asarray(v, jnp.int32), phi[u] - phi[v]

@@ -1,0 +1,295 @@
+"""Data parallelism over devices with ``jax.sharding``: seeds, and candidate pools.
+
+Two kinds of work split cleanly over devices:
+
+- **Seeds.** An experiment is a pure function of a PRNG key, so S seeds are
+  ``jax.vmap(run)(keys)``. :func:`shard_seeds` runs exactly that with the seed axis laid
+  out over a 1-D :class:`~jax.sharding.Mesh` (``NamedSharding(mesh, P("seeds"))``): each
+  device runs S / n_devices seeds, no communication. S is padded up to a multiple of the
+  device count (with copies of the last key) and the padding is stripped from the result.
+- **Candidate pools.** D-optimal scores need M = I_past + Σ_i v_i x_i x_iᵀ + εI, a sum over
+  all candidates. :func:`sharded_dopt_scores` splits the candidate axis over devices
+  (``shard_map``): each device forms its partial (H × H) sum, one ``psum`` all-reduces it,
+  and each device scores its own candidates. :func:`sharded_select` adds a two-stage top k
+  (local top k, ``all_gather`` of n_devices·k candidates, global top k).
+
+Both give the numbers one device gives (up to float32 summation order). ``devices`` defaults
+to ``jax.devices()``: the local accelerators on one host, every process's devices after
+``jax.distributed.initialize()`` on several (inputs are then placed with
+``jax.make_array_from_callback``, and :func:`to_host` gathers results to every process).
+On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` gives four devices to test with.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from arm_jax import fisher, strategies
+from arm_jax.strategies import Selection
+
+SEED_AXIS = "seeds"
+POOL_AXIS = "pool"
+SHARDED_STRATEGIES = ("dopt", "pa_dopt", "xtx", "entropy", "maxdiff")
+
+
+# ----------------------------------------------------------------------------- meshes
+
+
+def make_mesh(axis_name: str, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh named ``axis_name`` over ``devices`` (default: ``jax.devices()``)."""
+    devices = jax.devices() if devices is None else list(devices)
+    if not devices:
+        raise ValueError("no devices to build a mesh on")
+    return Mesh(np.asarray(devices), (axis_name,))
+
+
+def _put(x, sharding: NamedSharding):
+    """Place a host (or single-device) array on ``sharding``; multi-process safe."""
+    if jax.process_count() == 1:
+        return jax.device_put(x, sharding)
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def _pad_rows(x, n_rows: int, fill=0):
+    pad = n_rows - x.shape[0]
+    if pad == 0:
+        return x
+    widths = [(0, pad)] + [(0, 0)] * (x.ndim - 1)
+    return jnp.pad(x, widths, constant_values=fill)
+
+
+def to_host(tree):
+    """Fetch a pytree of (possibly sharded, possibly multi-process) arrays as NumPy arrays."""
+    if jax.process_count() == 1:
+        return jax.tree_util.tree_map(np.asarray, tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+# ----------------------------------------------------------------------------- seeds
+
+
+@functools.lru_cache(maxsize=64)
+def _seed_program(fn: Callable, devices: tuple, n_args: int, key_impl):
+    mesh = make_mesh(SEED_AXIS, devices)
+    by_seed = NamedSharding(mesh, P(SEED_AXIS))
+    replicated = NamedSharding(mesh, P())
+
+    def one(key_data, *args):
+        key = key_data if key_impl is None else jax.random.wrap_key_data(key_data, impl=key_impl)
+        return fn(key, *args)
+
+    program = jax.jit(
+        jax.vmap(one, in_axes=(0,) + (None,) * n_args),
+        in_shardings=(by_seed,) + (replicated,) * n_args,
+        out_shardings=by_seed,
+    )
+    return program, by_seed, replicated
+
+
+class SeedSharded:
+    """``jax.vmap(fn)`` over a batch of keys, the batch split over ``devices``.
+
+    Call it as ``run(keys, *args)``; ``run.compile(keys, *args)`` compiles ahead of time
+    (for timing compilation apart) and returns a callable with the same signature.
+    """
+
+    def __init__(self, fn: Callable, devices: Sequence[jax.Device] | None = None):
+        self.fn = fn
+        self.devices = tuple(jax.devices() if devices is None else devices)
+
+    def _prepare(self, keys, args):
+        typed = jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key)
+        impl = jax.random.key_impl(keys) if typed else None
+        key_data = jax.random.key_data(keys) if typed else jnp.asarray(keys)
+        if key_data.ndim < 1 or key_data.shape[0] == 0:
+            raise ValueError(f"keys must be a non-empty (S, ...) batch of PRNG keys, got shape {keys.shape}")
+        n_seeds = key_data.shape[0]
+        n_dev = len(self.devices)
+        padded = -(-n_seeds // n_dev) * n_dev
+        # pad with copies of the last key: the extra seeds are computed, then dropped
+        key_data = jnp.concatenate([key_data, jnp.repeat(key_data[-1:], padded - n_seeds, axis=0)])
+        program, by_seed, replicated = _seed_program(self.fn, self.devices, len(args), impl)
+        inputs = (_put(key_data, by_seed),) + tuple(_put_tree(a, replicated) for a in args)
+        return program, inputs, n_seeds, padded
+
+    @staticmethod
+    def _unpad(out, n_seeds, padded):
+        if padded == n_seeds:
+            return out
+        return jax.tree_util.tree_map(lambda leaf: leaf[:n_seeds], out)
+
+    def __call__(self, keys, *args):
+        program, inputs, n_seeds, padded = self._prepare(keys, args)
+        return self._unpad(program(*inputs), n_seeds, padded)
+
+    def compile(self, keys, *args) -> Callable:
+        program, inputs, _, _ = self._prepare(keys, args)
+        compiled = program.lower(*inputs).compile()
+
+        def run(keys, *args):
+            _, inputs, n_seeds, padded = self._prepare(keys, args)
+            return self._unpad(compiled(*inputs), n_seeds, padded)
+
+        return run
+
+
+def sharded_vmap(fn: Callable, devices: Sequence[jax.Device] | None = None) -> SeedSharded:
+    """``jax.vmap(fn)`` over a batch of keys, the batch split over ``devices``.
+
+    fn: ``fn(key, *args) -> pytree``, a pure function of one PRNG key (and of ``args``,
+    which every seed shares and every device gets a replica of; put static settings such
+    as configs in a closure or ``functools.partial`` made once, so the compiled program is
+    reused).
+    Returns ``run(keys, *args)`` → the pytree of ``jax.vmap(fn)(keys, *args)``, every leaf
+    with a leading (S,) axis sharded over the devices. Compiled once per (fn, devices, S).
+    """
+    return SeedSharded(fn, devices)
+
+
+def _put_tree(tree, sharding):
+    return jax.tree_util.tree_map(lambda leaf: _put(leaf, sharding), tree)
+
+
+def shard_seeds(fn: Callable, keys: jax.Array, *args, devices: Sequence[jax.Device] | None = None):
+    """Run ``jax.vmap(fn)(keys, *args)`` with the (S,) seed axis split over all devices.
+
+    keys: (S,) typed keys (``jax.random.key``) or (S, 2) raw ``PRNGKey`` data.
+    Same numbers as one device (each seed is independent); S need not divide the device
+    count. Example: ``shard_seeds(lambda k, x, b: train.fit(k, x, b, cfg, tcfg), keys, items, buf)``.
+    """
+    return sharded_vmap(fn, devices)(keys, *args)
+
+
+# ----------------------------------------------------------------------------- pools
+
+
+def _pool_setup(phi_diff, beta, valid, past_phi_diff, past_mask, devices):
+    mesh = make_mesh(POOL_AXIS, devices)
+    n_dev = mesh.devices.size
+    phi_diff = jnp.asarray(phi_diff, jnp.float32)
+    beta = jnp.asarray(beta, jnp.float32)
+    n = phi_diff.shape[0]
+    padded = -(-n // n_dev) * n_dev
+    valid = jnp.ones(n, bool) if valid is None else jnp.asarray(valid, bool)
+    past = None
+    if past_phi_diff is not None:
+        past_mask = None if past_mask is None else jnp.asarray(past_mask, bool)
+        past = fisher.past_information(jnp.asarray(past_phi_diff, jnp.float32), beta, past_mask)
+    by_row = NamedSharding(mesh, P(POOL_AXIS))
+    replicated = NamedSharding(mesh, P())
+    x = _put(_pad_rows(phi_diff, padded), by_row)  # zero rows: no information, score 0
+    valid = _put(_pad_rows(valid, padded, False), by_row)
+    h = phi_diff.shape[1]
+    past = jnp.zeros((h, h), jnp.float32) if past is None else past
+    return mesh, n, x, valid, _put(beta, replicated), _put(past, replicated)
+
+
+def _local_scores(name, x, valid, beta, past, jitter):
+    """Scores of this device's candidates; M is all-reduced over the pool axis."""
+    if name in ("entropy", "maxdiff"):
+        gap = x @ beta
+        if name == "maxdiff":
+            return jnp.abs(gap)
+        return strategies._binary_entropy(jax.nn.sigmoid(gap))
+    if name == "xtx":
+        v = valid.astype(x.dtype)
+    else:
+        v = jnp.where(valid, fisher.bernoulli_variance(x, beta), 0.0)
+    m = jax.lax.psum(fisher.information_matrix(x, v), POOL_AXIS)
+    if name == "pa_dopt":
+        m = m + past
+    m = m + jitter * jnp.eye(x.shape[1], dtype=x.dtype)
+    return fisher.leverage_scores(x, v, m)
+
+
+@functools.partial(jax.jit, static_argnames=("name", "mesh", "jitter"))
+def _sharded_scores(name, mesh, x, valid, beta, past, jitter):
+    body = functools.partial(_local_scores, name, jitter=jitter)
+    return jax.shard_map(
+        body, mesh=mesh, in_specs=(P(POOL_AXIS), P(POOL_AXIS), P(), P()), out_specs=P(POOL_AXIS)
+    )(x, valid, beta, past)
+
+
+@functools.partial(jax.jit, static_argnames=("name", "mesh", "k", "jitter"))
+def _sharded_top_k(name, mesh, x, valid, beta, past, k, jitter):
+    n_local = x.shape[0] // mesh.devices.size
+    k_local = min(k, n_local)
+
+    def body(x, valid, beta, past):
+        scores = _local_scores(name, x, valid, beta, past, jitter)
+        local = strategies.top_k_valid(scores, valid, k_local)
+        offset = jax.lax.axis_index(POOL_AXIS) * n_local
+        values = jax.lax.all_gather(local.scores, POOL_AXIS, tiled=True)
+        indices = jax.lax.all_gather(local.indices + offset, POOL_AXIS, tiled=True)
+        best, pos = jax.lax.top_k(values, k)  # device order = global index order: same ties
+        return indices[pos].astype(jnp.int32), best
+
+    # after the all_gather every device holds the same candidates and takes the same top k,
+    # so the outputs are replicated; the static replication check cannot see through top_k.
+    indices, best = jax.shard_map(
+        body, mesh=mesh, in_specs=(P(POOL_AXIS), P(POOL_AXIS), P(), P()), out_specs=(P(), P()),
+        check_vma=False,
+    )(x, valid, beta, past)
+    return Selection(indices, best)
+
+
+def sharded_dopt_scores(
+    phi_diff: jax.Array,
+    beta: jax.Array,
+    past_phi_diff: jax.Array | None = None,
+    jitter: float = fisher.DEFAULT_JITTER,
+    past_mask: jax.Array | None = None,
+    valid: jax.Array | None = None,
+    weighted: bool = True,
+    devices: Sequence[jax.Device] | None = None,
+) -> jax.Array:
+    """:func:`arm_jax.fisher.dopt_scores` with the candidate axis split over devices.
+
+    phi_diff: (N, H); beta: (H,); past_phi_diff / past_mask: optional (M, H) / (M,) labelled
+    pairs (I_past is added, as in ``pa_dopt``); valid: optional (N,) bool, invalid candidates
+    take no part in M and score 0; weighted=False gives the ``xtx`` scores (v ≡ 1).
+    Returns (N,) float32 scores, sharded over ``devices``; equal to the one-device result.
+    """
+    fisher.check_shapes(phi_diff, beta, past_phi_diff, past_mask)
+    mesh, n, x, valid_s, beta_s, past = _pool_setup(phi_diff, beta, valid, past_phi_diff, past_mask, devices)
+    name = ("pa_dopt" if past_phi_diff is not None else "dopt") if weighted else "xtx"
+    scores = _sharded_scores(name, mesh, x, valid_s, beta_s, past, float(jitter))
+    return scores if scores.shape[0] == n else scores[:n]  # padded rows: strip
+
+
+def sharded_select(
+    name: str,
+    key: jax.Array | None,
+    phi_diff,
+    beta,
+    k: int,
+    valid=None,
+    past_phi_diff=None,
+    past_mask=None,
+    devices: Sequence[jax.Device] | None = None,
+    jitter: float = fisher.DEFAULT_JITTER,
+) -> Selection:
+    """:func:`arm_jax.strategies.select` for ``dopt``/``pa_dopt``/``xtx``/``entropy``/``maxdiff``
+    with the candidate axis split over devices: the same k picks (best first) and scores.
+
+    Validates on the host (one-line ValueError), then runs one jit-compiled ``shard_map``:
+    per-device scores (M all-reduced), per-device top k, ``all_gather``, global top k.
+    """
+    if name not in SHARDED_STRATEGIES:
+        strategies.get_strategy(name)  # unknown names: the registry's message
+        raise ValueError(
+            f"strategy {name!r} is not supported for sharded selection; supported: {', '.join(SHARDED_STRATEGIES)}"
+        )
+    del key
+    strategies.validate_selection(phi_diff, beta, k, valid, past_phi_diff, past_mask)
+    mesh, n, x, valid_s, beta_s, past = _pool_setup(phi_diff, beta, valid, past_phi_diff, past_mask, devices)
+    return _sharded_top_k(name, mesh, x, valid_s, beta_s, past, int(k), float(jitter))

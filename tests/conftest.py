@@ -1,0 +1,38 @@
+"""Shared pytest configuration.
+
+Tests marked ``multidevice`` need several JAX devices. On a CPU they come from
+``XLA_FLAGS=--xla_force_host_platform_device_count=4``, which XLA reads once, when JAX
+starts, so those tests run in their own pytest invocation (see the Makefile's ``test``)::
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m pytest -q -m multidevice
+
+The default invocation deselects them with ``-m "not multidevice"``. A bare ``pytest`` (no
+``-m``, no flag) skips them with that command as the reason rather than failing; selected
+explicitly with ``-m multidevice`` they run, and assert that four devices are present.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+MULTIDEVICE_FLAG = "--xla_force_host_platform_device_count"
+MULTIDEVICE_COMMAND = f"XLA_FLAGS={MULTIDEVICE_FLAG}=4 python -m pytest -q -m multidevice"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        f"multidevice: needs 4 JAX devices; run with `{MULTIDEVICE_COMMAND}`",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    asked_for = "multidevice" in (config.getoption("-m") or "")
+    has_devices = MULTIDEVICE_FLAG in os.environ.get("XLA_FLAGS", "")
+    if asked_for or has_devices:
+        return
+    skip = pytest.mark.skip(reason=f"needs 4 devices: {MULTIDEVICE_COMMAND}")
+    for item in items:
+        if "multidevice" in item.keywords:
+            item.add_marker(skip)
