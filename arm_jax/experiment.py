@@ -345,6 +345,17 @@ def _run_seeds_jit(keys, config, data):
     return jax.vmap(run_single, in_axes=(0, None, None))(keys, config, data)
 
 
+@functools.lru_cache(maxsize=None)
+def _seed_fn(config: ExperimentConfig):
+    """``run(key, data)`` for one configuration: one stable function object per configuration,
+    so the sharded program is compiled once."""
+
+    def run(key, data):
+        return run_single(key, config, data)
+
+    return run
+
+
 class Experiment(NamedTuple):
     """What :func:`make_experiment` returns.
 
@@ -364,14 +375,28 @@ class Experiment(NamedTuple):
         return self.run(key)
 
 
-def make_experiment(config: ExperimentConfig, dataset) -> Experiment:
+def make_experiment(config: ExperimentConfig, dataset, devices=None) -> Experiment:
     """Bind a configuration to a dataset (``Dataset`` or ``ExperimentData``).
 
     The returned ``run``/``run_seeds`` compile once per configuration and pass the data into
-    the compiled program as arguments.
+    the compiled program as arguments. ``devices``: with more than one (default: all local
+    devices), ``run_seeds`` splits the seeds over them (``arm_jax.parallel``, a ``Mesh`` over
+    the seed axis); the numbers are those of one device.
     """
     check_config_against_data(config, dataset)
     data = dataset if isinstance(dataset, ExperimentData) else prepare_data(dataset)
+    devices = tuple(jax.devices() if devices is None else devices)
+    if len(devices) > 1:
+        from arm_jax import parallel
+
+        sharded = parallel.sharded_vmap(_seed_fn(config), devices)
+        return Experiment(
+            run=lambda key: _run_jit(key, config, data),
+            run_seeds=lambda keys: sharded(keys, data),
+            compile_seeds=lambda keys: sharded.compile(keys, data),
+            config=config,
+            data=data,
+        )
     return Experiment(
         run=lambda key: _run_jit(key, config, data),
         run_seeds=lambda keys: _run_seeds_jit(keys, config, data),
