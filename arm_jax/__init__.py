@@ -6,6 +6,8 @@ paper's active-learning experiment as one jit-compiled program.
 """
 __version__ = "0.1.0"
 
+from arm_jax.allpairs import AllPairsSelection, select_all_pairs, top_k_all_pairs
+from arm_jax.experiment import ExperimentConfig, make_experiment
 from arm_jax.fisher import bernoulli_variance, dopt_scores, information_matrix, leverage_scores
 from arm_jax.model import ModelConfig, features, head, init_params, reward
 from arm_jax.strategies import (
@@ -17,10 +19,20 @@ from arm_jax.strategies import (
     make_inputs,
     select,
 )
-from arm_jax.train import LabelBuffer, TrainConfig, buffer_from_pairs, empty_buffer, fit
+from arm_jax.parallel import shard_seeds, sharded_dopt_scores, sharded_select
+from arm_jax.train import LabelBuffer, TrainConfig, buffer_from_pairs, empty_buffer, fit, fit_jit
 
 __all__ = [
     "__version__",
+    "AllPairsSelection",
+    "ExperimentConfig",
+    "fit_jit",
+    "make_experiment",
+    "select_all_pairs",
+    "shard_seeds",
+    "sharded_dopt_scores",
+    "sharded_select",
+    "top_k_all_pairs",
     "ModelConfig",
     "TrainConfig",
     "LabelBuffer",

@@ -109,8 +109,11 @@ def random_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
 def entropy_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
     """Largest predictive entropy H(p_i): p_i closest to 1/2."""
     del key
-    p = jax.nn.sigmoid(inputs.phi_diff @ inputs.beta)
-    return top_k_valid(_binary_entropy(p), inputs.valid, k)
+    # H(σ(g)) decreases in |g|: rank by −|g| (float32 entropy is flat near 1/2 and would tie
+    # there), report the entropy.
+    gap = inputs.phi_diff @ inputs.beta
+    chosen = top_k_valid(-jnp.abs(gap), inputs.valid, k)
+    return Selection(chosen.indices, _binary_entropy(jax.nn.sigmoid(gap[chosen.indices])))
 
 
 def maxdiff_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
