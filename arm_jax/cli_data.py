@@ -12,8 +12,7 @@ import argparse
 import sys
 
 from arm_jax import realdata
-from arm_jax.model import ACTIVATIONS, ModelConfig
-from arm_jax.train import TrainConfig
+from arm_jax.cli_common import HelpFormatter, add_model_flags, model_and_train_configs, positive_int, seed
 
 POOL_HELP = (
     "pool of items: a .npy of shape (prompts, responses, D) in the paper's layout (item ids "
@@ -27,34 +26,7 @@ LABELS_HELP = (
 )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"seed must be in [0, 2^32), got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
 
 
 def _fraction(text: str) -> float:
@@ -69,22 +41,8 @@ def _fraction(text: str) -> float:
 
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("reward model and training (the model is always trained from scratch)")
-    g.add_argument("--seed", type=_seed, default=0, help="random seed; same inputs and seed give byte-identical output (default: 0)")
-    g.add_argument("--steps", type=_positive_int, default=1000, help="AdamW steps (default: 1000)")
-    g.add_argument("--batch-size", type=_positive_int, default=256, help="comparisons per step (default: 256)")
-    g.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (default: 1e-3)")
-    g.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default: 1e-4)")
-    g.add_argument("--depth", type=_positive_int, default=3, help="hidden layers of the reward MLP (default: 3)")
-    g.add_argument("--width", type=_positive_int, default=64, help="units per hidden layer = feature dimension H (default: 64)")
-    g.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu", help="hidden activation (default: relu)")
-
-
-def _configs(args) -> tuple[ModelConfig, TrainConfig]:
-    model_config = ModelConfig(depth=args.depth, width=args.width, activation=args.activation)
-    train_config = TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay
-    )
-    return model_config, train_config
+    g.add_argument("--seed", type=seed, default=0, help="random seed; same inputs and seed give byte-identical output (default: 0)")
+    add_model_flags(g)
 
 
 def _log(message: str) -> None:
@@ -100,7 +58,7 @@ def _timings(timings: dict) -> str:
 
 
 def _cmd_select(args) -> int:
-    model_config, train_config = _configs(args)
+    model_config, train_config = model_and_train_configs(args)
     result = realdata.select_pairs(
         args.pool,
         args.labels,
@@ -156,17 +114,17 @@ def _register_select(sub) -> None:
             "unlabelled pairs to OUT as JSON Lines."
         ),
         epilog=SELECT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--pool", required=True, metavar="POOL", help=POOL_HELP)
     p.add_argument("--labels", metavar="LABELS", help=LABELS_HELP + " (omit for a cold start)")
     p.add_argument("--out", required=True, metavar="NEXT.jsonl", help="where to write the selected pairs (JSON Lines)")
     p.add_argument("--strategy", choices=list(STRATEGIES), default="dopt", metavar="NAME",
                    help=f"selection strategy, one of: {', '.join(STRATEGIES)} (default: dopt; see 'arm-jax strategies')")
-    p.add_argument("--k", type=_positive_int, required=True, help="number of pairs to select")
+    p.add_argument("--k", type=positive_int, required=True, help="number of pairs to select")
     p.add_argument("--pairs", choices=realdata.PAIR_MODES, default="cross-prompt",
                    help="which pairs are candidates (default: cross-prompt; see below)")
-    p.add_argument("--candidates", type=_positive_int, default=realdata.DEFAULT_CANDIDATES, metavar="N",
+    p.add_argument("--candidates", type=positive_int, default=realdata.DEFAULT_CANDIDATES, metavar="N",
                    help=f"candidate pairs sampled for in-prompt/cross-prompt (default: {realdata.DEFAULT_CANDIDATES})")
     _add_training_flags(p)
     p.set_defaults(func=_cmd_select)
@@ -176,7 +134,7 @@ def _register_select(sub) -> None:
 
 
 def _cmd_train(args) -> int:
-    model_config, train_config = _configs(args)
+    model_config, train_config = model_and_train_configs(args)
     result = realdata.train_model(
         args.pool,
         args.labels,
@@ -220,7 +178,7 @@ def _register_train(sub) -> None:
         help="train the reward model on the labels, report held-out accuracy, save it",
         description="Train the Bradley-Terry reward model on LABELS and save it to MODEL.",
         epilog=TRAIN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--pool", required=True, metavar="POOL", help=POOL_HELP)
     p.add_argument("--labels", required=True, metavar="LABELS", help=LABELS_HELP)
@@ -257,7 +215,7 @@ def _register_score(sub) -> None:
         help="write the reward of every pool item under a saved model",
         description="Reward of every item of POOL under MODEL (from 'arm-jax train').",
         epilog=SCORE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--model", required=True, metavar="MODEL", help="model file written by 'arm-jax train'")
     p.add_argument("--pool", required=True, metavar="POOL", help=POOL_HELP)

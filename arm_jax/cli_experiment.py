@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from arm_jax.cli_common import HelpFormatter, add_model_flags, model_and_train_configs
+
 # Presets: data and experiment sizes. Flags given on the command line override them.
 PRESETS = {
     "demo": dict(
@@ -55,7 +57,7 @@ def register(sub) -> None:
             "evaluate 1 - Spearman and Best-of-N on the test prompts. All rounds are one jit-compiled "
             "program, vmapped over seeds. Writes metrics.json, metrics.csv and learning_curves.png to --out."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--preset", choices=sorted(PRESETS), default="default",
                    help="sizes to start from: demo (about a minute on a 2-core CPU), default, paper (paper-sized, for a GPU)")
@@ -87,16 +89,7 @@ def register(sub) -> None:
     exp.add_argument("--annotation-quality", type=_quality, default=1.0,
                      help="annotator's beta: P(a wins) = sigmoid(beta (r_a - r_b) / std r); inf = noiseless")
     exp.add_argument("--best-of-n", type=_int_list, help="comma-separated N for Best-of-N")
-    mdl = p.add_argument_group("reward model and training")
-    mdl.add_argument("--depth", type=int, default=3, help="hidden layers")
-    mdl.add_argument("--width", type=int, default=64, help="hidden units (= H, the feature dimension)")
-    mdl.add_argument("--activation", default="relu", help="relu, gelu, tanh, silu or elu")
-    mdl.add_argument("--steps", type=int, help="AdamW steps per retraining")
-    mdl.add_argument("--batch-size", type=int, default=256, help="comparisons per training minibatch")
-    mdl.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
-    mdl.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
-    mdl.add_argument("--max-epochs", type=float, default=None,
-                     help="cap training at this many passes over the labelled pairs (default: all --steps)")
+    add_model_flags(p.add_argument_group("reward model and training"), steps_default=None)
     out = p.add_argument_group("output")
     out.add_argument("--no-plot", action="store_true", help="do not draw learning_curves.png")
     out.add_argument("--quiet", action="store_true", help="no progress line per round")
@@ -110,7 +103,7 @@ def register(sub) -> None:
             "strategy picks comparisons among 1000 standard-normal points per round for a few rounds; "
             "the pairs it picked are drawn as segments over the reward's contours."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     f.add_argument("--out", type=Path, default=Path("results/figure1.png"), help="PNG to write")
     f.add_argument("--strategies", default="paper", help="comma-separated names, 'paper' or 'all'")
@@ -183,9 +176,8 @@ def load_dataset(args):
 
 def build_config(args, strategy: str):
     from arm_jax.experiment import ExperimentConfig
-    from arm_jax.model import ModelConfig
-    from arm_jax.train import TrainConfig
 
+    model_config, train_config = model_and_train_configs(args)
     return ExperimentConfig(
         strategy=strategy,
         rounds=args.rounds,
@@ -196,9 +188,8 @@ def build_config(args, strategy: str):
         pairs=args.pairs,
         annotation_quality=args.annotation_quality,
         best_of_n=tuple(args.best_of_n),
-        model=ModelConfig(depth=args.depth, width=args.width, activation=args.activation),
-        train=TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
-                          weight_decay=args.weight_decay, max_epochs=args.max_epochs),
+        model=model_config,
+        train=train_config,
         progress=not args.quiet,
     )
 
