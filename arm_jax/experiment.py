@@ -361,13 +361,14 @@ class Experiment(NamedTuple):
 
     run: ``run(key) -> ExperimentResult`` for one seed (jit-compiled; the data is an argument).
     run_seeds: ``run_seeds(keys: (S, 2)) -> ExperimentResult`` with a leading seeds axis (vmap).
-    compile_seeds: ``compile_seeds(keys)`` compiles ``run_seeds`` without running it (for timing).
+    lower_seeds: ``lower_seeds(keys).compile()`` → a compiled ``run(keys, data)``: tracing apart
+      from compiling (compiles may run in threads at once, as ``arm-jax run`` does).
     config, data: what it runs on.
     """
 
     run: Callable
     run_seeds: Callable
-    compile_seeds: Callable
+    lower_seeds: Callable
     config: ExperimentConfig
     data: ExperimentData
 
@@ -393,14 +394,14 @@ def make_experiment(config: ExperimentConfig, dataset, devices=None) -> Experime
         return Experiment(
             run=lambda key: _run_jit(key, config, data),
             run_seeds=lambda keys: sharded(keys, data),
-            compile_seeds=lambda keys: sharded.compile(keys, data),
+            lower_seeds=lambda keys: sharded.lower(keys, data),
             config=config,
             data=data,
         )
     return Experiment(
         run=lambda key: _run_jit(key, config, data),
         run_seeds=lambda keys: _run_seeds_jit(keys, config, data),
-        compile_seeds=lambda keys: _run_seeds_jit.lower(keys, config, data).compile(),
+        lower_seeds=lambda keys: _run_seeds_jit.lower(keys, config, data),
         config=config,
         data=data,
     )

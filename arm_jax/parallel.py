@@ -22,7 +22,7 @@ On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` gives four devi
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from typing import NamedTuple, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -131,13 +131,27 @@ class SeedSharded:
         program, inputs, n_seeds, padded = self._prepare(keys, args)
         return self._unpad(program(*inputs), n_seeds, padded)
 
-    def compile(self, keys, *args) -> Callable:
+    def lower(self, keys, *args) -> "_LoweredSeeds":
+        """Trace and lower now; ``.compile()`` later (it may run in another thread)."""
         program, inputs, _, _ = self._prepare(keys, args)
-        compiled = program.lower(*inputs).compile()
+        return _LoweredSeeds(self, program.lower(*inputs))
+
+    def compile(self, keys, *args) -> Callable:
+        return self.lower(keys, *args).compile()
+
+
+class _LoweredSeeds(NamedTuple):
+    sharded: SeedSharded
+    lowered: object
+
+    def compile(self) -> Callable:
+        """A compiled ``run(keys, *args)`` (same padding and unpadding as the SeedSharded)."""
+        compiled = self.lowered.compile()
+        sharded = self.sharded
 
         def run(keys, *args):
-            _, inputs, n_seeds, padded = self._prepare(keys, args)
-            return self._unpad(compiled(*inputs), n_seeds, padded)
+            _, inputs, n_seeds, padded = sharded._prepare(keys, args)
+            return sharded._unpad(compiled(*inputs), n_seeds, padded)
 
         return run
 

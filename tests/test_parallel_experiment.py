@@ -24,6 +24,6 @@ def test_sharded_seed_sweep_equals_one_device():
     assert len(out.metrics.one_minus_spearman.sharding.device_set) == 4
     np.testing.assert_array_equal(out.labelled.pairs, ref.labelled.pairs)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), out.metrics, ref.metrics)
-    compiled = sharded.compile_seeds(keys)
+    compiled = sharded.lower_seeds(keys).compile()
     again = compiled(keys, sharded.data)
     np.testing.assert_allclose(again.metrics.train_loss, out.metrics.train_loss, rtol=1e-6)
