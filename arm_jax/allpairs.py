@@ -254,33 +254,17 @@ def validate_all_pairs(name, phi, beta, k, past_phi_diff=None, past_mask=None, i
     """Host-side checks for :func:`top_k_all_pairs`; raises ValueError with a one-line message."""
     if name not in ALLPAIRS_STRATEGIES:
         raise ValueError(_unsupported_message(name))
-    shape = np.shape(phi)
-    if len(shape) != 2:
-        raise ValueError(f"phi must be (K, H) item features, got shape {shape}")
-    k_items, h = shape
-    if np.shape(beta) != (h,):
-        raise ValueError(f"beta must have shape ({h},) to match phi {shape}, got {np.shape(beta)}")
-    if past_phi_diff is not None:
-        pshape = np.shape(past_phi_diff)
-        if len(pshape) != 2 or pshape[1] != h:
-            raise ValueError(f"past_phi_diff must be (M, {h}) to match phi {shape}, got {pshape}")
-        if past_mask is not None and np.shape(past_mask) != (pshape[0],):
-            raise ValueError(f"past_mask must have shape ({pshape[0]},), got {np.shape(past_mask)}")
-    elif past_mask is not None:
+    fisher.check_shapes(phi, beta, past_phi_diff, past_mask, name="phi", layout="(K, H) item features")
+    if past_phi_diff is None and past_mask is not None:
         raise ValueError("past_mask given without past_phi_diff")
+    shape = np.shape(phi)
+    k_items = shape[0]
     if item_valid is not None and np.shape(item_valid) != (k_items,):
         raise ValueError(f"item_valid must have shape ({k_items},) to match phi {shape}, got {np.shape(item_valid)}")
-    for label, arr in (("phi", phi), ("beta", beta), ("past_phi_diff", past_phi_diff)):
-        if arr is not None:
-            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(np.asarray(arr))))
-            if bad:
-                raise ValueError(f"{label} contains {bad} NaN/inf values")
+    fisher.check_finite(phi=phi, beta=beta, past_phi_diff=past_phi_diff)
     if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile <= 0:
         raise ValueError(f"tile must be a positive integer, got {tile!r}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise ValueError(f"k must be an integer, got {k!r}")
-    if k <= 0:
-        raise ValueError(f"k must be positive, got {k}")
+    fisher.check_k(k)
     n_valid = k_items if item_valid is None else int(np.count_nonzero(np.asarray(item_valid)))
     n_pairs = n_valid * (n_valid - 1) // 2
     if k > n_pairs:

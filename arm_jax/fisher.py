@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.linalg import solve_triangular
 
 DEFAULT_JITTER = 1e-6
@@ -122,20 +123,41 @@ def dopt_scores_from_weights(
     return leverage_scores(phi_diff, v, m)
 
 
-def check_shapes(phi_diff, beta, past_phi_diff=None, past_mask=None) -> None:
-    """ValueError, naming the shapes, unless phi_diff (N, H), beta (H,), past (M, H), mask (M,)."""
-    shape = jnp.shape(phi_diff)
+def check_shapes(phi_diff, beta, past_phi_diff=None, past_mask=None, name="phi_diff", layout="(N, H)") -> None:
+    """ValueError, naming the shapes, unless phi_diff (N, H), beta (H,), past (M, H), mask (M,).
+
+    ``name``/``layout`` say what the first array is called in the message (e.g. item
+    features ``phi`` (K, H) for all-pairs selection).
+    """
+    shape = np.shape(phi_diff)
     if len(shape) != 2:
-        raise ValueError(f"phi_diff must be (N, H), got shape {shape}")
+        raise ValueError(f"{name} must be {layout}, got shape {shape}")
     h = shape[1]
-    if jnp.shape(beta) != (h,):
-        raise ValueError(f"beta must have shape ({h},) to match phi_diff {shape}, got {jnp.shape(beta)}")
+    if np.shape(beta) != (h,):
+        raise ValueError(f"beta must have shape ({h},) to match {name} {shape}, got {np.shape(beta)}")
     if past_phi_diff is not None:
-        pshape = jnp.shape(past_phi_diff)
+        pshape = np.shape(past_phi_diff)
         if len(pshape) != 2 or pshape[1] != h:
-            raise ValueError(f"past_phi_diff must be (M, {h}) to match phi_diff {shape}, got {pshape}")
-        if past_mask is not None and jnp.shape(past_mask) != (pshape[0],):
-            raise ValueError(f"past_mask must have shape ({pshape[0]},), got {jnp.shape(past_mask)}")
+            raise ValueError(f"past_phi_diff must be (M, {h}) to match {name} {shape}, got {pshape}")
+        if past_mask is not None and np.shape(past_mask) != (pshape[0],):
+            raise ValueError(f"past_mask must have shape ({pshape[0]},), got {np.shape(past_mask)}")
+
+
+def check_finite(**arrays) -> None:
+    """ValueError "NAME contains N NaN/inf values" for the first array (None skipped) that has any."""
+    for label, arr in arrays.items():
+        if arr is not None:
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(np.asarray(arr))))
+            if bad:
+                raise ValueError(f"{label} contains {bad} NaN/inf values")
+
+
+def check_k(k) -> None:
+    """ValueError unless k is a positive integer (the upper bound is the caller's)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"k must be an integer, got {k!r}")
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
 
 
 def dopt_scores(

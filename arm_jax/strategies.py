@@ -308,16 +308,9 @@ def validate_selection(phi_diff, beta, k, valid=None, past_phi_diff=None, past_m
     n = shape[0]
     if valid is not None and np.shape(valid) != (n,):
         raise ValueError(f"valid must have shape ({n},) to match phi_diff {shape}, got {np.shape(valid)}")
-    for name, arr in (("phi_diff", phi_diff), ("beta", beta), ("past_phi_diff", past_phi_diff)):
-        if arr is not None:
-            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(np.asarray(arr))))
-            if bad:
-                raise ValueError(f"{name} contains {bad} NaN/inf values")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise ValueError(f"k must be an integer, got {k!r}")
+    fisher.check_finite(phi_diff=phi_diff, beta=beta, past_phi_diff=past_phi_diff)
+    fisher.check_k(k)
     n_valid = n if valid is None else int(np.count_nonzero(np.asarray(valid)))
-    if k <= 0:
-        raise ValueError(f"k must be positive, got {k}")
     if k > n_valid:
         raise ValueError(f"k = {k} is larger than the pool of {n_valid} candidate pairs")
 
