@@ -100,6 +100,15 @@ def _open_npy(path: PathLike, what: str) -> np.ndarray:
     return array
 
 
+def iter_row_chunks(array: np.ndarray, chunk_bytes: int = _CHUNK_BYTES):
+    """Yield ``(start, chunk)`` over the first axis, each chunk about ``chunk_bytes`` in memory
+    (for scanning a memory-mapped file without reading it whole)."""
+    row_bytes = max(1, array[:1].nbytes)
+    rows = max(1, chunk_bytes // row_bytes)
+    for start in range(0, array.shape[0], rows):
+        yield start, np.asarray(array[start : start + rows])
+
+
 def count_nonfinite(array: ArrayLike, chunk_bytes: int = _CHUNK_BYTES) -> int:
     """Number of NaN or +-inf entries, scanned in chunks over the first (prompt) axis.
 
@@ -114,13 +123,7 @@ def count_nonfinite(array: ArrayLike, chunk_bytes: int = _CHUNK_BYTES) -> int:
     array = np.asarray(array) if not isinstance(array, np.ndarray) else array
     if array.ndim == 0:
         return int(not np.isfinite(array))
-    row_bytes = max(1, array[:1].nbytes)
-    rows = max(1, chunk_bytes // row_bytes)
-    total = 0
-    for start in range(0, array.shape[0], rows):
-        chunk = np.asarray(array[start : start + rows])
-        total += int(chunk.size - np.count_nonzero(np.isfinite(chunk)))
-    return total
+    return sum(int(chunk.size - np.count_nonzero(np.isfinite(chunk))) for _, chunk in iter_row_chunks(array, chunk_bytes))
 
 
 def _check_finite(array: np.ndarray, path: str, what: str) -> None:

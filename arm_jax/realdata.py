@@ -56,13 +56,13 @@ from arm_jax import io as io_lib
 from arm_jax import model as model_lib
 from arm_jax import strategies as strategies_lib
 from arm_jax import train as train_lib
+from arm_jax.allpairs import ALLPAIRS_STRATEGIES as ALL_PAIRS_STRATEGIES
+from arm_jax.data import iter_row_chunks
 from arm_jax.model import ModelConfig
 from arm_jax.train import TrainConfig
 
 PAIR_MODES = ("in-prompt", "cross-prompt", "all-cross")
 DEFAULT_CANDIDATES = 20_000
-#: Strategies that :mod:`arm_jax.allpairs` can score over every pair (``--pairs all-cross``).
-ALL_PAIRS_STRATEGIES = ("dopt", "pa_dopt", "xtx", "entropy", "maxdiff")
 #: Without :mod:`arm_jax.allpairs`, ``all-cross`` falls back to explicit pairs up to this many.
 EXPLICIT_ALL_PAIRS_LIMIT = 2_000_000
 MODEL_FORMAT = "arm-jax-model"
@@ -129,11 +129,8 @@ def _check_float(path, name: str, array: np.ndarray) -> None:
 
 def nonfinite_rows(embeddings: np.ndarray, chunk_bytes: int = _CHUNK_BYTES) -> tuple[int, int]:
     """(number of rows holding a NaN/inf, first such row or -1), streaming over a memory map."""
-    n, d = embeddings.shape
-    rows = max(1, chunk_bytes // max(1, d * embeddings.dtype.itemsize))
     count, first = 0, -1
-    for start in range(0, n, rows):
-        block = np.asarray(embeddings[start : start + rows])
+    for start, block in iter_row_chunks(embeddings, chunk_bytes):
         bad = ~np.isfinite(block).all(axis=1)
         nbad = int(np.count_nonzero(bad))
         if nbad:
