@@ -123,6 +123,7 @@ def _unit_pair_information(items: _Padded) -> jax.Array:
     return items.n_valid * (items.phi.T @ items.phi) - jnp.outer(s, s)
 
 
+@fisher.full_precision
 def all_pairs_information(
     phi: jax.Array, beta: jax.Array, weighted: bool = True, item_valid: jax.Array | None = None,
     tile: int = DEFAULT_TILE,
@@ -144,6 +145,7 @@ def _upper_blocks(n_tiles: int) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------- the kernel
 
 
+@fisher.full_precision
 def top_k_all_pairs(
     name: str,
     key: jax.Array | None,

@@ -133,7 +133,7 @@ def parse_strategies(text: str) -> list[str]:
     return names
 
 
-def _resolve(args) -> argparse.Namespace:
+def resolve_presets(args) -> argparse.Namespace:
     """Preset values for every flag the user did not give."""
     merged = dict(vars(args))
     for key, value in PRESETS[args.preset].items():
@@ -174,6 +174,28 @@ def load_dataset(args):
     else:
         ds = data.llm_like(key, dim=args.dim, **sizes)
     return ds, {"task": args.task, "data_seed": args.data_seed, **sizes, "dim": int(ds.train_embeddings.shape[-1])}
+
+
+def abstract_data(args):
+    """Shapes and dtypes (``jax.ShapeDtypeStruct``) of the built-in task's data for these
+    flags, as :class:`~arm_jax.experiment.ExperimentData`: enough to trace and compile the
+    experiment's programs at any size without generating the data."""
+    import jax
+    import jax.numpy as jnp
+
+    from arm_jax.experiment import ExperimentData
+
+    f32 = jnp.float32
+    p, r, d, pt, rt = args.train_prompts, args.responses, args.dim, args.test_prompts, args.test_responses
+    if args.task == "gaussian-2d":
+        d = 2
+    return ExperimentData(
+        train_embeddings=jax.ShapeDtypeStruct((p, r, d), f32),
+        train_rewards=jax.ShapeDtypeStruct((p * r,), f32),
+        reward_std=jax.ShapeDtypeStruct((), f32),
+        test_embeddings=jax.ShapeDtypeStruct((pt, rt, d), f32),
+        test_rewards=jax.ShapeDtypeStruct((pt, rt), f32),
+    )
 
 
 def build_config(args, strategy: str):
@@ -226,7 +248,7 @@ def compile_workers(n_programs: int) -> int:
 
 
 def cmd_run(args) -> int:
-    args = _resolve(args)
+    args = resolve_presets(args)
     names = parse_strategies(args.strategies)
     _positive("seeds", args.seeds)
     configs = [build_config(args, name) for name in names]  # validates every knob before any work

@@ -14,6 +14,8 @@ triangular solve). Neither ever builds an N × H × H array: memory is O(N·H).
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +23,28 @@ from jax.scipy.linalg import solve_triangular
 
 DEFAULT_JITTER = 1e-6
 
+#: Precision of the float32 matrix products in the design math (M, leverage scores, gaps).
+#: JAX's default lets recent NVIDIA GPUs compute them in TF32 (a 10-bit mantissa), which moves
+#: M and the scores by about 1e-3 relative: enough to reorder near-tied pairs and to make the
+#: GPU pick other pairs than the CPU. These products are a small share of the work (the
+#: selection is memory-bound), so they always run at full float32. The reward model's own
+#: products keep JAX's default (set ``JAX_DEFAULT_MATMUL_PRECISION=highest`` to change that).
+MATMUL_PRECISION = "highest"
 
+
+def full_precision(fn):
+    """Trace ``fn`` with its matrix products at :data:`MATMUL_PRECISION`, whatever the caller's
+    ``jax.default_matmul_precision``. No effect on the CPU, where float32 products are exact."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.default_matmul_precision(MATMUL_PRECISION):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+@full_precision
 def bernoulli_variance(phi_diff: jax.Array, beta: jax.Array) -> jax.Array:
     """v = p(1 − p) with p = σ(x·β). ``phi_diff: (N, H), beta: (H,) -> (N,)``.
 
@@ -31,6 +54,7 @@ def bernoulli_variance(phi_diff: jax.Array, beta: jax.Array) -> jax.Array:
     return jax.nn.sigmoid(z) * jax.nn.sigmoid(-z)
 
 
+@full_precision
 def information_matrix(phi_diff: jax.Array, weights: jax.Array) -> jax.Array:
     """Σ_i w_i x_i x_iᵀ as one matrix product. ``(N, H), (N,) -> (H, H)``."""
     return (phi_diff * weights[:, None]).T @ phi_diff
@@ -87,6 +111,7 @@ def whitening_matrix(m: jax.Array) -> jax.Array:
     return solve_triangular(chol, jnp.eye(m.shape[-1], dtype=m.dtype), lower=True)
 
 
+@full_precision
 def leverage_scores(phi_diff: jax.Array, v: jax.Array, m: jax.Array) -> jax.Array:
     """v_i x_iᵀ M⁻¹ x_i for all i, with one Cholesky and one triangular solve. ``-> (N,)``.
 

@@ -207,6 +207,7 @@ def _pool_setup(phi_diff, beta, valid, past_phi_diff, past_mask, devices):
     return mesh, n, x, valid, _put(beta, replicated), _put(past, replicated)
 
 
+@fisher.full_precision
 def _local_scores(name, x, valid, beta, past, jitter):
     """Scores of this device's candidates; M is all-reduced over the pool axis."""
     if name in ("entropy", "maxdiff"):

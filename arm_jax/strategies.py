@@ -275,8 +275,9 @@ def batchbald_strategy(
     return Selection(indices, gains)
 
 
+# Every strategy traces its matrix products at full float32 (see fisher.MATMUL_PRECISION).
 STRATEGIES: dict[str, Strategy] = {
-    s.name: s
+    s.name: s._replace(fn=fisher.full_precision(s.fn))
     for s in [
         Strategy("random", random_strategy, "uniform random pairs (the baseline)"),
         Strategy("entropy", entropy_strategy, "pairs whose predicted win probability is closest to 1/2"),

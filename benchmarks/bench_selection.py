@@ -56,6 +56,7 @@ N_PAST = 2_000  # labelled pairs seen by pa_dopt / greedy_dopt / batchbald (4 ro
 # ----------------------------------------------------------------------------- the baseline
 
 
+@fisher.full_precision  # like our kernels: exact float32 products on every backend
 def paper_dopt_scores(phi_diff: jax.Array, beta: jax.Array, jitter: float = fisher.DEFAULT_JITTER) -> jax.Array:
     """D-opt scores the way the paper's code gets them: autograd of log det over an
     explicitly materialised (N, H, H) tensor of weighted outer products. O(N·H²) memory."""

@@ -95,3 +95,23 @@ def test_figure1_draws_a_png(tmp_path):
     assert main(["figure1", "--strategies", "dopt,maxdiff", "--rounds", "1", "--k", "20", "--steps", "10",
                  "--out", str(out)]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("preset", ["demo", "default", "paper"])
+def test_every_preset_traces_for_every_strategy(preset):
+    """The presets CI never runs (paper: 11 GB of data) still trace, with the shapes they
+    would have, from abstract data: nothing is generated or compiled."""
+    import jax
+
+    from arm_jax.cli import build_parser
+    from arm_jax.cli_experiment import abstract_data, build_config, resolve_presets
+    from arm_jax.experiment import make_experiment
+    from arm_jax.strategies import STRATEGIES
+
+    args = resolve_presets(build_parser().parse_args(["run", "--preset", preset]))
+    data_shapes = abstract_data(args)
+    keys = jax.ShapeDtypeStruct((args.seeds, 2), np.uint32)
+    for name in STRATEGIES:
+        lowered = make_experiment(build_config(args, name), data_shapes, devices=jax.devices()[:1]).lower_seeds(keys)
+        out = lowered.out_info.metrics.one_minus_spearman
+        assert out.shape == (args.seeds, args.rounds + 1), (preset, name, out.shape)
