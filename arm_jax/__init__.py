@@ -7,7 +7,7 @@ paper's active-learning experiment as one jit-compiled program.
 __version__ = "0.1.0"
 
 from arm_jax.allpairs import AllPairsSelection, select_all_pairs, top_k_all_pairs
-from arm_jax.experiment import ExperimentConfig, make_experiment
+from arm_jax.experiment import ExperimentConfig, make_experiment, make_study
 from arm_jax.fisher import bernoulli_variance, dopt_scores, information_matrix, leverage_scores
 from arm_jax.model import ModelConfig, features, head, init_params, reward
 from arm_jax.strategies import (
@@ -28,6 +28,7 @@ __all__ = [
     "ExperimentConfig",
     "fit_jit",
     "make_experiment",
+    "make_study",
     "select_all_pairs",
     "shard_seeds",
     "sharded_dopt_scores",

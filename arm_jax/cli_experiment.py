@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
@@ -225,10 +223,11 @@ class SeedAverager:
         self.n_seeds, self.rounds, self.pending = n_seeds, rounds, {}
 
     def __call__(self, report) -> None:
-        got = self.pending.setdefault(report.round_index, [])
+        round_key = (report.strategy, report.round_index)
+        got = self.pending.setdefault(round_key, [])
         got.append(report)
         if len(got) == self.n_seeds:
-            del self.pending[report.round_index]
+            del self.pending[round_key]
             oms = sum(r.one_minus_spearman for r in got) / len(got)
             bon = sum(r.best_of_n for r in got) / len(got)
             print(
@@ -237,14 +236,6 @@ class SeedAverager:
                 f"  (mean of {len(got)} seeds)",
                 file=sys.stderr, flush=True,
             )
-
-
-def compile_workers(n_programs: int) -> int:
-    """Programs compiled at once: XLA's compiler is itself multi-threaded, so on a small CPU
-    (measured on 2 cores) parallel compiles only contend; on a GPU host with many cores they
-    overlap well. The one worker still compiles the next program while the current one runs."""
-    cores = os.cpu_count() or 1
-    return 1 if cores <= 4 else max(1, min(n_programs, cores // 4))
 
 
 def cmd_run(args) -> int:
@@ -276,44 +267,36 @@ def cmd_run(args) -> int:
     payload = {
         **env,
         "wall_time_s": None,
+        "compile_time_s": None,
+        "run_time_s": None,
         "config": {**results.config_dict(base), **data_info, "seeds": args.seeds, "seed": args.seed},
         "annotations": base.annotations().tolist(),
         "results": {},
     }
     del payload["config"]["strategy"], payload["config"]["progress"]
-    # Trace every strategy's program here, compile them all at once in threads (XLA compiles
-    # outside the GIL), and run each as soon as its compile is done.
-    lowered = []
-    for config in configs:
-        t0 = time.perf_counter()
-        lowered.append((config, experiment.make_experiment(config, data).lower_seeds(keys), time.perf_counter() - t0))
-    workers = compile_workers(len(configs))
-    log(f"compiling {len(configs)} programs, {workers} at a time")
-
-    def compile_one(item):
-        config, low, trace_s = item
-        t0 = time.perf_counter()
-        compiled = low.compile()
-        return compiled, trace_s + time.perf_counter() - t0
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(compile_one, item) for item in lowered]
-        for config, future in zip(configs, futures):
-            compiled, compile_s = future.result()
-            log(f"[{config.strategy}] compiled in {compile_s:.1f}s")
-            t1 = time.perf_counter()
-            out = compiled(keys, data)
-            jax.block_until_ready(out)
-            run_s = time.perf_counter() - t1
-            m = out.metrics
-            log(
-                f"[{config.strategy}] ran in {run_s:.1f}s: after {config.annotations()[-1]} annotations "
-                f"1-spearman {float(np.mean(m.one_minus_spearman[:, -1])):.4f}, "
-                f"best-of-{config.best_of_n[-1]} {float(np.mean(m.best_of_n[:, -1, -1])):+.4f}"
-            )
-            payload["results"][config.strategy] = results.strategy_record(
-                m, config.best_of_n, list(range(args.seeds)), run_s, compile_s
-            )
+    # One program for every strategy: compiled once, all strategies' models trained at once.
+    t0 = time.perf_counter()
+    lowered = experiment.make_study(configs, data).lower_seeds(keys)
+    trace_s = time.perf_counter() - t0
+    log(f"compiling one program for {len(configs)} strategies x {args.seeds} seeds (traced in {trace_s:.1f}s)")
+    t0 = time.perf_counter()
+    compiled = lowered.compile()
+    compile_s = trace_s + time.perf_counter() - t0
+    log(f"compiled in {compile_s:.1f}s; running")
+    t1 = time.perf_counter()
+    out = compiled(keys, data)
+    jax.block_until_ready(out)
+    run_s = time.perf_counter() - t1
+    payload["compile_time_s"], payload["run_time_s"] = round(compile_s, 3), round(run_s, 3)
+    log(f"ran in {run_s:.1f}s")
+    for s, config in enumerate(configs):
+        m = jax.tree_util.tree_map(lambda x: np.asarray(x[:, s]), out.metrics)
+        log(
+            f"[{config.strategy}] after {config.annotations()[-1]} annotations "
+            f"1-spearman {float(np.mean(m.one_minus_spearman[:, -1])):.4f}, "
+            f"best-of-{config.best_of_n[-1]} {float(np.mean(m.best_of_n[:, -1, -1])):+.4f}"
+        )
+        payload["results"][config.strategy] = results.strategy_record(m, config.best_of_n, list(range(args.seeds)))
     payload["wall_time_s"] = round(time.perf_counter() - t_start, 3)
     json_path, csv_path = results.write_results(args.out, payload)
     written = [json_path, csv_path]

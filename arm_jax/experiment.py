@@ -10,6 +10,15 @@ constant, so compile time does not grow with the data.
     exp = make_experiment(ExperimentConfig(strategy="dopt"), dataset)
     result = exp.run_seeds(jax.random.split(key, 5))   # every array has a leading (seeds,) axis
     result.metrics.one_minus_spearman                   # (5, rounds + 1)
+
+Several strategies compared on the same seeds are one program too (:func:`make_study`): each
+round every strategy picks its own pairs, then all the strategies' models are retrained at
+once (``jax.vmap`` over strategies) and evaluated one after another (``lax.map``). The
+numbers are those of the strategies run apart; the program compiles once for all of them
+(most of its code, training and evaluation, is shared) and keeps an accelerator busier.
+
+    study = make_study([config.replace(strategy=s) for s in ("random", "dopt")], dataset)
+    study.run_seeds(keys).metrics.one_minus_spearman    # (seeds, 2 strategies, rounds + 1)
 """
 from __future__ import annotations
 
@@ -280,16 +289,18 @@ def set_progress_sink(fn) -> None:
     _progress_sink[0] = fn
 
 
-def _report(config: ExperimentConfig, round_index, one_minus_spearman, bon):
-    """A host callback per round when ``config.progress`` (a round trip: off in benchmarks)."""
-    if not config.progress:
+def _report(configs: tuple[ExperimentConfig, ...], round_index, one_minus_spearman, bon):
+    """A host callback per round when ``progress`` is on: one report per strategy.
+    one_minus_spearman: (S,), bon: (S, len(best_of_n)) for the S strategies."""
+    if not configs[0].progress:
         return
 
     def send(i, oms, b):
         i = int(i)
-        _progress_sink[0](
-            RoundReport(config.strategy, i, int(config.annotations()[i]), float(oms), float(np.asarray(b)[-1]))
-        )
+        oms, b = np.asarray(oms), np.asarray(b)
+        annotations = int(configs[0].annotations()[i])
+        for s, config in enumerate(configs):
+            _progress_sink[0](RoundReport(config.strategy, i, annotations, float(oms[s]), float(b[s, -1])))
 
     jax.debug.callback(send, round_index, one_minus_spearman, bon)
 
@@ -303,36 +314,98 @@ def initial_buffer(key, config: ExperimentConfig, data: ExperimentData) -> Label
     return acquire(key, untrained, buffer, config, data, "random", config.initial_labels)
 
 
+def _index(tree, i):
+    return jax.tree_util.tree_map(lambda x: x[i], tree)
+
+
+def _stack(trees):
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def check_study(configs) -> tuple[ExperimentConfig, ...]:
+    """The configurations as a tuple; ValueError unless they differ in their strategy alone."""
+    configs = tuple(configs)
+    if not configs:
+        raise ValueError("a study needs at least one strategy")
+    names = [c.strategy for c in configs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a study names a strategy twice: {', '.join(names)}")
+    base = configs[0]
+    for config in configs[1:]:
+        for field in dataclasses.fields(ExperimentConfig):
+            if field.name != "strategy" and getattr(config, field.name) != getattr(base, field.name):
+                raise ValueError(
+                    f"the configurations of a study may differ only in strategy; {field.name!r} differs "
+                    f"({config.strategy}: {getattr(config, field.name)!r}, {base.strategy}: {getattr(base, field.name)!r})"
+                )
+    return configs
+
+
+def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: ExperimentData):
+    """One round for S strategies: each acquires with its own model (except in round 0), then
+    all S models are retrained from scratch at once and evaluated.
+
+    carry: (buffers, params of the previous round), each with a leading (S,) axis;
+    xs: (round index, key). Every strategy uses the same keys, as when run alone.
+    Returns the new carry and (1 − Spearman (S,), Best-of-N (S, len(N)), training loss (S,)).
+    """
+    buffers, params = carry
+    round_index, key = xs
+    k_acquire, k_train = jax.random.split(key)
+    base = configs[0]
+
+    def acquire_all(buffers):
+        # One strategy after another (a scan over a switch), never side by side: two batched
+        # LAPACK calls (Cholesky, triangular solve) of different strategies run at once can
+        # take every thread of XLA's CPU pool while each waits for work queued behind the
+        # other, which hung a 2-core machine. In order, nothing is lost on a GPU either.
+        branches = [
+            functools.partial(lambda p, b, c: acquire(k_acquire, p, b, c, data, c.strategy, c.k), c=config)
+            for config in configs
+        ]
+
+        def one(_, s):
+            return None, jax.lax.switch(s, branches, _index(params, s), _index(buffers, s))
+
+        return jax.lax.scan(one, None, jnp.arange(len(configs)))[1]
+
+    buffers = jax.lax.cond(round_index > 0, acquire_all, lambda b: b, buffers)
+    params, loss = jax.vmap(lambda b: retrain(k_train, b, base, data))(buffers)
+    # one strategy at a time: the test-set activations of one model at once, not of S
+    oms, bon = jax.lax.map(lambda p: evaluate(p, base, data), params)
+    _report(configs, round_index, oms, bon)
+    return (buffers, params), (oms, bon, loss)
+
+
 def round_step(carry, xs, config: ExperimentConfig, data: ExperimentData):
-    """One round of the scan: acquire (except in round 0), retrain from scratch, evaluate.
+    """One round of one strategy's scan: acquire (except in round 0), retrain, evaluate.
 
     carry: (buffer, params of the previous round); xs: (round index, key).
     Returns the new carry and (1 − Spearman, Best-of-N, training loss).
     """
-    buffer, params = carry
-    round_index, key = xs
-    k_acquire, k_train = jax.random.split(key)
-    buffer = jax.lax.cond(
-        round_index > 0,
-        lambda b: acquire(k_acquire, params, b, config, data, config.strategy, config.k),
-        lambda b: b,
-        buffer,
-    )
-    params, loss = retrain(k_train, buffer, config, data)
-    oms, bon = evaluate(params, config, data)
-    _report(config, round_index, oms, bon)
-    return (buffer, params), (oms, bon, loss)
+    carry, out = study_round_step(_stack([carry]), xs, (config,), data)
+    return _index(carry, 0), _index(out, 0)
+
+
+def run_study_single(key, configs: tuple[ExperimentConfig, ...], data: ExperimentData) -> ExperimentResult:
+    """The whole experiment of one seed for S strategies, rounds 0..``rounds`` as one
+    ``lax.scan``. Every leaf of the result has a leading (S,) strategies axis."""
+    base = configs[0]
+    init_key, round_key = jax.random.split(key)
+    buffer = initial_buffer(init_key, base, data)  # round 0 is random: the same for every strategy
+    params = model_lib.init_params(jax.random.PRNGKey(0), base.model, data.train_items.shape[-1])
+    xs = (jnp.arange(base.rounds + 1, dtype=jnp.int32), jax.random.split(round_key, base.rounds + 1))
+    step = functools.partial(study_round_step, configs=configs, data=data)
+    carry = _stack([(buffer, params)] * len(configs))
+    (buffers, _), (oms, bon, loss) = jax.lax.scan(step, carry, xs)
+    by_strategy = lambda x: jnp.moveaxis(x, 0, 1)  # (rounds + 1, S, ...) -> (S, rounds + 1, ...)
+    metrics = RoundMetrics(by_strategy(oms), by_strategy(bon), by_strategy(loss))
+    return ExperimentResult(metrics, buffers)
 
 
 def run_single(key, config: ExperimentConfig, data: ExperimentData) -> ExperimentResult:
     """The whole experiment for one seed: rounds 0..``config.rounds`` as one ``lax.scan``."""
-    init_key, round_key = jax.random.split(key)
-    buffer = initial_buffer(init_key, config, data)
-    params = model_lib.init_params(jax.random.PRNGKey(0), config.model, data.train_items.shape[-1])
-    xs = (jnp.arange(config.rounds + 1, dtype=jnp.int32), jax.random.split(round_key, config.rounds + 1))
-    step = functools.partial(round_step, config=config, data=data)
-    (buffer, _), (oms, bon, loss) = jax.lax.scan(step, (buffer, params), xs)
-    return ExperimentResult(RoundMetrics(one_minus_spearman=oms, best_of_n=bon, train_loss=loss), buffer)
+    return _index(run_study_single(key, (config,), data), 0)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -340,20 +413,37 @@ def _run_jit(key, config, data):
     return run_single(key, config, data)
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
-def _run_seeds_jit(keys, config, data):
-    return jax.vmap(run_single, in_axes=(0, None, None))(keys, config, data)
+def _run_one(key, what, data):
+    """``what``: one configuration (one strategy) or a tuple of them (a study)."""
+    return run_study_single(key, what, data) if isinstance(what, tuple) else run_single(key, what, data)
+
+
+@functools.partial(jax.jit, static_argnames=("what",))
+def _run_seeds_jit(keys, what, data):
+    return jax.vmap(_run_one, in_axes=(0, None, None))(keys, what, data)
 
 
 @functools.lru_cache(maxsize=None)
-def _seed_fn(config: ExperimentConfig):
-    """``run(key, data)`` for one configuration: one stable function object per configuration,
-    so the sharded program is compiled once."""
+def _seed_fn(what):
+    """``run(key, data)`` for one configuration or study: one stable function object per
+    configuration, so the sharded program is compiled once."""
 
     def run(key, data):
-        return run_single(key, config, data)
+        return _run_one(key, what, data)
 
     return run
+
+
+def _seed_runners(what, data: ExperimentData, devices) -> tuple[Callable, Callable]:
+    """(run_seeds, lower_seeds) for a configuration or study: vmapped over the seeds, which
+    are split over ``devices`` when there are several."""
+    devices = tuple(jax.devices() if devices is None else devices)
+    if len(devices) > 1:
+        from arm_jax import parallel
+
+        sharded = parallel.sharded_vmap(_seed_fn(what), devices)
+        return (lambda keys: sharded(keys, data)), (lambda keys: sharded.lower(keys, data))
+    return (lambda keys: _run_seeds_jit(keys, what, data)), (lambda keys: _run_seeds_jit.lower(keys, what, data))
 
 
 class Experiment(NamedTuple):
@@ -362,7 +452,7 @@ class Experiment(NamedTuple):
     run: ``run(key) -> ExperimentResult`` for one seed (jit-compiled; the data is an argument).
     run_seeds: ``run_seeds(keys: (S, 2)) -> ExperimentResult`` with a leading seeds axis (vmap).
     lower_seeds: ``lower_seeds(keys).compile()`` → a compiled ``run(keys, data)``: tracing apart
-      from compiling (compiles may run in threads at once, as ``arm-jax run`` does).
+      from compiling (to time them apart).
     config, data: what it runs on.
     """
 
@@ -386,22 +476,36 @@ def make_experiment(config: ExperimentConfig, dataset, devices=None) -> Experime
     """
     check_config_against_data(config, dataset)
     data = dataset if isinstance(dataset, ExperimentData) else prepare_data(dataset)
-    devices = tuple(jax.devices() if devices is None else devices)
-    if len(devices) > 1:
-        from arm_jax import parallel
+    run_seeds, lower_seeds = _seed_runners(config, data, devices)
+    return Experiment(lambda key: _run_jit(key, config, data), run_seeds, lower_seeds, config, data)
 
-        sharded = parallel.sharded_vmap(_seed_fn(config), devices)
-        return Experiment(
-            run=lambda key: _run_jit(key, config, data),
-            run_seeds=lambda keys: sharded(keys, data),
-            lower_seeds=lambda keys: sharded.lower(keys, data),
-            config=config,
-            data=data,
-        )
-    return Experiment(
-        run=lambda key: _run_jit(key, config, data),
-        run_seeds=lambda keys: _run_seeds_jit(keys, config, data),
-        lower_seeds=lambda keys: _run_seeds_jit.lower(keys, config, data),
-        config=config,
-        data=data,
-    )
+
+class Study(NamedTuple):
+    """What :func:`make_study` returns.
+
+    run_seeds: ``run_seeds(keys: (n, 2)) -> ExperimentResult``; every leaf has leading
+      (seeds, strategies) axes, strategies in the order of ``configs``.
+    lower_seeds: ``lower_seeds(keys).compile()`` → a compiled ``run(keys, data)``.
+    configs, data: what it runs on.
+    """
+
+    run_seeds: Callable
+    lower_seeds: Callable
+    configs: tuple[ExperimentConfig, ...]
+    data: ExperimentData
+
+
+def make_study(configs, dataset, devices=None) -> Study:
+    """Several strategies on the same seeds as one compiled program (what ``arm-jax run`` runs).
+
+    configs: :class:`ExperimentConfig` s that differ only in ``strategy`` (ValueError otherwise).
+    Strategy s of seed i gives the numbers ``make_experiment(configs[s], ...)`` gives for seed
+    i; the program compiles once for all strategies, trains all their models at once, and its
+    seeds are split over ``devices`` as in :func:`make_experiment`.
+    """
+    configs = check_study(configs)
+    for config in configs:
+        check_config_against_data(config, dataset)
+    data = dataset if isinstance(dataset, ExperimentData) else prepare_data(dataset)
+    run_seeds, lower_seeds = _seed_runners(configs, data, devices)
+    return Study(run_seeds, lower_seeds, configs, data)

@@ -48,13 +48,11 @@ def _rows(a: np.ndarray) -> list:
     return np.round(np.asarray(a, np.float64), 6).tolist()
 
 
-def strategy_record(metrics, best_of_n: tuple[int, ...], seeds: list[int], wall_s: float, compile_s: float) -> dict:
+def strategy_record(metrics, best_of_n: tuple[int, ...], seeds: list[int]) -> dict:
     """One strategy's results: every metric for every seed × round."""
     bon = np.asarray(metrics.best_of_n)  # (S, rounds+1, len(N))
     return {
         "seeds": seeds,
-        "compile_time_s": round(compile_s, 3),
-        "run_time_s": round(wall_s, 3),
         "one_minus_spearman": _rows(metrics.one_minus_spearman),
         "best_of_n": {str(n): _rows(bon[..., i]) for i, n in enumerate(best_of_n)},
         "train_loss": _rows(metrics.train_loss),

@@ -115,3 +115,21 @@ def test_every_preset_traces_for_every_strategy(preset):
         lowered = make_experiment(build_config(args, name), data_shapes, devices=jax.devices()[:1]).lower_seeds(keys)
         out = lowered.out_info.metrics.one_minus_spearman
         assert out.shape == (args.seeds, args.rounds + 1), (preset, name, out.shape)
+
+
+def test_a_study_of_two_lapack_strategies_finishes_on_a_small_cpu(tmp_path):
+    """Regression: dopt and pa_dopt each make a batched LAPACK call (Cholesky, triangular
+    solve) per round. Run side by side in one program they could take every thread of XLA's
+    CPU pool and wait on each other forever (4 hangs in 6 runs of this command on 2 cores).
+    The strategies now acquire one after another. A subprocess, so a hang fails the test."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "arm_jax.cli", "run", "--preset", "demo", "--strategies", "dopt,pa_dopt",
+           "--rounds", "3", "--quiet", "--no-plot", "--out", str(tmp_path / "out")]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        pytest.fail("arm-jax run hung (no result after 300 s)")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "metrics.json").exists()

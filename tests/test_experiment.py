@@ -63,6 +63,36 @@ def test_vmapped_seeds_equal_separate_runs(prepared):
         np.testing.assert_array_equal(batched.labelled.pairs[i], single.labelled.pairs)
 
 
+def test_study_equals_each_strategy_run_alone(prepared):
+    """One program for several strategies gives each strategy's own numbers and labels."""
+    names = ("random", "pa_dopt", "batchbald")
+    configs = [ExperimentConfig(strategy=n, **TINY) for n in names]
+    keys = jax.random.split(jax.random.PRNGKey(6), 2)
+    study = experiment.make_study(configs, prepared).run_seeds(keys)
+    assert study.metrics.one_minus_spearman.shape == (2, len(names), TINY["rounds"] + 1)
+    for s, config in enumerate(configs):
+        alone = experiment.make_experiment(config, prepared).run_seeds(keys)
+        np.testing.assert_array_equal(study.labelled.pairs[:, s], alone.labelled.pairs)
+        _trees_close(jax.tree_util.tree_map(lambda x: x[:, s], study.metrics), alone.metrics, rtol=1e-4, atol=1e-5)
+    # the strategies did pick differently after round 0 (else the test could not tell them apart)
+    later = study.labelled.pairs[:, :, TINY["initial_labels"]:]
+    assert not np.array_equal(later[:, 0], later[:, 1])
+
+
+@pytest.mark.parametrize(
+    "configs, message",
+    [
+        ([], "a study needs at least one strategy"),
+        ([dict(strategy="dopt"), dict(strategy="dopt")], "a study names a strategy twice: dopt, dopt"),
+        ([dict(strategy="dopt"), dict(strategy="random", k=11)],
+         "the configurations of a study may differ only in strategy; 'k' differs (random: 11, dopt: 12)"),
+    ],
+)
+def test_study_rejects_configs_that_differ_beyond_strategy(prepared, configs, message):
+    with pytest.raises(ValueError, match=f"^{message.replace('(', '[(]').replace(')', '[)]')}$"):
+        experiment.make_study([ExperimentConfig(**{**TINY, **c}) for c in configs], prepared)
+
+
 @pytest.mark.parametrize(
     "strategy, pairs",
     [("dopt", "in-prompt"), ("greedy_dopt", "cross-prompt"), ("batchbald", "in-prompt"), ("coreset", "cross-prompt")],
