@@ -97,7 +97,7 @@ def test_figure1_draws_a_png(tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("preset", ["demo", "default", "paper"])
+@pytest.mark.parametrize("preset", ["default", "paper"])  # demo: run end to end above
 def test_every_preset_traces_for_every_strategy(preset):
     """The presets CI never runs (paper: 11 GB of data) still trace, with the shapes they
     would have, from abstract data: nothing is generated or compiled."""

@@ -65,7 +65,7 @@ def test_vmapped_seeds_equal_separate_runs(prepared):
 
 def test_study_equals_each_strategy_run_alone(prepared):
     """One program for several strategies gives each strategy's own numbers and labels."""
-    names = ("random", "pa_dopt", "batchbald")
+    names = ("random", "pa_dopt")
     configs = [ExperimentConfig(strategy=n, **TINY) for n in names]
     keys = jax.random.split(jax.random.PRNGKey(6), 2)
     study = experiment.make_study(configs, prepared).run_seeds(keys)
