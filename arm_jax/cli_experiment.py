@@ -54,8 +54,8 @@ def register(sub) -> None:
         description=(
             "Run Algorithm 1 of the paper: each round draw candidate pairs, pick k with each strategy "
             "using the previous model, label them with a simulated annotator, retrain from scratch and "
-            "evaluate 1 - Spearman and Best-of-N on the test prompts. All rounds are one jit-compiled "
-            "program, vmapped over seeds. Writes metrics.json, metrics.csv and learning_curves.png to --out."
+            "evaluate 1 - Spearman and Best-of-N on the test prompts. All strategies, rounds and seeds are one "
+            "jit-compiled program, compiled once. Writes metrics.json, metrics.csv and learning_curves.png to --out."
         ),
         formatter_class=HelpFormatter,
     )
