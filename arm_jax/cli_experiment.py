@@ -251,9 +251,7 @@ def cmd_run(args) -> int:
 
     t_start = time.perf_counter()
     dataset, data_info = load_dataset(args)
-    for config in configs:
-        experiment.check_config_against_data(config, dataset)
-    data = experiment.prepare_data(dataset)
+    study = experiment.make_study(configs, dataset)  # checks the data against the configuration
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.seeds)
     env = results.environment()
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
@@ -276,7 +274,7 @@ def cmd_run(args) -> int:
     del payload["config"]["strategy"], payload["config"]["progress"]
     # One program for every strategy: compiled once, all strategies' models trained at once.
     t0 = time.perf_counter()
-    lowered = experiment.make_study(configs, data).lower_seeds(keys)
+    lowered = study.lower_seeds(keys)
     trace_s = time.perf_counter() - t0
     log(f"compiling one program for {len(configs)} strategies x {args.seeds} seeds (traced in {trace_s:.1f}s)")
     t0 = time.perf_counter()
@@ -284,13 +282,12 @@ def cmd_run(args) -> int:
     compile_s = trace_s + time.perf_counter() - t0
     log(f"compiled in {compile_s:.1f}s; running")
     t1 = time.perf_counter()
-    out = compiled(keys, data)
-    jax.block_until_ready(out)
+    metrics = jax.tree_util.tree_map(np.asarray, compiled(keys, study.data).metrics)  # waits for the run
     run_s = time.perf_counter() - t1
     payload["compile_time_s"], payload["run_time_s"] = round(compile_s, 3), round(run_s, 3)
     log(f"ran in {run_s:.1f}s")
     for s, config in enumerate(configs):
-        m = jax.tree_util.tree_map(lambda x: np.asarray(x[:, s]), out.metrics)
+        m = jax.tree_util.tree_map(lambda x: x[:, s], metrics)
         log(
             f"[{config.strategy}] after {config.annotations()[-1]} annotations "
             f"1-spearman {float(np.mean(m.one_minus_spearman[:, -1])):.4f}, "

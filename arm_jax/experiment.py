@@ -504,8 +504,7 @@ def make_study(configs, dataset, devices=None) -> Study:
     seeds are split over ``devices`` as in :func:`make_experiment`.
     """
     configs = check_study(configs)
-    for config in configs:
-        check_config_against_data(config, dataset)
+    check_config_against_data(configs[0], dataset)  # the data sees no difference between them
     data = dataset if isinstance(dataset, ExperimentData) else prepare_data(dataset)
     run_seeds, lower_seeds = _seed_runners(configs, data, devices)
     return Study(run_seeds, lower_seeds, configs, data)
