@@ -752,7 +752,8 @@ def select_pairs(
     timings["select"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    if np.any(a == b) or np.unique(pair_keys(a, b, pool.n)).size != a.size or np.isin(pair_keys(a, b, pool.n), labelled).any():
+    chosen_keys = pair_keys(a, b, pool.n)
+    if np.any(a == b) or np.unique(chosen_keys).size != a.size or np.isin(chosen_keys, labelled).any():
         raise RuntimeError("internal error: selection repeats or relabels a pair")  # never expected
     r_a, r_b = rew[local(a)], rew[local(b)]
     p_a = _sigmoid(r_a - r_b)
