@@ -36,9 +36,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from arm_jax import fisher
+from arm_jax import strategies as strategies_lib
+from arm_jax.errors import InputError
 from arm_jax.strategies import STRATEGIES
 
-ALLPAIRS_STRATEGIES = ("dopt", "pa_dopt", "xtx", "entropy", "maxdiff")
+#: The strategies defined by a per-pair score (:class:`arm_jax.strategies.PairScore`); their
+#: scores come from the registry, so all pairs rank exactly as the pool driver would.
+ALLPAIRS_STRATEGIES = strategies_lib.PAIR_SCORE_STRATEGIES
 DEFAULT_TILE = 512
 
 
@@ -57,16 +61,8 @@ class AllPairsSelection(NamedTuple):
 # ----------------------------------------------------------------------------- pieces
 
 
-def pair_variance(gap: jax.Array) -> jax.Array:
-    """σ(z)σ(−z) = e^{−|z|} / (1 + e^{−|z|})², one exp per pair. ``gap: (...) -> (...)``."""
-    e = jnp.exp(-jnp.abs(gap))
-    return e / jnp.square(1.0 + e)
-
-
-def _binary_entropy_of_gap(gap: jax.Array) -> jax.Array:
-    """Binary entropy of p = σ(gap), exactly as :mod:`arm_jax.strategies` computes it."""
-    p = jnp.clip(jax.nn.sigmoid(gap), 1e-7, 1.0 - 1e-7)
-    return -(p * jnp.log(p) + (1.0 - p) * jnp.log1p(-p))
+#: σ(z)σ(−z): the one definition, from :mod:`arm_jax.fisher`.
+pair_variance = fisher.gap_variance
 
 
 class _Padded(NamedTuple):
@@ -94,8 +90,8 @@ def _tiles(x: jax.Array, tile: int) -> jax.Array:
     return x.reshape((x.shape[0] // tile, tile) + x.shape[1:])
 
 
-def _weighted_pair_information(items: _Padded, tile: int) -> jax.Array:
-    """Φᵀ diag(W1) Φ − Φᵀ W Φ for w_uv = σ(r_u−r_v)σ(r_v−r_u) over valid u ≠ v, by row tiles.
+def _weighted_pair_information(items: _Padded, tile: int, weight=fisher.gap_variance) -> jax.Array:
+    """Φᵀ diag(W1) Φ − Φᵀ W Φ for w_uv = weight(r_u − r_v) over valid u ≠ v, by row tiles.
 
     Each step builds one (tile × Kp) row block of W on the fly: O(tile·K) memory.
     """
@@ -105,7 +101,7 @@ def _weighted_pair_information(items: _Padded, tile: int) -> jax.Array:
 
     def row_tile(m, xs):
         phi_i, r_i, valid_i, index_i = xs
-        w = pair_variance(r_i[:, None] - r[None, :])
+        w = weight(r_i[:, None] - r[None, :])
         keep = valid_i[:, None] & valid[None, :] & (index_i[:, None] != index[None, :])
         w = jnp.where(keep, w, 0.0)  # d = W·1 must not count invalid partners nor u itself
         d = jnp.sum(w, axis=1)
@@ -156,7 +152,9 @@ def top_k_all_pairs(
     past_mask: jax.Array | None = None,
     item_valid: jax.Array | None = None,
     tile: int = DEFAULT_TILE,
-    jitter: float = fisher.DEFAULT_JITTER,
+    ridge: float = fisher.DEFAULT_RIDGE,
+    exclude_u: jax.Array | None = None,
+    exclude_v: jax.Array | None = None,
 ) -> AllPairsSelection:
     """The k best of all K(K−1)/2 unordered pairs of items under strategy ``name``.
 
@@ -167,31 +165,44 @@ def top_k_all_pairs(
     past_phi_diff, past_mask: (M, H), (M,) labelled pairs; only ``pa_dopt`` uses them.
     item_valid: optional (K,) bool; pairs with an invalid item are never picked nor counted in M.
     tile: block edge (static); K is padded to a multiple of it. Memory O(K·H + tile·K).
+    ridge: relative ridge of M (:func:`arm_jax.fisher.whitening`).
+    exclude_u, exclude_v: optional (E,) int item indices of pairs never to pick (labelled
+      ones; either order; −1 marks unused rows). Each block masks them by one scatter, O(E).
     Returns :class:`AllPairsSelection` with u < v, best first. Pure and jit-able; no pair list.
     Equal scores are broken by block order (row-major over tiles), not by global pair order.
     """
     if name not in ALLPAIRS_STRATEGIES:
-        raise ValueError(_unsupported_message(name))
+        raise InputError(_unsupported_message(name))
     del key
+    spec = STRATEGIES[name].pair_score
     phi = jnp.asarray(phi, jnp.float32)
     beta = jnp.asarray(beta, jnp.float32)
-    h = phi.shape[1]
     items = _pad_and_centre(phi, beta, item_valid, tile)
-    n_tiles = items.phi.shape[0] // tile
+    k_pad = items.phi.shape[0]
+    n_tiles = k_pad // tile
 
-    leverage = name in ("dopt", "pa_dopt", "xtx")
+    leverage = spec.weight is not None
+    ok = jnp.bool_(True)
     if leverage:
-        if name == "xtx":
+        if spec.weight is strategies_lib.unit_weight:
             m = _unit_pair_information(items)
         else:
-            m = _weighted_pair_information(items, tile)
-        if name == "pa_dopt" and past_phi_diff is not None:
+            m = _weighted_pair_information(items, tile, spec.weight)
+        if spec.uses_past and past_phi_diff is not None:
             m = m + fisher.past_information(jnp.asarray(past_phi_diff, jnp.float32), beta, past_mask)
-        m = m + jitter * jnp.eye(h, dtype=m.dtype)
-        z = items.phi @ fisher.whitening_matrix(m).T  # (Kp, H): x_uvᵀM⁻¹x_uv = ‖z_u − z_v‖²
+        white = fisher.whitening(m, ridge)
+        ok = white.ok
+        z = fisher.whiten(items.phi, white)  # (Kp, H): x_uvᵀ(M + ρI)⁻¹x_uv = ‖z_u − z_v‖²
     else:
-        z = jnp.zeros((items.phi.shape[0], 0), jnp.float32)
+        z = jnp.zeros((k_pad, 0), jnp.float32)
     sq = jnp.sum(z * z, axis=1)
+
+    # labelled pairs never picked: an (E,) list of (u, v) item pairs, −1 for none
+    if exclude_u is None:
+        exclude_u = exclude_v = jnp.full((1,), -1, jnp.int32)
+    ex_lo = jnp.minimum(exclude_u, exclude_v).astype(jnp.int32)
+    ex_hi = jnp.maximum(exclude_u, exclude_v).astype(jnp.int32)
+    ex_ok = (ex_lo >= 0) & (ex_lo != ex_hi)
 
     z_t, sq_t, r_t, valid_t = _tiles(z, tile), _tiles(sq, tile), _tiles(items.reward, tile), _tiles(items.valid, tile)
     block_i, block_j = _upper_blocks(n_tiles)
@@ -200,28 +211,31 @@ def top_k_all_pairs(
 
     def block_scores(i, j):
         gap = r_t[i][:, None] - r_t[j][None, :]
+        quad = None
         if leverage:
             quad = sq_t[i][:, None] + sq_t[j][None, :] - 2.0 * (z_t[i] @ z_t[j].T)
             quad = jnp.maximum(quad, 0.0)
-            return quad if name == "xtx" else pair_variance(gap) * quad
-        if name == "entropy":
-            # binary entropy of σ(gap) is a decreasing function of |gap|: rank by −|gap|
-            # (float32 entropy is flat near p = 1/2 and would tie), report the entropy.
-            return -jnp.abs(gap)
-        return jnp.abs(gap)  # maxdiff
+        return spec.rank(gap, quad)
+
+    def excluded(i, j):
+        """(tile, tile) bool: pairs of this block that are in the exclude list."""
+        row, col = ex_lo - i * tile, ex_hi - j * tile
+        inside = ex_ok & (row >= 0) & (row < tile) & (col >= 0) & (col < tile)
+        flat = jnp.where(inside, row * tile + col, tile * tile)  # out of range: dropped
+        return jnp.zeros(tile * tile, bool).at[flat].set(True, mode="drop").reshape(tile, tile)
 
     def step(carry, ij):
         best, best_u, best_v = carry
         i, j = ij
         rows = i * tile + local
         cols = j * tile + local
-        ok = (rows[:, None] < cols[None, :]) & valid_t[i][:, None] & valid_t[j][None, :]
+        ok_pair = (rows[:, None] < cols[None, :]) & valid_t[i][:, None] & valid_t[j][None, :] & ~excluded(i, j)
         s = block_scores(i, j)
         # Anything not above the running k-th best cannot enter the merged top k (ties go
         # to the carry, which comes first), so drop it before the block's top k: the
         # partial sort then rarely touches its heap, which is most of the block's cost.
-        ok = ok & (s > best[-1]) & ~jnp.isnan(s)
-        s = jnp.where(ok, s, -jnp.inf).reshape(-1)
+        ok_pair = ok_pair & (s > best[-1]) & ~jnp.isnan(s)
+        s = jnp.where(ok_pair, s, -jnp.inf).reshape(-1)
         vals, flat = jax.lax.top_k(s, k_block)
         u = i * tile + flat // tile
         v = j * tile + flat % tile
@@ -234,12 +248,14 @@ def top_k_all_pairs(
 
     init = (jnp.full(k, -jnp.inf, jnp.float32), jnp.zeros(k, jnp.int32), jnp.zeros(k, jnp.int32))
     (scores, u, v), _ = jax.lax.scan(step, init, (jnp.asarray(block_i), jnp.asarray(block_j)))
-    if name == "entropy":
-        scores = _binary_entropy_of_gap(items.reward[u] - items.reward[v])
+    shown = strategies_lib.report_scores(spec, items.reward[u] - items.reward[v], scores)
+    # never unranked picks: a failed factorisation (or fewer scorable pairs than k) shows as
+    # non-finite scores, which select_all_pairs refuses
+    scores = jnp.where(ok & jnp.isfinite(scores), shown, jnp.nan)
     return AllPairsSelection(u.astype(jnp.int32), v.astype(jnp.int32), scores)
 
 
-_top_k_all_pairs_jit = jax.jit(top_k_all_pairs, static_argnames=("name", "k", "tile", "jitter"))
+_top_k_all_pairs_jit = jax.jit(top_k_all_pairs, static_argnames=("name", "k", "tile", "ridge"))
 
 
 # ----------------------------------------------------------------------------- boundary
@@ -252,25 +268,41 @@ def _unsupported_message(name) -> str:
     return f"unknown strategy {name!r}; all-pairs selection supports: {supported}"
 
 
-def validate_all_pairs(name, phi, beta, k, past_phi_diff=None, past_mask=None, item_valid=None, tile=DEFAULT_TILE) -> None:
+def validate_all_pairs(
+    name, phi, beta, k, past_phi_diff=None, past_mask=None, item_valid=None, tile=DEFAULT_TILE, exclude=None
+) -> None:
     """Host-side checks for :func:`top_k_all_pairs`; raises ValueError with a one-line message."""
     if name not in ALLPAIRS_STRATEGIES:
-        raise ValueError(_unsupported_message(name))
+        raise InputError(_unsupported_message(name))
     fisher.check_shapes(phi, beta, past_phi_diff, past_mask, name="phi", layout="(K, H) item features")
     if past_phi_diff is None and past_mask is not None:
-        raise ValueError("past_mask given without past_phi_diff")
+        raise InputError("past_mask given without past_phi_diff")
     shape = np.shape(phi)
     k_items = shape[0]
     if item_valid is not None and np.shape(item_valid) != (k_items,):
-        raise ValueError(f"item_valid must have shape ({k_items},) to match phi {shape}, got {np.shape(item_valid)}")
+        raise InputError(f"item_valid must have shape ({k_items},) to match phi {shape}, got {np.shape(item_valid)}")
     fisher.check_finite(phi=phi, beta=beta, past_phi_diff=past_phi_diff)
     if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile <= 0:
-        raise ValueError(f"tile must be a positive integer, got {tile!r}")
+        raise InputError(f"tile must be a positive integer, got {tile!r}")
     fisher.check_k(k)
     n_valid = k_items if item_valid is None else int(np.count_nonzero(np.asarray(item_valid)))
     n_pairs = n_valid * (n_valid - 1) // 2
     if k > n_pairs:
-        raise ValueError(f"k = {k} is larger than the {n_pairs} pairs of {n_valid} valid items")
+        raise InputError(f"k = {k} is larger than the {n_pairs} pairs of {n_valid} valid items")
+    if exclude is not None and np.size(exclude[0]):
+        eu, ev = (np.asarray(e, np.int64) for e in exclude)
+        if eu.shape != ev.shape or eu.ndim != 1:
+            raise InputError(f"exclude must be two (E,) arrays of item indices, got shapes {eu.shape} and {ev.shape}")
+        ok = np.ones(k_items, bool) if item_valid is None else np.asarray(item_valid, bool)
+        inside = (eu >= 0) & (ev >= 0) & (eu < k_items) & (ev < k_items) & (eu != ev)
+        lo, hi = np.minimum(eu, ev)[inside], np.maximum(eu, ev)[inside]
+        keep = ok[lo] & ok[hi]
+        n_excluded = np.unique(lo[keep] * k_items + hi[keep]).size
+        if k > n_pairs - n_excluded:
+            raise InputError(
+                f"k = {k} is larger than the {n_pairs - n_excluded} pairs of {n_valid} valid items "
+                f"that are not excluded ({n_excluded} are)"
+            )
 
 
 def select_all_pairs(
@@ -283,20 +315,31 @@ def select_all_pairs(
     past_mask=None,
     item_valid=None,
     tile: int = DEFAULT_TILE,
+    exclude=None,
 ) -> AllPairsSelection:
     """Validate on the host, then run the jit-compiled :func:`top_k_all_pairs`.
+
+    exclude: optional ``(u, v)`` arrays of item pairs never to pick (labelled ones).
 
     Raises ValueError (one line) on a strategy all-pairs does not support (naming those it
     does), k ≤ 0, k > number of pairs, NaN/inf, or mismatched shapes.
     """
-    validate_all_pairs(name, phi, beta, k, past_phi_diff, past_mask, item_valid, tile)
+    validate_all_pairs(name, phi, beta, k, past_phi_diff, past_mask, item_valid, tile, exclude)
     phi = jnp.asarray(phi, jnp.float32)
     tile = int(min(tile, -(-phi.shape[0] // 8) * 8))  # never pad a small K up to a huge tile
     if past_phi_diff is not None:
         past_phi_diff = jnp.asarray(past_phi_diff, jnp.float32)
         past_mask = None if past_mask is None else jnp.asarray(past_mask, bool)
     item_valid = None if item_valid is None else jnp.asarray(item_valid, bool)
-    return _top_k_all_pairs_jit(name, key, phi, jnp.asarray(beta, jnp.float32), int(k), past_phi_diff, past_mask, item_valid, tile)
+    ex_u = ex_v = None
+    if exclude is not None and np.size(exclude[0]):
+        ex_u, ex_v = (jnp.asarray(np.asarray(e, np.int64), jnp.int32) for e in exclude)
+    chosen = _top_k_all_pairs_jit(
+        name, key, phi, jnp.asarray(beta, jnp.float32), int(k), past_phi_diff, past_mask, item_valid, tile,
+        exclude_u=ex_u, exclude_v=ex_v,
+    )
+    strategies_lib.check_selection(name, chosen.scores)
+    return chosen
 
 
 def explicit_pairs(phi, item_valid=None):

@@ -29,6 +29,7 @@ from typing import NamedTuple, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
+from arm_jax.errors import InputError
 
 ArrayLike = Union[np.ndarray, jax.Array]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -69,11 +70,11 @@ class Dataset(NamedTuple):
 # --------------------------------------------------------------------------------------
 
 
-class DataFileError(ValueError):
+class DataFileError(InputError):
     """A data file exists but is unusable (shape, dtype, non-finite values, mismatch)."""
 
 
-class MissingDataFileError(FileNotFoundError, ValueError):
+class MissingDataFileError(FileNotFoundError, InputError):
     """A data file does not exist. Both a ``FileNotFoundError`` and a ``ValueError``."""
 
 
@@ -493,14 +494,14 @@ def llm_like(
         ("hidden_dim", hidden_dim),
     ):
         if int(value) < 1:
-            raise ValueError(f"llm_like: {name} must be >= 1, got {value}")
+            raise InputError(f"llm_like: {name} must be >= 1, got {value}")
     if n_reward_terms < 0:
-        raise ValueError(f"llm_like: n_reward_terms must be >= 0, got {n_reward_terms}")
+        raise InputError(f"llm_like: n_reward_terms must be >= 0, got {n_reward_terms}")
     if not 0.0 <= prompt_latent_fraction < 1.0:
-        raise ValueError(f"llm_like: prompt_latent_fraction must be in [0, 1), got {prompt_latent_fraction}")
+        raise InputError(f"llm_like: prompt_latent_fraction must be in [0, 1), got {prompt_latent_fraction}")
     prompt_dim = int(round(latent_dim * prompt_latent_fraction))
     if latent_dim - prompt_dim < 1:
-        raise ValueError(
+        raise InputError(
             f"llm_like: prompt_latent_fraction={prompt_latent_fraction} with latent_dim={latent_dim} "
             f"leaves no response latent"
         )

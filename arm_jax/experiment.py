@@ -34,11 +34,12 @@ from arm_jax import allpairs, annotator, metrics, model as model_lib, pools, str
 from arm_jax.data import Dataset
 from arm_jax.model import ModelConfig
 from arm_jax.train import LabelBuffer, TrainConfig
+from arm_jax.errors import InputError
 
 # "all-cross": every pair among the round's n_prompts · R items, scored without listing them
 PAIR_MODES = pools.MODES + ("all-cross",)
 # strategies that read the labelled set (I_past or the posterior built on it)
-PAST_AWARE = frozenset({"pa_dopt", "greedy_dopt", "batchbald"})
+PAST_AWARE = strategies.PAST_AWARE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,28 +77,28 @@ class ExperimentConfig:
     def __post_init__(self):
         strategies.get_strategy(self.strategy)
         if self.pairs not in PAIR_MODES:
-            raise ValueError(f"unknown pair mode {self.pairs!r}; choose one of: {', '.join(PAIR_MODES)}")
+            raise InputError(f"unknown pair mode {self.pairs!r}; choose one of: {', '.join(PAIR_MODES)}")
         if self.pairs == "all-cross" and self.strategy not in allpairs.ALLPAIRS_STRATEGIES:
-            raise ValueError(
+            raise InputError(
                 f"strategy {self.strategy!r} cannot score all pairs; with pairs='all-cross' use one of: "
                 + ", ".join(allpairs.ALLPAIRS_STRATEGIES)
             )
         for name in ("rounds", "initial_labels"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("k", "n_prompts", "n_candidates"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.k > self.n_candidates:
-            raise ValueError(f"k = {self.k} is larger than the {self.n_candidates} candidates per round")
+            raise InputError(f"k = {self.k} is larger than the {self.n_candidates} candidates per round")
         if self.initial_labels > self.n_candidates:
-            raise ValueError(
+            raise InputError(
                 f"initial_labels = {self.initial_labels} is larger than the {self.n_candidates} candidates per round"
             )
         if not self.best_of_n or min(self.best_of_n) < 1:
-            raise ValueError(f"best_of_n must be positive integers, got {self.best_of_n}")
+            raise InputError(f"best_of_n must be positive integers, got {self.best_of_n}")
         if self.initial_labels + self.rounds * self.k < 1:
-            raise ValueError("the experiment labels no pair: raise rounds or initial_labels")
+            raise InputError("the experiment labels no pair: raise rounds or initial_labels")
 
     @property
     def capacity(self) -> int:
@@ -169,21 +170,21 @@ def prepare_data(dataset: Dataset) -> ExperimentData:
 
 
 def check_config_against_data(config: ExperimentConfig, dataset) -> None:
-    """ValueError when the data cannot support the configuration."""
+    """InputError when the data cannot support the configuration."""
     p, r, d = np.shape(dataset.train_embeddings)
     pt, rt, dt = np.shape(dataset.test_embeddings)
     if d != dt:
-        raise ValueError(f"train embeddings have D = {d} but test embeddings have D = {dt}")
+        raise InputError(f"train embeddings have D = {d} but test embeddings have D = {dt}")
     if config.n_prompts > p:
-        raise ValueError(f"n_prompts = {config.n_prompts} is more than the {p} training prompts")
+        raise InputError(f"n_prompts = {config.n_prompts} is more than the {p} training prompts")
     if max(config.best_of_n) > rt:
-        raise ValueError(f"best_of_n N = {max(config.best_of_n)} is more than the {rt} responses per test prompt")
+        raise InputError(f"best_of_n N = {max(config.best_of_n)} is more than the {rt} responses per test prompt")
     if config.pairs == "in-prompt":
         possible = config.n_prompts * r * (r - 1) // 2
     else:
         possible = config.n_prompts * r * (config.n_prompts * r - 1) // 2
     if max(config.k, config.initial_labels) > possible:
-        raise ValueError(
+        raise InputError(
             f"a round has only {possible} possible {config.pairs} pairs, fewer than k = {config.k}"
             f" or initial_labels = {config.initial_labels}"
         )
@@ -326,15 +327,15 @@ def check_study(configs) -> tuple[ExperimentConfig, ...]:
     """The configurations as a tuple; ValueError unless they differ in their strategy alone."""
     configs = tuple(configs)
     if not configs:
-        raise ValueError("a study needs at least one strategy")
+        raise InputError("a study needs at least one strategy")
     names = [c.strategy for c in configs]
     if len(set(names)) != len(names):
-        raise ValueError(f"a study names a strategy twice: {', '.join(names)}")
+        raise InputError(f"a study names a strategy twice: {', '.join(names)}")
     base = configs[0]
     for config in configs[1:]:
         for field in dataclasses.fields(ExperimentConfig):
             if field.name != "strategy" and getattr(config, field.name) != getattr(base, field.name):
-                raise ValueError(
+                raise InputError(
                     f"the configurations of a study may differ only in strategy; {field.name!r} differs "
                     f"({config.strategy}: {getattr(config, field.name)!r}, {base.strategy}: {getattr(base, field.name)!r})"
                 )

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+from arm_jax.errors import InputError
 
 __all__ = ["rank_average", "spearman_per_prompt", "one_minus_spearman", "best_of_n"]
 
@@ -124,12 +125,12 @@ def best_of_n(pred: jax.Array, gold: jax.Array, ns: Sequence[int]) -> jax.Array:
     pred = jnp.asarray(pred)
     gold = jnp.asarray(gold)
     if pred.ndim != 2 or pred.shape != gold.shape:
-        raise ValueError(f"best_of_n: pred and gold must both be (P, R), got {pred.shape} and {gold.shape}")
+        raise InputError(f"best_of_n: pred and gold must both be (P, R), got {pred.shape} and {gold.shape}")
     ns = tuple(int(n) for n in ns)
     if not ns:
-        raise ValueError("best_of_n: ns is empty")
+        raise InputError("best_of_n: ns is empty")
     n_responses = pred.shape[1]
     for n in ns:
         if not 1 <= n <= n_responses:
-            raise ValueError(f"best_of_n: N={n} must be in [1, R={n_responses}]")
+            raise InputError(f"best_of_n: N={n} must be in [1, R={n_responses}]")
     return _best_of_n(pred, gold, ns)

@@ -14,6 +14,7 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from arm_jax.errors import InputError
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
@@ -39,11 +40,11 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.depth < 1:
-            raise ValueError(f"model depth must be >= 1, got {self.depth}")
+            raise InputError(f"model depth must be >= 1, got {self.depth}")
         if self.width < 1:
-            raise ValueError(f"model width must be >= 1, got {self.width}")
+            raise InputError(f"model width must be >= 1, got {self.width}")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(
+            raise InputError(
                 f"unknown activation {self.activation!r}; choose one of {sorted(ACTIVATIONS)}"
             )
 

@@ -32,10 +32,13 @@ from jax.sharding import PartitionSpec as P
 
 from arm_jax import fisher, strategies
 from arm_jax.strategies import Selection
+from arm_jax.errors import InputError
 
 SEED_AXIS = "seeds"
 POOL_AXIS = "pool"
-SHARDED_STRATEGIES = ("dopt", "pa_dopt", "xtx", "entropy", "maxdiff")
+#: Pair-score strategies (:class:`arm_jax.strategies.PairScore`): the registry's scores,
+#: with M all-reduced over devices.
+SHARDED_STRATEGIES = strategies.PAIR_SCORE_STRATEGIES
 
 
 # ----------------------------------------------------------------------------- meshes
@@ -45,7 +48,7 @@ def make_mesh(axis_name: str, devices: Sequence[jax.Device] | None = None) -> Me
     """A 1-D mesh named ``axis_name`` over ``devices`` (default: ``jax.devices()``)."""
     devices = jax.devices() if devices is None else list(devices)
     if not devices:
-        raise ValueError("no devices to build a mesh on")
+        raise InputError("no devices to build a mesh on")
     return Mesh(np.asarray(devices), (axis_name,))
 
 
@@ -111,7 +114,7 @@ class SeedSharded:
         impl = jax.random.key_impl(keys) if typed else None
         key_data = jax.random.key_data(keys) if typed else jnp.asarray(keys)
         if key_data.ndim < 1 or key_data.shape[0] == 0:
-            raise ValueError(f"keys must be a non-empty (S, ...) batch of PRNG keys, got shape {keys.shape}")
+            raise InputError(f"keys must be a non-empty (S, ...) batch of PRNG keys, got shape {keys.shape}")
         n_seeds = key_data.shape[0]
         n_dev = len(self.devices)
         padded = -(-n_seeds // n_dev) * n_dev
@@ -208,45 +211,43 @@ def _pool_setup(phi_diff, beta, valid, past_phi_diff, past_mask, devices):
 
 
 @fisher.full_precision
-def _local_scores(name, x, valid, beta, past, jitter):
-    """Scores of this device's candidates; M is all-reduced over the pool axis."""
-    if name in ("entropy", "maxdiff"):
-        gap = x @ beta
-        if name == "maxdiff":
-            return jnp.abs(gap)
-        return strategies._binary_entropy(jax.nn.sigmoid(gap))
-    if name == "xtx":
-        v = valid.astype(x.dtype)
-    else:
-        v = jnp.where(valid, fisher.bernoulli_variance(x, beta), 0.0)
-    m = jax.lax.psum(fisher.information_matrix(x, v), POOL_AXIS)
-    if name == "pa_dopt":
+def _local_scores(name, x, valid, beta, past, ridge):
+    """(rank scores, gaps) of this device's candidates: the registry's pair score, with the
+    pool's part of M all-reduced over the pool axis."""
+    spec = strategies.STRATEGIES[name].pair_score
+    gap = x @ beta
+    if spec.weight is None:
+        return spec.rank(gap, None), gap
+    m = jax.lax.psum(strategies.pair_information(spec, x, gap, valid), POOL_AXIS)
+    if spec.uses_past:
         m = m + past
-    m = m + jitter * jnp.eye(x.shape[1], dtype=x.dtype)
-    return fisher.leverage_scores(x, v, m)
+    return strategies.pair_scores_from_information(spec, x, gap, m, ridge), gap
 
 
-@functools.partial(jax.jit, static_argnames=("name", "mesh", "jitter"))
-def _sharded_scores(name, mesh, x, valid, beta, past, jitter):
-    body = functools.partial(_local_scores, name, jitter=jitter)
+@functools.partial(jax.jit, static_argnames=("name", "mesh", "ridge"))
+def _sharded_scores(name, mesh, x, valid, beta, past, ridge):
+    body = lambda *args: _local_scores(name, *args, ridge=ridge)[0]
     return jax.shard_map(
         body, mesh=mesh, in_specs=(P(POOL_AXIS), P(POOL_AXIS), P(), P()), out_specs=P(POOL_AXIS)
     )(x, valid, beta, past)
 
 
-@functools.partial(jax.jit, static_argnames=("name", "mesh", "k", "jitter"))
-def _sharded_top_k(name, mesh, x, valid, beta, past, k, jitter):
+@functools.partial(jax.jit, static_argnames=("name", "mesh", "k", "ridge"))
+def _sharded_top_k(name, mesh, x, valid, beta, past, k, ridge):
     n_local = x.shape[0] // mesh.devices.size
     k_local = min(k, n_local)
+    spec = strategies.STRATEGIES[name].pair_score
 
     def body(x, valid, beta, past):
-        scores = _local_scores(name, x, valid, beta, past, jitter)
+        scores, gap = _local_scores(name, x, valid, beta, past, ridge)
         local = strategies.top_k_valid(scores, valid, k_local)
+        shown = strategies.report_scores(spec, gap[local.indices], local.scores)
         offset = jax.lax.axis_index(POOL_AXIS) * n_local
         values = jax.lax.all_gather(local.scores, POOL_AXIS, tiled=True)
+        shown = jax.lax.all_gather(shown, POOL_AXIS, tiled=True)
         indices = jax.lax.all_gather(local.indices + offset, POOL_AXIS, tiled=True)
         best, pos = jax.lax.top_k(values, k)  # device order = global index order: same ties
-        return indices[pos].astype(jnp.int32), best
+        return indices[pos].astype(jnp.int32), jnp.where(jnp.isfinite(best), shown[pos], jnp.nan)
 
     # after the all_gather every device holds the same candidates and takes the same top k,
     # so the outputs are replicated; the static replication check cannot see through top_k.
@@ -261,7 +262,7 @@ def sharded_dopt_scores(
     phi_diff: jax.Array,
     beta: jax.Array,
     past_phi_diff: jax.Array | None = None,
-    jitter: float = fisher.DEFAULT_JITTER,
+    ridge: float = fisher.DEFAULT_RIDGE,
     past_mask: jax.Array | None = None,
     valid: jax.Array | None = None,
     weighted: bool = True,
@@ -277,7 +278,7 @@ def sharded_dopt_scores(
     fisher.check_shapes(phi_diff, beta, past_phi_diff, past_mask)
     mesh, n, x, valid_s, beta_s, past = _pool_setup(phi_diff, beta, valid, past_phi_diff, past_mask, devices)
     name = ("pa_dopt" if past_phi_diff is not None else "dopt") if weighted else "xtx"
-    scores = _sharded_scores(name, mesh, x, valid_s, beta_s, past, float(jitter))
+    scores = _sharded_scores(name, mesh, x, valid_s, beta_s, past, float(ridge))
     return scores if scores.shape[0] == n else scores[:n]  # padded rows: strip
 
 
@@ -291,20 +292,23 @@ def sharded_select(
     past_phi_diff=None,
     past_mask=None,
     devices: Sequence[jax.Device] | None = None,
-    jitter: float = fisher.DEFAULT_JITTER,
+    ridge: float = fisher.DEFAULT_RIDGE,
 ) -> Selection:
-    """:func:`arm_jax.strategies.select` for ``dopt``/``pa_dopt``/``xtx``/``entropy``/``maxdiff``
-    with the candidate axis split over devices: the same k picks (best first) and scores.
+    """:func:`arm_jax.strategies.select` for the pair-score strategies (:data:`SHARDED_STRATEGIES`)
+    with the candidate axis split over devices: the same k picks (best first) and scores,
+    from the same score functions (the registry's :class:`~arm_jax.strategies.PairScore`).
 
     Validates on the host (one-line ValueError), then runs one jit-compiled ``shard_map``:
     per-device scores (M all-reduced), per-device top k, ``all_gather``, global top k.
     """
     if name not in SHARDED_STRATEGIES:
         strategies.get_strategy(name)  # unknown names: the registry's message
-        raise ValueError(
+        raise InputError(
             f"strategy {name!r} is not supported for sharded selection; supported: {', '.join(SHARDED_STRATEGIES)}"
         )
     del key
     strategies.validate_selection(phi_diff, beta, k, valid, past_phi_diff, past_mask)
     mesh, n, x, valid_s, beta_s, past = _pool_setup(phi_diff, beta, valid, past_phi_diff, past_mask, devices)
-    return _sharded_top_k(name, mesh, x, valid_s, beta_s, past, int(k), float(jitter))
+    chosen = _sharded_top_k(name, mesh, x, valid_s, beta_s, past, int(k), float(ridge))
+    strategies.check_selection(name, chosen.scores)
+    return chosen

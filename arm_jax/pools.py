@@ -27,6 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from arm_jax.errors import InputError
 
 __all__ = [
     "MODES",
@@ -78,13 +79,13 @@ class CandidatePool(NamedTuple):
 
 def _check_sizes(n_train_prompts: int, n_responses: int, n_prompts: int, n_candidates: int) -> None:
     if n_responses < 2:
-        raise ValueError(f"candidate pairs: n_responses must be >= 2, got {n_responses}")
+        raise InputError(f"candidate pairs: n_responses must be >= 2, got {n_responses}")
     if not 1 <= n_prompts <= n_train_prompts:
-        raise ValueError(
+        raise InputError(
             f"candidate pairs: n_prompts must be in [1, n_train_prompts={n_train_prompts}], got {n_prompts}"
         )
     if n_candidates < 1:
-        raise ValueError(f"candidate pairs: n_candidates must be >= 1, got {n_candidates}")
+        raise InputError(f"candidate pairs: n_candidates must be >= 1, got {n_candidates}")
 
 
 def _draw_prompts(key: jax.Array, n_train_prompts: int, n_prompts: int) -> jax.Array:
@@ -186,7 +187,7 @@ def _pool(key, mode, n_train_prompts, n_responses, n_prompts, n_candidates):
 
 def _check_mode(mode: str) -> None:
     if mode not in MODES:
-        raise ValueError(f"unknown candidate mode {mode!r}; expected one of {', '.join(MODES)}")
+        raise InputError(f"unknown candidate mode {mode!r}; expected one of {', '.join(MODES)}")
 
 
 def pool_items(

@@ -16,10 +16,11 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import chex
 import numpy as np
-from jax.scipy.linalg import solve_triangular
 
 from arm_jax import fisher
+from arm_jax.errors import InputError
 
 
 class SelectionInputs(NamedTuple):
@@ -50,10 +51,52 @@ class Selection(NamedTuple):
 StrategyFn = Callable[[jax.Array, SelectionInputs, int], Selection]
 
 
+class PairScore(NamedTuple):
+    """How an additive strategy scores one candidate pair: the one definition every driver uses.
+
+    A pair enters only through its reward gap ``gap = x·β̂`` and, for the design strategies,
+    its leverage ``quad = xᵀ(M + ρI)⁻¹x``, where M = Σ_pool w(gap) x xᵀ (+ I_past). The pool
+    driver (:func:`select`, the experiment), the all-pairs driver (:mod:`arm_jax.allpairs`) and
+    the sharded driver (:mod:`arm_jax.parallel`) compute ``gap``, M and ``quad`` each in their
+    own way (explicit pairs, item tiles, a ``psum`` over devices) and then call these functions,
+    so they rank by the same numbers.
+
+    weight: ``None`` (no information matrix: ``quad`` is not computed) or ``w(gap) -> (...)``,
+      each pair's weight in M (``fisher.gap_variance`` for the Fisher information, ones for
+      the design matrix).
+    uses_past: M also holds the labelled pairs' information I_past.
+    rank: ``rank(gap, quad) -> score`` that top k ranks (larger is better).
+    report: ``report(gap, quad) -> score`` shown to the user for the picked pairs; ``None``:
+      the rank score itself.
+    """
+
+    weight: Callable | None
+    uses_past: bool
+    rank: Callable
+    report: Callable | None = None
+
+
 class Strategy(NamedTuple):
+    """A registry entry.
+
+    name: the CLI name. description: one line for ``arm-jax strategies``.
+    fn: ``fn(key, inputs, k) -> Selection`` on an explicit candidate pool (every strategy has
+      one; for pair-score strategies it is built from ``pair_score``).
+    pair_score: :class:`PairScore` for additive strategies, ``None`` for batch procedures
+      (random draws, greedy batches, clustering), which only the pool driver runs.
+    uses_past: reads the labelled pairs (I_past or the posterior built on them).
+    """
+
     name: str
     fn: StrategyFn
     description: str
+    pair_score: PairScore | None = None
+    uses_past: bool = False
+
+    @property
+    def drivers(self) -> tuple[str, ...]:
+        """Where it runs: ``pool`` always; ``all-pairs`` and ``sharded`` for pair scores."""
+        return ("pool", "all-pairs", "sharded") if self.pair_score is not None else ("pool",)
 
 
 def make_inputs(phi_diff, beta, valid=None, past_phi_diff=None, past_mask=None) -> SelectionInputs:
@@ -87,9 +130,10 @@ def _past_information(inputs: SelectionInputs) -> jax.Array:
     return fisher.past_information(inputs.past_phi_diff, inputs.beta, inputs.past_mask)
 
 
-def _pool_weights(inputs: SelectionInputs, v: jax.Array) -> jax.Array:
-    """Invalid candidates take no part in the pool's information matrix."""
-    return jnp.where(inputs.valid, v, 0.0)
+def binary_entropy_of_gap(gap: jax.Array) -> jax.Array:
+    """H(σ(gap)) in nats, computed stably from the gap: log(1 + e^{−|g|}) + |g|·σ(−|g|)."""
+    a = jnp.abs(gap)
+    return jax.nn.softplus(-a) + a * jax.nn.sigmoid(-a)
 
 
 def _binary_entropy(p: jax.Array) -> jax.Array:
@@ -97,7 +141,70 @@ def _binary_entropy(p: jax.Array) -> jax.Array:
     return -(p * jnp.log(p) + (1.0 - p) * jnp.log1p(-p))
 
 
-# ----------------------------------------------------------------------------- strategies
+def unit_weight(gap: jax.Array) -> jax.Array:
+    return jnp.ones_like(gap)
+
+
+# The pair scores. H(σ(g)) decreases in |g|: entropy ranks by −|g| (the float32 entropy is
+# flat at ln 2 near g = 0 and would tie there) and reports the entropy.
+ENTROPY = PairScore(None, False, lambda gap, quad: -jnp.abs(gap), lambda gap, quad: binary_entropy_of_gap(gap))
+MAXDIFF = PairScore(None, False, lambda gap, quad: jnp.abs(gap))
+XTX = PairScore(unit_weight, False, lambda gap, quad: quad)
+DOPT = PairScore(fisher.gap_variance, False, lambda gap, quad: fisher.gap_variance(gap) * quad)
+PA_DOPT = DOPT._replace(uses_past=True)
+
+
+def pair_information(spec: PairScore, phi_diff: jax.Array, gap: jax.Array, valid: jax.Array) -> jax.Array:
+    """Σ_i w(gap_i) x_i x_iᵀ over the valid explicit pairs (the pool's part of M). ``-> (H, H)``."""
+    w = jnp.where(valid, spec.weight(gap), 0.0)
+    return fisher.information_matrix(phi_diff, w)
+
+
+def pair_scores_from_information(
+    spec: PairScore, phi_diff: jax.Array, gap: jax.Array, m: jax.Array, ridge: float = fisher.DEFAULT_RIDGE
+) -> jax.Array:
+    """Rank scores of explicit pairs given the complete M (pool part + I_past). ``-> (N,)``.
+
+    NaN everywhere when M could not be factorised (the drivers check and raise).
+    """
+    w = fisher.whitening(m, ridge)
+    z = fisher.whiten(phi_diff, w)
+    quad = jnp.sum(z * z, axis=-1)
+    return jnp.where(w.ok, spec.rank(gap, quad), jnp.nan)
+
+
+@fisher.full_precision
+def pair_scores(spec: PairScore, inputs: SelectionInputs, ridge: float = fisher.DEFAULT_RIDGE) -> jax.Array:
+    """Every candidate's rank score under ``spec`` on an explicit pool. ``-> (N,)``."""
+    gap = inputs.phi_diff @ inputs.beta
+    if spec.weight is None:
+        return spec.rank(gap, None)
+    m = pair_information(spec, inputs.phi_diff, gap, inputs.valid)
+    if spec.uses_past:
+        m = m + _past_information(inputs)
+    return pair_scores_from_information(spec, inputs.phi_diff, gap, m, ridge)
+
+
+def report_scores(spec: PairScore, gap: jax.Array, rank_scores: jax.Array) -> jax.Array:
+    """What the user sees for the picked pairs: ``spec.report`` or the rank score itself."""
+    return rank_scores if spec.report is None else spec.report(gap, None)
+
+
+def pair_score_strategy(spec: PairScore) -> StrategyFn:
+    """The pool driver of a pair-score strategy: score every candidate, take the top k."""
+
+    def fn(key, inputs: SelectionInputs, k: int, ridge: float = fisher.DEFAULT_RIDGE) -> Selection:
+        del key
+        chosen = top_k_valid(pair_scores(spec, inputs, ridge), inputs.valid, k)
+        if spec.report is None:
+            return chosen
+        gap = inputs.phi_diff[chosen.indices] @ inputs.beta
+        return Selection(chosen.indices, report_scores(spec, gap, chosen.scores))
+
+    return fn
+
+
+# ----------------------------------------------------------------------------- batch strategies
 
 
 def random_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
@@ -106,109 +213,116 @@ def random_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
     return top_k_valid(u, inputs.valid, k)
 
 
-def entropy_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
-    """Largest predictive entropy H(p_i): p_i closest to 1/2."""
-    del key
-    # H(σ(g)) decreases in |g|: rank by −|g| (float32 entropy is flat near 1/2 and would tie
-    # there), report the entropy.
-    gap = inputs.phi_diff @ inputs.beta
-    chosen = top_k_valid(-jnp.abs(gap), inputs.valid, k)
-    return Selection(chosen.indices, _binary_entropy(jax.nn.sigmoid(gap[chosen.indices])))
-
-
-def maxdiff_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
-    """Largest predicted reward gap |r̂_a − r̂_b|."""
-    del key
-    return top_k_valid(jnp.abs(inputs.phi_diff @ inputs.beta), inputs.valid, k)
-
-
-def xtx_strategy(key, inputs: SelectionInputs, k: int, jitter: float = fisher.DEFAULT_JITTER) -> Selection:
-    """Design-matrix D-optimality: leverage x_iᵀ(XᵀX + εI)⁻¹x_i (v ≡ 1)."""
-    del key
-    w = _pool_weights(inputs, jnp.ones(inputs.valid.shape, inputs.phi_diff.dtype))
-    scores = fisher.dopt_scores_from_weights(inputs.phi_diff, w, None, jitter)
-    return top_k_valid(scores, inputs.valid, k)
-
-
-def dopt_strategy(key, inputs: SelectionInputs, k: int, jitter: float = fisher.DEFAULT_JITTER) -> Selection:
-    """D-optimality on the Fisher information: v_i x_iᵀ M⁻¹ x_i, M = Σ v x xᵀ + εI."""
-    del key
-    v = _pool_weights(inputs, fisher.bernoulli_variance(inputs.phi_diff, inputs.beta))
-    scores = fisher.dopt_scores_from_weights(inputs.phi_diff, v, None, jitter)
-    return top_k_valid(scores, inputs.valid, k)
-
-
-def pa_dopt_strategy(key, inputs: SelectionInputs, k: int, jitter: float = fisher.DEFAULT_JITTER) -> Selection:
-    """Past-aware D-optimality: M also holds the labelled pairs' Fisher information."""
-    del key
-    v = _pool_weights(inputs, fisher.bernoulli_variance(inputs.phi_diff, inputs.beta))
-    scores = fisher.dopt_scores_from_weights(inputs.phi_diff, v, _past_information(inputs), jitter)
-    return top_k_valid(scores, inputs.valid, k)
-
-
 def greedy_dopt_strategy(key, inputs: SelectionInputs, k: int, ridge: float = 1.0) -> Selection:
-    """Exact greedy D-optimal batch: one pair at a time, M⁻¹ kept by Sherman–Morrison.
+    """Exact greedy D-optimal batch: one pair at a time, kept by Sherman–Morrison.
 
     Maximises log det(ridge·I + I_past + Σ_{j∈batch} v_j x_j x_jᵀ) greedily. The gain of
-    adding pair i is log(1 + v_i x_iᵀ M⁻¹ x_i); after adding j, with u = M⁻¹ x_j,
-    x_iᵀ M⁻¹ x_i ← x_iᵀ M⁻¹ x_i − v_j (x_iᵀ u)² / (1 + v_j x_jᵀ u). O(k·N·H) time, O(N·H) memory.
+    adding pair i is log(1 + v_i x_iᵀ M⁻¹ x_i). The updates run in the coordinates whitened by
+    M₀ = ridge·I + I_past (factorised by :func:`fisher.whitening`, with its relative ridge and
+    retries): there M₀ = I and the batch's M⁻¹ starts as I, so the rank-one updates stay well
+    conditioned whatever the scale of the features. After adding j, with u = P z_j,
+    quad_i ← quad_i − v_j (z_i·u)² / (1 + v_j z_j·u). O(k·N·H) time, O(N·H) memory.
     ``ridge`` is the prior precision (the paper's Bayesian D-optimality |I + I/σ²|).
     """
     del key
     x = inputs.phi_diff
     h = x.shape[1]
     v = fisher.bernoulli_variance(x, inputs.beta)
-    m = _past_information(inputs) + ridge * jnp.eye(h, dtype=x.dtype)
-    m_inv = jnp.linalg.inv(m)
-    m_inv = 0.5 * (m_inv + m_inv.T)
-    quad = jnp.sum((x @ m_inv) * x, axis=1)
+    white = fisher.whitening(_past_information(inputs) + ridge * jnp.eye(h, dtype=x.dtype))
+    z = fisher.whiten(x, white)
+    quad = jnp.sum(z * z, axis=1)
     available = inputs.valid
 
     def pick(i, carry):
-        m_inv, quad, available, indices, gains = carry
+        p, quad, available, indices, gains = carry
         gain = jnp.where(available, jnp.log1p(v * jnp.maximum(quad, 0.0)), -jnp.inf)
         j = jnp.argmax(gain)
-        u = m_inv @ x[j]
-        c = 1.0 + v[j] * (x[j] @ u)
-        proj = x @ u
+        u = p @ z[j]
+        c = 1.0 + v[j] * (z[j] @ u)
+        proj = z @ u
         quad = quad - v[j] * proj * proj / c
-        m_inv = m_inv - (v[j] / c) * jnp.outer(u, u)
+        p = p - (v[j] / c) * jnp.outer(u, u)
         available = available.at[j].set(False)
-        return m_inv, quad, available, indices.at[i].set(j), gains.at[i].set(gain[j])
+        return p, quad, available, indices.at[i].set(j), gains.at[i].set(gain[j])
 
-    init = (m_inv, quad, available, jnp.zeros(k, jnp.int32), jnp.zeros(k, x.dtype))
+    init = (jnp.eye(h, dtype=x.dtype), quad, available, jnp.zeros(k, jnp.int32), jnp.zeros(k, x.dtype))
     _, _, _, indices, gains = jax.lax.fori_loop(0, k, pick, init)
-    return Selection(indices, gains)
+    return Selection(indices, jnp.where(white.ok, gains, jnp.nan))
+
+
+def kmeans_plus_plus(key, x: jax.Array, valid: jax.Array, n_clusters: int) -> jax.Array:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007) among the valid rows. ``-> (C, H)``.
+
+    The first centre is uniform over the valid rows, each next one drawn with probability
+    ∝ its squared distance to the nearest centre so far (uniform again if all are zero).
+    """
+    valid_f = valid.astype(x.dtype)
+    sq_norm = jnp.sum(x * x, axis=1)
+    keys = jax.random.split(key, n_clusters)
+
+    def draw(k, weights):
+        total = jnp.sum(weights)
+        weights = jnp.where(total > 0, weights, valid_f)
+        return jax.random.categorical(k, jnp.where(weights > 0, jnp.log(weights), -jnp.inf))
+
+    def dist_to(c):
+        return jnp.maximum(sq_norm - 2.0 * x @ c + c @ c, 0.0) * valid_f
+
+    first = x[draw(keys[0], valid_f)]
+    centres = jnp.zeros((n_clusters, x.shape[1]), x.dtype).at[0].set(first)
+
+    def body(c, carry):
+        centres, d2 = carry
+        new = x[draw(keys[c], d2)]
+        return centres.at[c].set(new), jnp.minimum(d2, dist_to(new))
+
+    centres, _ = jax.lax.fori_loop(1, n_clusters, body, (centres, dist_to(first)))
+    return centres
+
+
+def kmeans(key, x: jax.Array, valid: jax.Array, n_clusters: int, max_iters: int = 100) -> jax.Array:
+    """k-means on the valid rows: k-means++ seeds, then Lloyd steps until no assignment
+    changes (at most ``max_iters``, a ``lax.while_loop``). ``-> (C, H)`` centres."""
+    valid_f = valid.astype(x.dtype)
+    sq_norm = jnp.sum(x * x, axis=1)
+
+    def assign(c):
+        d2 = sq_norm[:, None] - 2.0 * x @ c.T + jnp.sum(c * c, axis=1)[None, :]
+        return jnp.argmin(d2, axis=1).astype(jnp.int32)
+
+    def lloyd(state):
+        c, labels, _, it = state
+        one_hot = jax.nn.one_hot(labels, n_clusters, dtype=x.dtype) * valid_f[:, None]
+        size = jnp.sum(one_hot, axis=0)
+        c = jnp.where(size[:, None] > 0, (one_hot.T @ x) / jnp.maximum(size, 1.0)[:, None], c)
+        new = assign(c)
+        return c, new, jnp.any((new != labels) & valid), it + 1
+
+    def going(state):
+        return state[2] & (state[3] < max_iters)
+
+    c0 = kmeans_plus_plus(key, x, valid, n_clusters)
+    c, _, _, _ = jax.lax.while_loop(going, lloyd, (c0, assign(c0), jnp.bool_(True), jnp.int32(0)))
+    return c
 
 
 def coreset_strategy(
-    key, inputs: SelectionInputs, k: int, n_clusters: int = 10, n_iters: int = 10, radius: float = 1.0
+    key, inputs: SelectionInputs, k: int, n_clusters: int = 10, max_iters: int = 100, radius: float = 1.0
 ) -> Selection:
     """Huggins et al. (2016) logistic-regression coreset on x, sampled by sensitivity.
 
-    k-means (``n_clusters``, ``n_iters`` Lloyd steps) on the valid x_i; the sensitivity bound
-    m_i = N / (1 + Σ_c |G_c⁻ⁱ| exp(−R ‖Ḡ_c⁻ⁱ − x_i‖)) (cluster sizes and means leave point i
-    out); k distinct points drawn with probability ∝ m_i (Gumbel top-k).
+    k-means (``n_clusters``; k-means++ seeding as Huggins et al. and the paper's code do,
+    then Lloyd to convergence, at most ``max_iters`` steps) on the valid x_i; the sensitivity
+    bound m_i = N / (1 + Σ_c |G_c⁻ⁱ| exp(−R ‖Ḡ_c⁻ⁱ − x_i‖)) (cluster sizes and means leave
+    point i out); k distinct points drawn with probability ∝ m_i (Gumbel top-k).
     """
     x = inputs.phi_diff
     valid_f = inputs.valid.astype(x.dtype)
     n_valid = jnp.sum(valid_f)
     init_key, sample_key = jax.random.split(key)
-    seed_idx = top_k_valid(jax.random.uniform(init_key, inputs.valid.shape), inputs.valid, n_clusters).indices
-    centres = x[seed_idx]
+    centres = kmeans(init_key, x, inputs.valid, n_clusters, max_iters)
     sq_norm = jnp.sum(x * x, axis=1)
-
-    def sq_dist(c):
-        return jnp.maximum(sq_norm[:, None] - 2.0 * x @ c.T + jnp.sum(c * c, axis=1)[None, :], 0.0)
-
-    def lloyd(_, c):
-        assign = jax.nn.one_hot(jnp.argmin(sq_dist(c), axis=1), n_clusters, dtype=x.dtype) * valid_f[:, None]
-        size = jnp.sum(assign, axis=0)
-        new = (assign.T @ x) / jnp.maximum(size, 1.0)[:, None]
-        return jnp.where(size[:, None] > 0, new, c)
-
-    centres = jax.lax.fori_loop(0, n_iters, lloyd, centres)
-    d2 = sq_dist(centres)
+    d2 = jnp.maximum(sq_norm[:, None] - 2.0 * x @ centres.T + jnp.sum(centres * centres, axis=1)[None, :], 0.0)
     own = jax.nn.one_hot(jnp.argmin(d2, axis=1), n_clusters, dtype=x.dtype)
     size = jnp.sum(own * valid_f[:, None], axis=0)[None, :]
     mine = own * valid_f[:, None]
@@ -242,9 +356,9 @@ def batchbald_strategy(
     h = x.shape[1]
     beta_key, model_key, label_key = jax.random.split(key, 3)
     precision = _past_information(inputs) + prior_precision * jnp.eye(h, dtype=x.dtype)
-    chol = jnp.linalg.cholesky(precision)
+    white = fisher.whitening(precision)  # precision + ρI = L Lᵀ, white.w = L⁻¹
     eps = jax.random.normal(beta_key, (h, n_samples), x.dtype)
-    betas = inputs.beta[:, None] + solve_triangular(chol.T, eps, lower=False)  # (H, S)
+    betas = inputs.beta[:, None] + white.w.T @ eps  # (H, S): β̂ + L⁻ᵀε ~ N(β̂, precision⁻¹)
     logits = x @ betas  # (N, S)
     probs = jax.nn.sigmoid(logits).T  # (S, N)
     expected_entropy = jnp.mean(_binary_entropy(probs), axis=0)  # (N,)
@@ -272,53 +386,87 @@ def batchbald_strategy(
         jnp.zeros(k, x.dtype),
     )
     _, _, indices, gains = jax.lax.fori_loop(0, k, pick, init)
-    return Selection(indices, gains)
+    return Selection(indices, jnp.where(white.ok, gains, jnp.nan))
 
 
 # Every strategy traces its matrix products at full float32 (see fisher.MATMUL_PRECISION).
+_ENTRIES = [
+    Strategy("random", random_strategy, "uniform random pairs (the baseline)"),
+    Strategy("entropy", None, "pairs whose predicted win probability is closest to 1/2", ENTROPY),
+    Strategy("maxdiff", None, "pairs with the largest predicted reward gap |r_a - r_b|", MAXDIFF),
+    Strategy("xtx", None, "D-optimal design matrix X^T X (feature diversity, ignores p(1-p))", XTX),
+    Strategy("dopt", None, "D-optimal Fisher information: gradient of log det sum v x x^T (the paper's method)", DOPT),
+    Strategy("pa_dopt", None, "past-aware D-opt: log det(I_past + pool information)", PA_DOPT, uses_past=True),
+    Strategy("coreset", coreset_strategy, "Huggins et al. 2016 logistic-regression coreset, sampled by sensitivity"),
+    Strategy("batchbald", batchbald_strategy, "BatchBALD greedy mutual information, Laplace posterior on the last layer", uses_past=True),
+    Strategy("greedy_dopt", greedy_dopt_strategy, "exact greedy D-optimal batch via Sherman-Morrison", uses_past=True),
+]
 STRATEGIES: dict[str, Strategy] = {
-    s.name: s._replace(fn=fisher.full_precision(s.fn))
-    for s in [
-        Strategy("random", random_strategy, "uniform random pairs (the baseline)"),
-        Strategy("entropy", entropy_strategy, "pairs whose predicted win probability is closest to 1/2"),
-        Strategy("maxdiff", maxdiff_strategy, "pairs with the largest predicted reward gap |r_a - r_b|"),
-        Strategy("xtx", xtx_strategy, "D-optimal design matrix X^T X (feature diversity, ignores p(1-p))"),
-        Strategy("dopt", dopt_strategy, "D-optimal Fisher information: gradient of log det sum v x x^T (the paper's method)"),
-        Strategy("pa_dopt", pa_dopt_strategy, "past-aware D-opt: log det(I_past + pool information)"),
-        Strategy("coreset", coreset_strategy, "Huggins et al. 2016 logistic-regression coreset, sampled by sensitivity"),
-        Strategy("batchbald", batchbald_strategy, "BatchBALD greedy mutual information, Laplace posterior on the last layer"),
-        Strategy("greedy_dopt", greedy_dopt_strategy, "exact greedy D-optimal batch via Sherman-Morrison"),
-    ]
+    s.name: s._replace(fn=fisher.full_precision(s.fn if s.pair_score is None else pair_score_strategy(s.pair_score)))
+    for s in _ENTRIES
 }
+#: Strategies defined by a per-pair score: every driver runs them (pool, all pairs, sharded).
+PAIR_SCORE_STRATEGIES = tuple(name for name, s in STRATEGIES.items() if s.pair_score is not None)
+#: Strategies that read the labelled pairs.
+PAST_AWARE = frozenset(name for name, s in STRATEGIES.items() if s.uses_past)
 
 PAPER_STRATEGIES = ("random", "entropy", "maxdiff", "xtx", "dopt", "pa_dopt", "coreset", "batchbald")
 
 
 def get_strategy(name: str) -> Strategy:
-    """Look a strategy up by its CLI name; a clear ValueError for an unknown one."""
+    """Look a strategy up by its CLI name; a clear InputError for an unknown one."""
     try:
         return STRATEGIES[name]
     except KeyError:
-        raise ValueError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}") from None
+        raise InputError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}") from None
 
 
 def validate_selection(phi_diff, beta, k, valid=None, past_phi_diff=None, past_mask=None) -> None:
-    """Host-side boundary checks; raises ValueError with a one-line message."""
+    """Host-side boundary checks; raises InputError with a one-line message."""
     fisher.check_shapes(phi_diff, beta, past_phi_diff, past_mask)
     shape = np.shape(phi_diff)
     n = shape[0]
     if valid is not None and np.shape(valid) != (n,):
-        raise ValueError(f"valid must have shape ({n},) to match phi_diff {shape}, got {np.shape(valid)}")
+        raise InputError(f"valid must have shape ({n},) to match phi_diff {shape}, got {np.shape(valid)}")
     fisher.check_finite(phi_diff=phi_diff, beta=beta, past_phi_diff=past_phi_diff)
     fisher.check_k(k)
     n_valid = n if valid is None else int(np.count_nonzero(np.asarray(valid)))
     if k > n_valid:
-        raise ValueError(f"k = {k} is larger than the pool of {n_valid} candidate pairs")
+        raise InputError(f"k = {k} is larger than the pool of {n_valid} candidate pairs")
+
+
+def check_inputs(inputs: SelectionInputs) -> None:
+    """The kernels' contract, asserted when traced (chex): float32 (N, H) pairs, (H,) head,
+    (N,) bool mask, (M, H) past with an (M,) bool mask."""
+    chex.assert_rank(inputs.phi_diff, 2)
+    n, h = inputs.phi_diff.shape
+    chex.assert_shape(inputs.beta, (h,))
+    chex.assert_shape(inputs.valid, (n,))
+    chex.assert_shape(inputs.past_phi_diff, (None, h))
+    chex.assert_shape(inputs.past_mask, inputs.past_phi_diff.shape[:1])
+    chex.assert_type([inputs.phi_diff, inputs.beta, inputs.past_phi_diff], jnp.float32)
+    chex.assert_type([inputs.valid, inputs.past_mask], bool)
 
 
 @functools.partial(jax.jit, static_argnames=("name", "k"))
 def _select_jit(name, key, inputs, k):
+    check_inputs(inputs)
     return STRATEGIES[name].fn(key, inputs, k)
+
+
+class SelectionFailed(RuntimeError):
+    """A kernel could not produce finite scores from finite inputs (a bug or an extreme
+    input the ridge retries could not rescue); raised instead of returning unranked picks."""
+
+
+def check_selection(name: str, scores) -> None:
+    """Raise :class:`SelectionFailed` unless every picked score is finite."""
+    bad = int(np.size(scores) - np.count_nonzero(np.isfinite(np.asarray(scores))))
+    if bad:
+        raise SelectionFailed(
+            f"strategy {name!r}: {bad} of {np.size(scores)} picked scores are not finite; "
+            "the information matrix could not be factorised even with a larger ridge"
+        )
 
 
 def select(
@@ -335,10 +483,13 @@ def select(
 
     phi_diff: (N, H) feature differences; beta: (H,); valid: optional (N,) bool;
     past_phi_diff / past_mask: optional labelled pairs (used by pa_dopt, greedy_dopt and
-    batchbald). Raises ValueError on an unknown name, k ≤ 0, k > number of valid candidates,
-    NaN/inf, or mismatched shapes.
+    batchbald). Raises :class:`~arm_jax.errors.InputError` on an unknown name, k ≤ 0, k > number
+    of valid candidates, NaN/inf, or mismatched shapes; :class:`SelectionFailed` rather than
+    returning picks whose scores are not finite.
     """
     get_strategy(name)
     validate_selection(phi_diff, beta, k, valid, past_phi_diff, past_mask)
     inputs = make_inputs(phi_diff, beta, valid, past_phi_diff, past_mask)
-    return _select_jit(name, key, inputs, int(k))
+    chosen = _select_jit(name, key, inputs, int(k))
+    check_selection(name, chosen.scores)
+    return chosen

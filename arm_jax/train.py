@@ -18,6 +18,7 @@ import optax
 
 from arm_jax import model as model_lib
 from arm_jax.model import ModelConfig
+from arm_jax.errors import InputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,15 +43,15 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.steps < 1:
-            raise ValueError(f"training steps must be >= 1, got {self.steps}")
+            raise InputError(f"training steps must be >= 1, got {self.steps}")
         if self.batch_size < 1:
-            raise ValueError(f"training batch size must be >= 1, got {self.batch_size}")
+            raise InputError(f"training batch size must be >= 1, got {self.batch_size}")
         if not self.learning_rate > 0:
-            raise ValueError(f"learning rate must be > 0, got {self.learning_rate}")
+            raise InputError(f"learning rate must be > 0, got {self.learning_rate}")
         if self.weight_decay < 0:
-            raise ValueError(f"weight decay must be >= 0, got {self.weight_decay}")
+            raise InputError(f"weight decay must be >= 0, got {self.weight_decay}")
         if self.max_epochs is not None and not self.max_epochs > 0:
-            raise ValueError(f"max epochs must be > 0, got {self.max_epochs}")
+            raise InputError(f"max epochs must be > 0, got {self.max_epochs}")
 
 
 class LabelBuffer(NamedTuple):
@@ -91,7 +92,7 @@ def buffer_from_pairs(winner, loser, capacity: int | None = None) -> LabelBuffer
     n = winner.shape[0]
     capacity = n if capacity is None else capacity
     if capacity < n:
-        raise ValueError(f"buffer capacity {capacity} is smaller than the {n} comparisons")
+        raise InputError(f"buffer capacity {capacity} is smaller than the {n} comparisons")
     return append(empty_buffer(capacity), winner, loser)
 
 

@@ -57,7 +57,7 @@ N_PAST = 2_000  # labelled pairs seen by pa_dopt / greedy_dopt / batchbald (4 ro
 
 
 @fisher.full_precision  # like our kernels: exact float32 products on every backend
-def paper_dopt_scores(phi_diff: jax.Array, beta: jax.Array, jitter: float = fisher.DEFAULT_JITTER) -> jax.Array:
+def paper_dopt_scores(phi_diff: jax.Array, beta: jax.Array, jitter: float = 1e-6) -> jax.Array:
     """D-opt scores the way the paper's code gets them: autograd of log det over an
     explicitly materialised (N, H, H) tensor of weighted outer products. O(N·H²) memory."""
     v = fisher.bernoulli_variance(phi_diff, beta)
@@ -277,7 +277,7 @@ def run_pool(args, rows: list[Row]):
                     size_rows.append(row)
                     mesh, _, x, valid, beta_s, past_info = parallel._pool_setup(phi_diff, beta, None, past, None, None)
                     jitted = jax.jit(
-                        functools.partial(parallel._sharded_top_k, name, mesh, k=args.k, jitter=fisher.DEFAULT_JITTER)
+                        functools.partial(parallel._sharded_top_k, name, mesh, k=args.k, ridge=fisher.DEFAULT_RIDGE)
                     )
                     out = measure(row, jitted, (x, valid, beta_s, past_info), args.repeats, budget)
                     if out is not None and name in picks:

@@ -95,8 +95,8 @@ def test_jit_and_no_pair_sized_buffer():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(name="coreset"), "strategy 'coreset' is not supported for all-pairs selection; supported: dopt, pa_dopt, xtx, entropy, maxdiff"),
-        (dict(name="best"), "unknown strategy 'best'; all-pairs selection supports: dopt, pa_dopt, xtx, entropy, maxdiff"),
+        (dict(name="coreset"), "strategy 'coreset' is not supported for all-pairs selection; supported: entropy, maxdiff, xtx, dopt, pa_dopt"),
+        (dict(name="best"), "unknown strategy 'best'; all-pairs selection supports: entropy, maxdiff, xtx, dopt, pa_dopt"),
         (dict(k=0), "k must be positive, got 0"),
         (dict(k=-1), "k must be positive, got -1"),
         (dict(k=667), "k = 667 is larger than the 666 pairs of 37 valid items"),

@@ -15,18 +15,20 @@ def _problem(seed=0, n=40, h=5, m=7):
     )
 
 
-def _numpy_dopt(x, beta, past=None, jitter=1e-6):
-    """Independent reference: explicit outer products and a numerical derivative-free formula."""
+def _numpy_dopt(x, beta, past=None, ridge=1e-6):
+    """Independent reference in float64: explicit outer products, the relative ridge as
+    documented (ρ = ε·tr(M)/H + floor), an explicit inverse."""
     x = np.asarray(x, np.float64)
     beta = np.asarray(beta, np.float64)
     v = lambda z: 1.0 / (1.0 + np.exp(-z @ beta)) * (1.0 - 1.0 / (1.0 + np.exp(-z @ beta)))
-    m = jitter * np.eye(x.shape[1])
+    m = np.zeros((x.shape[1], x.shape[1]))
     for xi, vi in zip(x, v(x)):
         m += vi * np.outer(xi, xi)
     if past is not None:
         past = np.asarray(past, np.float64)
         for xi, vi in zip(past, v(past)):
             m += vi * np.outer(xi, xi)
+    m += (ridge * np.trace(m) / x.shape[1] + fisher.RIDGE_FLOOR) * np.eye(x.shape[1])
     m_inv = np.linalg.inv(m)
     return np.array([vi * xi @ m_inv @ xi for xi, vi in zip(x, v(x))]), m
 
@@ -62,12 +64,14 @@ def test_past_aware_matches_numpy_and_mask():
 
 
 def test_scores_sum_to_trace_identity():
-    """Σ_i v_i x_iᵀ M⁻¹ x_i = tr(M⁻¹ (M − εI)) = H − ε tr(M⁻¹): a property of leverage scores."""
+    """Σ_i v_i x_iᵀ (M + ρI)⁻¹ x_i = H − ρ tr((M + ρI)⁻¹): a property of leverage scores."""
     x, beta, _ = _problem(2, n=200, h=6)
-    jitter = 1e-2
-    scores = fisher.dopt_scores(x, beta, jitter=jitter)
-    _, m = _numpy_dopt(x, beta, jitter=jitter)
-    expected = 6 - jitter * np.trace(np.linalg.inv(m))
+    ridge = 1e-2
+    scores = fisher.dopt_scores(x, beta, ridge=ridge)
+    _, m = _numpy_dopt(x, beta, ridge=ridge)
+    h = 6
+    rho = ridge * (np.trace(m) / h) / (1 + ridge)  # m = M + ε·tr(M)/H·I, so tr(m) = tr(M)(1 + ε)
+    expected = 6 - rho * np.trace(np.linalg.inv(m))
     np.testing.assert_allclose(float(jnp.sum(scores)), expected, rtol=1e-4)
 
 
@@ -75,7 +79,8 @@ def test_weighted_logdet_matches_slogdet():
     x, beta, _ = _problem(3)
     w = jax.random.uniform(jax.random.PRNGKey(4), (x.shape[0],))
     v = fisher.bernoulli_variance(x, beta)
-    m = (np.asarray(x).T * np.asarray(w * v)) @ np.asarray(x) + 1e-6 * np.eye(x.shape[1])
+    m = (np.asarray(x).T * np.asarray(w * v)) @ np.asarray(x)
+    m += (1e-6 * np.trace(m) / x.shape[1] + fisher.RIDGE_FLOOR) * np.eye(x.shape[1])
     np.testing.assert_allclose(fisher.weighted_logdet(w, x, v), np.linalg.slogdet(m)[1], rtol=1e-4)
 
 

@@ -77,7 +77,7 @@ def test_shard_seeds_on_whatever_devices_equals_vmap():
 
 def test_sharded_select_rejects_what_it_cannot_do():
     x, beta, _ = _pool(n=40)
-    with pytest.raises(ValueError, match="strategy 'batchbald' is not supported for sharded selection; supported: dopt"):
+    with pytest.raises(ValueError, match="strategy 'batchbald' is not supported for sharded selection; supported: entropy, maxdiff, xtx, dopt, pa_dopt"):
         parallel.sharded_select("batchbald", None, x, beta, 5)
     with pytest.raises(ValueError, match="unknown strategy 'best'"):
         parallel.sharded_select("best", None, x, beta, 5)
