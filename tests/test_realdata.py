@@ -1,15 +1,19 @@
-"""Unit tests for arm_jax.realdata: pools, labels, candidate pairs, fitting, saved models."""
+"""Unit tests of the pieces behind select/train/score (pool_io, labels, candidates, fitting,
+model_files) and of the loop in arm_jax.realdata."""
 from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
+from arm_jax import candidates, fitting, model_files, pool_io, realdata
+from arm_jax import labels as labels_lib
 from arm_jax import model as model_lib
-from arm_jax import realdata
+from arm_jax.errors import InputError
 from arm_jax import train as train_lib
 from arm_jax.model import ModelConfig
 from arm_jax.train import TrainConfig
@@ -40,7 +44,7 @@ def _write_lines(path, lines):
 def test_npy_paper_layout_is_memory_mapped_with_prompt_ids(tmp_path):
     x = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5)
     np.save(tmp_path / "pool.npy", x)
-    pool = realdata.load_pool(tmp_path / "pool.npy")
+    pool = pool_io.load_pool(tmp_path / "pool.npy")
     assert isinstance(pool.embeddings, np.memmap)
     assert (pool.n, pool.dim) == (12, 5)
     assert pool.item_ids.tolist()[:5] == ["0:0", "0:1", "0:2", "0:3", "1:0"]
@@ -50,20 +54,20 @@ def test_npy_paper_layout_is_memory_mapped_with_prompt_ids(tmp_path):
 
 def test_npy_two_dimensional_has_row_ids_and_no_prompts(tmp_path):
     np.save(tmp_path / "pool.npy", np.ones((3, 2), np.float64))
-    pool = realdata.load_pool(tmp_path / "pool.npy")
+    pool = pool_io.load_pool(tmp_path / "pool.npy")
     assert pool.item_ids.tolist() == ["0", "1", "2"] and pool.prompt_ids is None
 
 
 def test_npz_ids_integers_become_strings(tmp_path):
     _npz(tmp_path / "p.npz", n=4, prompts=np.array([7, 7, 8, 8]), item_ids=np.array([10, 11, 12, 13]))
-    pool = realdata.load_pool(tmp_path / "p.npz")
+    pool = pool_io.load_pool(tmp_path / "p.npz")
     assert pool.item_ids.tolist() == ["10", "11", "12", "13"]
     assert pool.prompt_ids.tolist() == ["7", "7", "8", "8"]
 
 
 def test_npz_default_ids_are_row_numbers(tmp_path):
     _npz(tmp_path / "p.npz", n=3)
-    pool = realdata.load_pool(tmp_path / "p.npz")
+    pool = pool_io.load_pool(tmp_path / "p.npz")
     assert pool.item_ids.tolist() == ["0", "1", "2"] and pool.prompt_ids is None
 
 
@@ -86,8 +90,8 @@ def test_npz_default_ids_are_row_numbers(tmp_path):
 )
 def test_bad_npz_pools(tmp_path, arrays, message):
     np.savez(tmp_path / "p.npz", **arrays)
-    with pytest.raises(realdata.DataError, match=None) as err:
-        realdata.load_pool(tmp_path / "p.npz")
+    with pytest.raises(InputError, match=None) as err:
+        pool_io.load_pool(tmp_path / "p.npz")
     assert message in str(err.value)
     assert str(tmp_path / "p.npz") in str(err.value)
 
@@ -98,20 +102,20 @@ def test_nonfinite_rows_are_counted(tmp_path):
     x[9] = np.inf
     x[40, 0] = -np.inf
     np.save(tmp_path / "p.npy", x)
-    assert realdata.nonfinite_rows(np.load(tmp_path / "p.npy", mmap_mode="r"), chunk_bytes=24) == (3, 7)
-    with pytest.raises(realdata.DataError, match=r"3 row\(s\) of embeddings contain NaN or inf \(first: row 7, item '7'\)"):
-        realdata.load_pool(tmp_path / "p.npy")
+    assert pool_io.nonfinite_rows(np.load(tmp_path / "p.npy", mmap_mode="r"), chunk_bytes=24) == (3, 7)
+    with pytest.raises(InputError, match=r"3 row\(s\) of embeddings contain NaN or inf \(first: row 7, item '7'\)"):
+        pool_io.load_pool(tmp_path / "p.npy")
 
 
 def test_missing_unknown_and_garbage_pools(tmp_path):
     with pytest.raises(FileNotFoundError):
-        realdata.load_pool(tmp_path / "nope.npz")
+        pool_io.load_pool(tmp_path / "nope.npz")
     (tmp_path / "p.txt").write_text("1 2 3")
-    with pytest.raises(realdata.DataError, match="unknown pool format '.txt'"):
-        realdata.load_pool(tmp_path / "p.txt")
+    with pytest.raises(InputError, match="unknown pool format '.txt'"):
+        pool_io.load_pool(tmp_path / "p.txt")
     (tmp_path / "p.npy").write_text("not numpy")
-    with pytest.raises(realdata.DataError, match="not a readable .npy file"):
-        realdata.load_pool(tmp_path / "p.npy")
+    with pytest.raises(InputError, match="not a readable .npy file"):
+        pool_io.load_pool(tmp_path / "p.npy")
 
 
 # ----------------------------------------------------------------------------- labels
@@ -121,7 +125,7 @@ def test_missing_unknown_and_garbage_pools(tmp_path):
 def pool(tmp_path):
     _npz(tmp_path / "pool.npz", n=6, prompts=np.array([0, 0, 0, 1, 1, 1]),
          item_ids=np.array(["a", "b", "c", "3", "4", "5"]))
-    return realdata.load_pool(tmp_path / "pool.npz")
+    return pool_io.load_pool(tmp_path / "pool.npz")
 
 
 def test_labels_ids_compare_as_strings_ties_and_blank_lines(tmp_path, pool):
@@ -132,11 +136,11 @@ def test_labels_ids_compare_as_strings_ties_and_blank_lines(tmp_path, pool):
         '{"winner": 5, "loser": "c", "tie": true}',
         '{"winner": "c", "loser": "a", "tie": false}',
     ])
-    labels = realdata.load_labels(path, pool)
+    labels = labels_lib.load_labels(path, pool)
     assert labels.winner.tolist() == [0, 4, 2] and labels.loser.tolist() == [3, 1, 0]
     assert labels.line.tolist() == [1, 3, 5]
     assert (labels.tie_a.tolist(), labels.tie_b.tolist()) == ([5], [2])
-    keys = realdata.labelled_keys(labels, pool.n)
+    keys = labels_lib.labelled_keys(labels, pool.n)
     assert sorted(keys.tolist()) == sorted({min(a, b) * 6 + max(a, b) for a, b in [(0, 3), (4, 1), (5, 2), (2, 0)]})
 
 
@@ -157,8 +161,8 @@ def test_labels_ids_compare_as_strings_ties_and_blank_lines(tmp_path, pool):
 )
 def test_bad_label_lines(tmp_path, pool, line, message):
     path = _write_lines(tmp_path / "l.jsonl", ['{"winner": "a", "loser": "b"}', line])
-    with pytest.raises(realdata.DataError) as err:
-        realdata.load_labels(path, pool)
+    with pytest.raises(InputError) as err:
+        labels_lib.load_labels(path, pool)
     assert message in str(err.value)
 
 
@@ -181,8 +185,8 @@ def test_pair_index_enumerates_exactly_the_mode(mode, seed):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(2, 25))
     prompts = rng.integers(0, 5, size=n).astype(str)
-    pool = realdata.Pool("p", np.zeros((n, 1), np.float32), np.arange(n).astype(str), prompts)
-    index = realdata._pair_index(pool, mode)
+    pool = pool_io.Pool("p", np.zeros((n, 1), np.float32), np.arange(n).astype(str), prompts)
+    index = candidates.pair_index(pool, mode)
     a, b = index.decode(np.arange(index.total))
     got = [(min(x, y), max(x, y)) for x, y in zip(a.tolist(), b.tolist())]
     assert len(got) == len(set(got)) == index.total
@@ -190,15 +194,15 @@ def test_pair_index_enumerates_exactly_the_mode(mode, seed):
 
 
 def test_cross_prompt_without_prompt_ids_is_any_two_items():
-    pool = realdata.Pool("p", np.zeros((5, 1), np.float32), np.arange(5).astype(str), None)
-    assert realdata._pair_index(pool, "cross-prompt").total == 10
-    with pytest.raises(realdata.DataError, match="no prompt_ids"):
-        realdata._pair_index(pool, "in-prompt")
+    pool = pool_io.Pool("p", np.zeros((5, 1), np.float32), np.arange(5).astype(str), None)
+    assert candidates.pair_index(pool, "cross-prompt").total == 10
+    with pytest.raises(InputError, match="no prompt_ids"):
+        candidates.pair_index(pool, "in-prompt")
 
 
 @pytest.mark.parametrize("total, m", [(10, 3), (10, 10), (10, 50), (5_000_000, 1000), (3_000_000, 1_000_000)])
 def test_sample_distinct(total, m):
-    got = realdata.sample_distinct(np.random.default_rng(0), total, m)
+    got = candidates.sample_distinct(np.random.default_rng(0), total, m)
     assert got.size == min(total, m) and np.unique(got).size == got.size
     assert got.min() >= 0 and got.max() < total and np.all(np.diff(got) > 0)
 
@@ -207,25 +211,25 @@ def test_sample_distinct_is_uniform():
     counts = np.zeros(10)
     rng = np.random.default_rng(0)
     for _ in range(2000):
-        counts[realdata.sample_distinct(rng, 10, 3)] += 1
+        counts[candidates.sample_distinct(rng, 10, 3)] += 1
     np.testing.assert_allclose(counts / 2000, 0.3, atol=0.04)
     # the large-range path (draws with replacement, first occurrences) is uniform too
-    hits = realdata.sample_distinct(np.random.default_rng(1), 50_000_000, 200_000)
+    hits = candidates.sample_distinct(np.random.default_rng(1), 50_000_000, 200_000)
     frac_low = np.mean(hits < 25_000_000)
     assert abs(frac_low - 0.5) < 0.01
 
 
 def test_candidate_pairs_mask_labelled_pairs_in_either_order(pool):
-    labels = realdata.Labels("l", np.array([1, 4]), np.array([0, 3]), np.array([1, 2]), np.zeros(0, np.int64), np.zeros(0, np.int64))
-    keys = realdata.labelled_keys(labels, pool.n)
-    cand = realdata.candidate_pairs(pool, "in-prompt", 100, 0, keys)
+    labels = labels_lib.Labels("l", np.array([1, 4]), np.array([0, 3]), np.array([1, 2]), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    keys = labels_lib.labelled_keys(labels, pool.n)
+    cand = candidates.candidate_pairs(pool, "in-prompt", 100, 0, keys)
     assert cand.universe == 6 and cand.a.size == 6
     masked = {(int(a), int(b)) for a, b, v in zip(cand.a, cand.b, cand.valid) if not v}
     assert {tuple(sorted(p)) for p in masked} == {(0, 1), (3, 4)}
     assert np.all(cand.a != cand.b)
-    sub = realdata.candidate_pairs(pool, "cross-prompt", 4, 0, keys)
+    sub = candidates.candidate_pairs(pool, "cross-prompt", 4, 0, keys)
     assert sub.a.size == 4 and sub.universe == 9
-    np.testing.assert_array_equal(sub.a, realdata.candidate_pairs(pool, "cross-prompt", 4, 0, keys).a)
+    np.testing.assert_array_equal(sub.a, candidates.candidate_pairs(pool, "cross-prompt", 4, 0, keys).a)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -234,9 +238,9 @@ def test_candidate_pairs_mask_labelled_pairs_in_either_order(pool):
 def test_fit_on_labels_equals_fit_on_the_whole_pool():
     x = np.random.default_rng(0).normal(size=(30, 5)).astype(np.float32)
     w = np.array([3, 7, 7, 20, 1]), np.array([4, 8, 29, 0, 2])
-    params = realdata.fit_on_labels(5, x, w[0], w[1], MODEL, TRAIN)
+    params = fitting.fit_on_labels(5, x, w[0], w[1], MODEL, TRAIN)
     buffer = train_lib.buffer_from_pairs(w[0], w[1])
-    ref, _ = train_lib.fit_jit(realdata.train_key(5), x, buffer, model_config=MODEL, train_config=TRAIN)
+    ref, _ = train_lib.fit_jit(fitting.train_key(5), x, buffer, model_config=MODEL, train_config=TRAIN)
     for p, q in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(ref)):
         np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-6)
 
@@ -244,53 +248,53 @@ def test_fit_on_labels_equals_fit_on_the_whole_pool():
 def test_no_labels_gives_the_seeded_initialisation():
     x = np.zeros((4, 3), np.float32)
     empty = np.zeros(0, np.int64)
-    params = realdata.fit_on_labels(2, x, empty, empty, MODEL, TRAIN)
-    ref, _ = train_lib.fit(realdata.train_key(2), jax.numpy.asarray(x), train_lib.empty_buffer(1), MODEL, TrainConfig(steps=1))
+    params = fitting.fit_on_labels(2, x, empty, empty, MODEL, TRAIN)
+    ref, _ = train_lib.fit(fitting.train_key(2), jax.numpy.asarray(x), train_lib.empty_buffer(1), MODEL, TrainConfig(steps=1))
     for p, q in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(ref)):
         np.testing.assert_array_equal(p, q)
 
 
 def test_item_features_in_chunks_match_one_forward_pass(monkeypatch):
-    monkeypatch.setattr(realdata, "_FEATURE_CHUNK", 16)
+    monkeypatch.setattr(fitting, "_FEATURE_CHUNK", 16)
     x = np.random.default_rng(1).normal(size=(37, 6))
     params = model_lib.init_params(jax.random.PRNGKey(0), MODEL, 6)
-    phi, r = realdata.item_features(params, MODEL, x)
+    phi, r = fitting.item_features(params, MODEL, x)
     ref_phi, ref_r = model_lib.features_and_reward(params, MODEL, x.astype(np.float32))
     np.testing.assert_allclose(phi, ref_phi, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(r, ref_r, rtol=1e-5, atol=1e-6)
     rows = np.array([36, 0, 5])
-    phi_rows, _ = realdata.item_features(params, MODEL, x, rows)
+    phi_rows, _ = fitting.item_features(params, MODEL, x, rows)
     np.testing.assert_allclose(phi_rows, np.asarray(ref_phi)[rows], rtol=1e-5, atol=1e-6)
 
 
 def test_model_file_round_trip_and_errors(tmp_path):
     params = model_lib.init_params(jax.random.PRNGKey(3), MODEL, 7)
-    realdata.save_model(tmp_path / "m.msgpack", params, MODEL, 7, {"n_labels": 4})
-    saved = realdata.load_model(tmp_path / "m.msgpack")
+    model_files.save_model(tmp_path / "m.msgpack", params, MODEL, 7, {"n_labels": 4})
+    saved = model_files.load_model(tmp_path / "m.msgpack")
     assert saved.model_config == MODEL and saved.input_dim == 7 and saved.metadata == {"n_labels": 4}
     for p, q in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(saved.params)):
         np.testing.assert_array_equal(p, q)
     (tmp_path / "junk").write_bytes(b"\x00\x01garbage")
-    with pytest.raises(realdata.DataError, match="junk: not an arm-jax model file"):
-        realdata.load_model(tmp_path / "junk")
+    with pytest.raises(InputError, match="junk: not an arm-jax model file"):
+        model_files.load_model(tmp_path / "junk")
     with pytest.raises(FileNotFoundError):
-        realdata.load_model(tmp_path / "missing.msgpack")
+        model_files.load_model(tmp_path / "missing.msgpack")
 
 
 def test_pairwise_accuracy_and_split():
-    assert realdata.pairwise_accuracy(np.array([1.0, 0.0, 2.0, 1.0]), np.array([0.0, 1.0, 2.0, 0.5])) == pytest.approx(0.625)
-    tr, va = realdata.split_labels(10, 0.2, 0)
+    assert fitting.pairwise_accuracy(np.array([1.0, 0.0, 2.0, 1.0]), np.array([0.0, 1.0, 2.0, 0.5])) == pytest.approx(0.625)
+    tr, va = labels_lib.split_labels(10, 0.2, 0)
     assert va.size == 2 and tr.size == 8 and set(tr) | set(va) == set(range(10))
-    tr, va = realdata.split_labels(3, 0.1, 0)
+    tr, va = labels_lib.split_labels(3, 0.1, 0)
     assert va.size == 1 and tr.size == 2
-    tr, va = realdata.split_labels(1, 0.1, 0)
+    tr, va = labels_lib.split_labels(1, 0.1, 0)
     assert va.size == 0 and tr.tolist() == [0]
-    with pytest.raises(realdata.DataError):
-        realdata.split_labels(10, 1.0, 0)
+    with pytest.raises(InputError):
+        labels_lib.split_labels(10, 1.0, 0)
 
 
 def test_score_paths():
-    assert realdata.score_paths("out/scores") == (realdata.Path("out/scores.npy"), realdata.Path("out/scores.csv"))
+    assert realdata.score_paths("out/scores") == (Path("out/scores.npy"), Path("out/scores.csv"))
     assert realdata.score_paths("s.csv") == realdata.score_paths("s.npy") == realdata.score_paths("s")
     assert realdata.score_paths("run.v2")[1].name == "run.v2.csv"
 
@@ -346,17 +350,17 @@ def test_all_cross_matches_explicit_pairs(tmp_path, monkeypatch, strategy):
 
 def test_candidates_are_redrawn_when_the_labels_change():
     n = 200
-    pool = realdata.Pool("p", np.zeros((n, 1), np.float32), np.arange(n).astype(str), None)
+    pool = pool_io.Pool("p", np.zeros((n, 1), np.float32), np.arange(n).astype(str), None)
     none = np.zeros(0, np.int64)
-    first = realdata.candidate_pairs(pool, "cross-prompt", 500, 0, none)
-    again = realdata.candidate_pairs(pool, "cross-prompt", 500, 0, none)
+    first = candidates.candidate_pairs(pool, "cross-prompt", 500, 0, none)
+    again = candidates.candidate_pairs(pool, "cross-prompt", 500, 0, none)
     np.testing.assert_array_equal(first.a, again.a)
     np.testing.assert_array_equal(first.b, again.b)
-    labelled = np.sort(realdata.pair_keys(first.a[:50], first.b[:50], n))
-    second = realdata.candidate_pairs(pool, "cross-prompt", 500, 0, labelled)
-    overlap = np.intersect1d(realdata.pair_keys(first.a, first.b, n), realdata.pair_keys(second.a, second.b, n))
+    labelled = np.sort(labels_lib.pair_keys(first.a[:50], first.b[:50], n))
+    second = candidates.candidate_pairs(pool, "cross-prompt", 500, 0, labelled)
+    overlap = np.intersect1d(labels_lib.pair_keys(first.a, first.b, n), labels_lib.pair_keys(second.a, second.b, n))
     assert overlap.size < 100  # a fresh draw (expected 500 * 500 / 19900 ≈ 13 in common), not the same one
-    assert realdata.candidate_pairs(pool, "cross-prompt", 500, 1, none).a.tolist() != first.a.tolist()
+    assert candidates.candidate_pairs(pool, "cross-prompt", 500, 1, none).a.tolist() != first.a.tolist()
 
 
 def test_all_cross_asks_again_when_labelled_pairs_crowd_the_top():
@@ -369,7 +373,26 @@ def test_all_cross_asks_again_when_labelled_pairs_crowd_the_top():
     r = phi @ beta
     a, b = np.triu_indices(n, 1)
     order = np.argsort(-np.abs(r[a] - r[b]), kind="stable")
-    labelled = np.sort(realdata.pair_keys(a[order[:100]], b[order[:100]], n))  # the 100 largest gaps
+    labelled = np.sort(labels_lib.pair_keys(a[order[:100]], b[order[:100]], n))  # the 100 largest gaps
     got_a, got_b, scores = realdata._select_all_pairs("maxdiff", 0, phi, beta, 5, None, labelled, n)
     assert set(zip(got_a.tolist(), got_b.tolist())) == set(zip(a[order[100:105]].tolist(), b[order[100:105]].tolist()))
     np.testing.assert_allclose(scores, np.abs(r[a] - r[b])[order[100:105]], rtol=1e-4)
+
+
+def test_labels_may_start_with_a_byte_order_mark(tmp_path, pool):
+    path = tmp_path / "l.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"winner": "a", "loser": "b"}\n')
+    assert labels_lib.load_labels(path, pool).winner.tolist() == [0]
+
+
+def test_float64_beyond_float32_range_counts_as_not_finite(tmp_path):
+    x = np.zeros((5, 2))
+    x[2, 1] = 1e300  # finite in float64, inf as float32
+    np.save(tmp_path / "p.npy", x)
+    with pytest.raises(InputError, match=r"1 row\(s\) of embeddings contain NaN or inf \(or values beyond float32's "
+                                         r"range\) \(first: row 2, item '2'\)"):
+        pool_io.load_pool(tmp_path / "p.npy")
+
+
+def test_data_error_is_the_input_error():
+    assert realdata.DataError is InputError and issubclass(InputError, ValueError)
