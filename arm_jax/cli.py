@@ -2,17 +2,31 @@
 
 Each group of subcommands lives in its own module with a ``register(subparsers)`` function
 that adds its parsers and sets ``func``. Errors a user can fix (bad files, bad flags) are
-``ValueError``/``FileNotFoundError``: they become one line on stderr and exit code 2.
+:class:`~arm_jax.errors.InputError` or a missing/unreadable file (``FileNotFoundError``,
+``IsADirectoryError``, ``NotADirectoryError``, ``PermissionError``): they become one line on
+stderr and exit code 2. Any other exception is a bug and surfaces as a traceback.
+
+While a command runs, SIGINT (Ctrl-C) has its default action: the process ends at once, even
+inside a long compiled computation (a Python handler would wait for it to finish). Output
+files are written atomically and SIGINT is held back while one is renamed into place
+(:mod:`arm_jax.io`), so an interrupt never leaves half a file.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 
 from arm_jax import __version__
+from arm_jax.errors import InputError
+
+#: Errors about files the user named: one line, exit code 2.
+FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
-class UsageError(ValueError):
+class UsageError(InputError):
     """A problem with the user's input; printed as one line, exit code 2."""
 
 
@@ -63,18 +77,32 @@ def fail(message: str) -> int:
     return 2
 
 
+@contextlib.contextmanager
+def sigint_ends_the_process():
+    """SIGINT's default action (end the process) inside the block, in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
+        with sigint_ends_the_process():
+            return int(args.func(args) or 0)
+    except InputError as err:
+        return fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    except FILE_ERRORS as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        if isinstance(err, (FileNotFoundError, IsADirectoryError, PermissionError)) and err.filename:
+        if err.filename:
             message = f"{err.filename}: {err.strerror or message}"
         return fail(message)
-    except KeyboardInterrupt:
-        return fail("interrupted")
 
 
 if __name__ == "__main__":

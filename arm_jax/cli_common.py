@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from arm_jax.model import ACTIVATIONS, ModelConfig
 from arm_jax.train import TrainConfig
@@ -10,6 +11,11 @@ from arm_jax.train import TrainConfig
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps descriptions as written; adds "(default: X)" to a flag's help unless the default
     is None/False or the help already says it."""
+
+    def _split_lines(self, text, width):
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
     def _get_help_string(self, action):
         text = action.help or ""
@@ -49,29 +55,60 @@ def positive_float(text: str) -> float:
     return value
 
 
-def add_model_flags(group, steps_default: int | None = 1000) -> None:
-    """--depth --width --activation --steps --batch-size --lr --weight-decay --max-epochs.
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _field_defaults(cls) -> dict:
+    return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+# Flags of the reward model and its training: (flag, config class, field, type, help).
+# Defaults come from the dataclasses, and the configs are built from this table.
+CONFIG_FLAGS = (
+    ("--steps", TrainConfig, "steps", positive_int, "AdamW steps per training"),
+    ("--batch-size", TrainConfig, "batch_size", positive_int, "comparisons per step"),
+    ("--lr", TrainConfig, "learning_rate", positive_float, "AdamW learning rate"),
+    ("--weight-decay", TrainConfig, "weight_decay", non_negative_float, "AdamW weight decay"),
+    ("--max-epochs", TrainConfig, "max_epochs", positive_float,
+     "stop updating after this many passes over the labelled pairs "
+     "(default: all --steps; 10 avoids memorising label noise, see benchmarks/RESULTS.md)"),
+    ("--depth", ModelConfig, "depth", positive_int, "hidden layers of the reward MLP"),
+    ("--width", ModelConfig, "width", positive_int, "units per hidden layer = feature dimension H"),
+    ("--activation", ModelConfig, "activation", None, "hidden activation"),
+)
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def add_model_flags(group, steps_default: int | None = TrainConfig.steps) -> None:
+    """The flags of :data:`CONFIG_FLAGS` (--steps --batch-size --lr --weight-decay
+    --max-epochs --depth --width --activation), with the dataclasses' defaults.
 
     ``steps_default=None`` leaves --steps unset (a preset fills it in).
     """
-    steps_help = "AdamW steps per training" + (f" (default: {steps_default})" if steps_default else " (default: from --preset)")
-    group.add_argument("--steps", type=positive_int, default=steps_default, help=steps_help)
-    group.add_argument("--batch-size", type=positive_int, default=256, help="comparisons per step (default: 256)")
-    group.add_argument("--lr", type=positive_float, default=1e-3, help="AdamW learning rate (default: 1e-3)")
-    group.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default: 1e-4)")
-    group.add_argument("--max-epochs", type=positive_float, default=None,
-                       help="stop updating after this many passes over the labelled pairs "
-                            "(default: all --steps; 10 avoids memorising label noise, see benchmarks/RESULTS.md)")
-    group.add_argument("--depth", type=positive_int, default=3, help="hidden layers of the reward MLP (default: 3)")
-    group.add_argument("--width", type=positive_int, default=64, help="units per hidden layer = feature dimension H (default: 64)")
-    group.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu", help="hidden activation (default: relu)")
+    for flag, cls, field, kind, help_text in CONFIG_FLAGS:
+        default = _field_defaults(cls)[field]
+        if flag == "--steps":
+            default = steps_default
+            help_text += " (default: from --preset)" if default is None else ""
+        if kind is None:
+            group.add_argument(flag, choices=sorted(ACTIVATIONS), default=default, help=help_text)
+        else:
+            group.add_argument(flag, type=kind, default=default, help=help_text)
 
 
 def model_and_train_configs(args) -> tuple[ModelConfig, TrainConfig]:
     """The configurations the flags of :func:`add_model_flags` describe."""
-    model_config = ModelConfig(depth=args.depth, width=args.width, activation=args.activation)
-    train_config = TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
-        weight_decay=args.weight_decay, max_epochs=args.max_epochs,
-    )
-    return model_config, train_config
+    values = {ModelConfig: {}, TrainConfig: {}}
+    for flag, cls, field, _, _ in CONFIG_FLAGS:
+        values[cls][field] = getattr(args, _dest(flag))
+    return ModelConfig(**values[ModelConfig]), TrainConfig(**values[TrainConfig])

@@ -16,17 +16,16 @@ from arm_jax.cli_common import HelpFormatter, add_model_flags, model_and_train_c
 
 POOL_HELP = (
     "pool of items: a .npy of shape (prompts, responses, D) in the paper's layout (item ids "
-    "'p:r', prompt id p; read memory-mapped) or a .npz with 'embeddings' (N, D) and optional "
-    "'prompt_ids' (N,) and 'item_ids' (N,) (default ids: row numbers)"
+    "'p:r', prompt id p), a .npy of shape (N, D) (ids: row numbers, no prompt ids) -- both read "
+    "memory-mapped -- or a .npz with 'embeddings' (N, D) and optional 'prompt_ids' (N,) and "
+    "'item_ids' (N,) (default ids: row numbers)"
 )
+OUT_NOTE = "missing directories are created; may not be an input file"
 LABELS_HELP = (
-    'labelled comparisons, JSON Lines: {"winner": ID, "loser": ID} per line; ids are strings '
-    'or integers, compared as strings; blank lines skipped, extra fields ignored; a line with '
-    '"tie": true is not trained on but its pair counts as labelled'
+    'labelled comparisons, JSON Lines (UTF-8): {"winner": ID, "loser": ID} per line; ids are '
+    'strings or integers, compared as strings; blank lines skipped, extra fields ignored; a line '
+    'with "tie": true is not trained on but its pair counts as labelled'
 )
-
-
-
 
 
 def _fraction(text: str) -> float:
@@ -71,6 +70,7 @@ def _cmd_select(args) -> int:
         model_config=model_config,
         train_config=train_config,
         log=_log,
+        allow_relabel=args.allow_relabel,
     )
     ties = f" (+{result.n_ties} ties)" if result.n_ties else ""
     _log(
@@ -89,16 +89,24 @@ p_a_wins is the current model's probability that a is preferred; score is the st
 score (for dopt the D-optimal gain). Send the pairs to annotators, append their answers to
 LABELS as {"winner": ID, "loser": ID} lines, and run select again.
 
-pairs:
+pairs (the same meaning as in 'arm-jax run'):
   in-prompt     two responses to the same prompt (needs prompt ids)
-  cross-prompt  two items with different prompt ids (any two items if the pool has none)
+  cross-prompt  two responses to different prompts, i.e. with different prompt ids (any two
+                items if the pool has no prompt ids)
   all-cross     every pair of two items, scored without listing them (dopt, pa_dopt,
                 xtx, entropy, maxdiff); no subsampling
+The default here is cross-prompt, while 'arm-jax run' defaults to in-prompt (the paper's
+main protocol): a pool of your own may have no prompt ids, and the paper finds cross-prompt
+pairs more informative per annotation.
 
 Candidates are a uniform sample of --candidates pairs without duplicates (all pairs when
 there are fewer), re-drawn every round (the draw depends on --seed and on the labelled
-pairs). Labelled pairs (either order) are never proposed. Without --labels this
-is a cold start: D-optimal design on the untrained, seeded model's random features.
+pairs). Labelled pairs (either order) are never proposed unless --allow-relabel is given.
+Without --labels this is a cold start: D-optimal design on the untrained, seeded model's
+random features.
+
+Progress (one line per phase) and a summary with the time of each phase go to stderr.
+Ctrl-C stops at once; the output is written only at the end, atomically.
 """
 
 
@@ -118,12 +126,16 @@ def _register_select(sub) -> None:
     )
     p.add_argument("--pool", required=True, metavar="POOL", help=POOL_HELP)
     p.add_argument("--labels", metavar="LABELS", help=LABELS_HELP + " (omit for a cold start)")
-    p.add_argument("--out", required=True, metavar="NEXT.jsonl", help="where to write the selected pairs (JSON Lines)")
+    p.add_argument("--out", required=True, metavar="NEXT.jsonl",
+                   help=f"where to write the selected pairs (JSON Lines; {OUT_NOTE})")
     p.add_argument("--strategy", choices=list(STRATEGIES), default="dopt", metavar="NAME",
                    help=f"selection strategy, one of: {', '.join(STRATEGIES)} (default: dopt; see 'arm-jax strategies')")
     p.add_argument("--k", type=positive_int, required=True, help="number of pairs to select")
     p.add_argument("--pairs", choices=realdata.PAIR_MODES, default="cross-prompt",
-                   help="which pairs are candidates (default: cross-prompt; see below)")
+                   help="which pairs are candidates: in-prompt (same prompt id), cross-prompt (different "
+                        "prompt ids) or all-cross (every pair) (default: cross-prompt; see below)")
+    p.add_argument("--allow-relabel", action="store_true",
+                   help="propose pairs that are already labelled too (by default they never are)")
     p.add_argument("--candidates", type=positive_int, default=realdata.DEFAULT_CANDIDATES, metavar="N",
                    help=f"candidate pairs sampled for in-prompt/cross-prompt (default: {realdata.DEFAULT_CANDIDATES})")
     _add_training_flags(p)
@@ -182,7 +194,7 @@ def _register_train(sub) -> None:
     )
     p.add_argument("--pool", required=True, metavar="POOL", help=POOL_HELP)
     p.add_argument("--labels", required=True, metavar="LABELS", help=LABELS_HELP)
-    p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (e.g. model.msgpack)")
+    p.add_argument("--out", required=True, metavar="MODEL", help=f"model file to write, e.g. model.msgpack ({OUT_NOTE})")
     p.add_argument("--val-fraction", type=_fraction, default=0.1,
                    help="fraction of labels held out for validation, in [0, 1) (default: 0.1)")
     p.add_argument("--no-refit", action="store_true",
@@ -206,6 +218,11 @@ SCORE_EPILOG = """\
 columns item_id,prompt_id,reward (prompt_id empty when the pool has no prompt ids).
 A trailing .npy or .csv is dropped first: --out scores.csv writes the same two files.
 Rewards are identified only up to a shift (Bradley-Terry sees differences).
+
+The two files are replaced together: both are written in full to hidden temporary files
+first, then the old SCORES.csv is removed and the new .npy and .csv are renamed into place.
+So whenever both files exist they come from the same run; an interrupted run can leave
+SCORES.csv missing (run score again), never an old .csv beside a new .npy.
 """
 
 
@@ -219,7 +236,8 @@ def _register_score(sub) -> None:
     )
     p.add_argument("--model", required=True, metavar="MODEL", help="model file written by 'arm-jax train'")
     p.add_argument("--pool", required=True, metavar="POOL", help=POOL_HELP)
-    p.add_argument("--out", required=True, metavar="SCORES", help="output name: writes SCORES.npy and SCORES.csv")
+    p.add_argument("--out", required=True, metavar="SCORES",
+                   help=f"output name: writes SCORES.npy and SCORES.csv ({OUT_NOTE})")
     p.set_defaults(func=_cmd_score)
 
 

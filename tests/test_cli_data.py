@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
 
 import jax
 import numpy as np
 import pytest
 
 from arm_jax import model as model_lib
-from arm_jax import realdata
+from arm_jax import fitting, model_files, pool_io, realdata
+from arm_jax import labels as labels_lib
 from arm_jax.cli import main
 from arm_jax.model import ModelConfig
 from arm_jax.train import TrainConfig
@@ -162,9 +164,9 @@ def test_train_save_load_score_matches_in_memory(world, capsys):
     assert code == 0, err
     scores = np.load(tmp / "scores.npy")
     # in memory: the same seed and labels, refit on everything
-    pool = realdata.load_pool(tmp / "pool.npz")
-    labels = realdata.load_labels(tmp / "labels.jsonl", pool)
-    params = realdata.fit_on_labels(3, pool.embeddings, labels.winner, labels.loser, MODEL, TRAIN)
+    pool = pool_io.load_pool(tmp / "pool.npz")
+    labels = labels_lib.load_labels(tmp / "labels.jsonl", pool)
+    params = fitting.fit_on_labels(3, pool.embeddings, labels.winner, labels.loser, MODEL, TRAIN)
     expected = np.asarray(model_lib.reward(params, MODEL, np.asarray(pool.embeddings)))
     assert scores.shape == (40,) and scores.dtype == np.float32
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
@@ -219,7 +221,7 @@ def test_bad_pool_is_one_line_exit_2_no_output(world, capsys, command, kind, mes
     tmp, _ = world
     pool = _bad_pool(tmp, kind)
     (tmp / "labels.jsonl").write_text('{"winner": "0", "loser": "1"}\n')
-    realdata.save_model(tmp / "model.msgpack", model_lib.init_params(jax.random.PRNGKey(0), MODEL, DIM),
+    model_files.save_model(tmp / "model.msgpack", model_lib.init_params(jax.random.PRNGKey(0), MODEL, DIM),
                         MODEL, DIM)
     out = tmp / "out" / "result"
     argv = {
@@ -302,7 +304,7 @@ def test_in_prompt_without_prompt_ids(tmp_path, capsys):
 
 def test_model_dimension_mismatch(world, capsys):
     tmp, _ = world
-    realdata.save_model(tmp / "m.msgpack", model_lib.init_params(jax.random.PRNGKey(0), MODEL, DIM + 1), MODEL, DIM + 1)
+    model_files.save_model(tmp / "m.msgpack", model_lib.init_params(jax.random.PRNGKey(0), MODEL, DIM + 1), MODEL, DIM + 1)
     _expect_error(capsys, ["score", "--model", tmp / "m.msgpack", "--pool", tmp / "pool.npz", "--out", tmp / "out" / "s"],
                   f"{tmp / 'm.msgpack'}: the model takes embeddings of dimension {DIM + 1}, but the pool "
                   f"{tmp / 'pool.npz'} has dimension {DIM}", tmp / "out")
@@ -345,3 +347,222 @@ def test_empty_labels_file(world, capsys):
     _expect_error(capsys, ["train", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl",
                            "--out", tmp / "out" / "m.msgpack", *FAST],
                   f"{tmp / 'labels.jsonl'}: no labels to train on", tmp / "out")
+
+
+# ----------------------------------------------------------------------------- bugs are not bad input
+
+
+def test_a_value_error_from_a_bug_is_not_reported_as_bad_input(world, monkeypatch):
+    """Item 8: only InputError (and missing/unreadable files) become exit 2; a ValueError
+    raised deep inside is a bug and surfaces as a traceback."""
+    tmp, _ = world
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug deep inside")
+
+    monkeypatch.setattr(realdata, "candidate_pairs", broken)
+    with pytest.raises(ValueError, match="a bug deep inside"):
+        main(["select", "--pool", str(tmp / "pool.npz"), "--k", "2", "--out", str(tmp / "o.jsonl"), *FAST])
+    assert not (tmp / "o.jsonl").exists()
+
+
+# ----------------------------------------------------------------------------- output paths
+
+
+def _inputs(tmp):
+    """labels.jsonl (one label), a 2-D pool.npy, and a model file named like a score output."""
+    (tmp / "labels.jsonl").write_text('{"winner": "item0", "loser": "item1"}\n')
+    np.save(tmp / "pool.npy", np.load(tmp / "pool.npz")["embeddings"])
+    model_files.save_model(tmp / "scores.npy", model_lib.init_params(jax.random.PRNGKey(0), MODEL, DIM), MODEL, DIM)
+
+
+@pytest.mark.parametrize("argv, victim", [
+    (["select", "--pool", "pool.npz", "--labels", "labels.jsonl", "--k", 2, "--out", "labels.jsonl"], "labels.jsonl"),
+    (["select", "--pool", "pool.npz", "--labels", "labels.jsonl", "--k", 2, "--out", "link.jsonl"], "labels.jsonl"),
+    (["select", "--pool", "pool.npy", "--k", 2, "--out", "pool.npy"], "pool.npy"),
+    (["train", "--pool", "pool.npz", "--labels", "labels.jsonl", "--out", "labels.jsonl"], "labels.jsonl"),
+    (["train", "--pool", "pool.npz", "--labels", "labels.jsonl", "--out", "pool.npz"], "pool.npz"),
+    (["score", "--model", "scores.npy", "--pool", "pool.npy", "--out", "pool"], "pool.npy"),
+    (["score", "--model", "scores.npy", "--pool", "pool.npz", "--out", "scores"], "scores.npy"),
+])
+def test_an_output_that_is_an_input_is_refused(world, capsys, monkeypatch, argv, victim):
+    """Item 11: --out resolving to an input file: exit 2, one line, nothing written."""
+    tmp, _ = world
+    _inputs(tmp)
+    os.symlink(tmp / "labels.jsonl", tmp / "link.jsonl")
+    before = {p.name: p.read_bytes() for p in tmp.iterdir()}
+    monkeypatch.chdir(tmp)
+    code, out, err = _run(capsys, *argv, *(FAST if argv[0] != "score" else []))
+    assert code == 2 and err.startswith("arm-jax: error: ") and err.count("\n") == 1, err
+    assert f"is the input file --" in err and victim in err
+    assert {p.name: p.read_bytes() for p in tmp.iterdir()} == before
+
+
+def test_score_replaces_both_files_or_leaves_no_mixed_pair(world, monkeypatch):
+    """Item 12: a fault between the two renames never leaves a new .npy beside an old .csv."""
+    tmp, _ = world
+    for seed in (0, 1):
+        model_files.save_model(tmp / f"m{seed}.msgpack", model_lib.init_params(jax.random.PRNGKey(seed), MODEL, DIM),
+                               MODEL, DIM)
+    realdata.score_pool(tmp / "m0.msgpack", tmp / "pool.npz", tmp / "scores")
+    old = np.load(tmp / "scores.npy")
+    real_replace = os.replace
+    calls = []
+
+    def fault_between_renames(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError("injected fault")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", fault_between_renames)
+    with pytest.raises(OSError, match="injected fault"):
+        realdata.score_pool(tmp / "m1.msgpack", tmp / "pool.npz", tmp / "scores")
+    monkeypatch.undo()
+    new = np.load(tmp / "scores.npy")
+    assert not np.array_equal(new, old)
+    # the documented promise: whenever both files exist, they are from the same run
+    if (tmp / "scores.csv").exists():
+        csv_rewards = [float(line.split(",")[2]) for line in (tmp / "scores.csv").read_text().splitlines()[1:]]
+        np.testing.assert_allclose(csv_rewards, new, rtol=1e-6)
+    assert not [p.name for p in tmp.iterdir() if p.name.endswith(".tmp")]
+    realdata.score_pool(tmp / "m1.msgpack", tmp / "pool.npz", tmp / "scores")  # a rerun completes the pair
+    assert (tmp / "scores.csv").exists()
+
+
+@pytest.mark.parametrize("command", ["select", "train", "score"])
+@pytest.mark.parametrize("where", ["a directory", "below a file"])
+def test_output_location_is_checked_before_any_work(world, capsys, monkeypatch, command, where):
+    """Item 13: a bad --out stops at once (no pool is read) and names the path as given."""
+    tmp, _ = world
+    _inputs(tmp)
+    (tmp / "adir").mkdir()
+    (tmp / "adir.npy").mkdir()  # score --out adir writes adir.npy and adir.csv
+    out = tmp / "adir" if where == "a directory" else tmp / "labels.jsonl" / "next"
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the output path was checked")
+
+    monkeypatch.setattr(realdata, "load_pool", no_work)
+    argv = {
+        "select": ["select", "--pool", tmp / "pool.npz", "--k", 2, "--out", out, *FAST],
+        "train": ["train", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl", "--out", out, *FAST],
+        "score": ["score", "--model", tmp / "scores.npy", "--pool", tmp / "pool.npz", "--out", out],
+    }[command]
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1, err
+    shown = str(out) if command != "score" else str(out) + ".npy"
+    assert err.startswith(f"arm-jax: error: {shown}: ")
+    assert ("is a directory" if where == "a directory" else "is not a directory") in err
+    assert ".tmp" not in err
+
+
+def test_select_stops_within_a_second_or_two_on_sigint(tmp_path):
+    """Item 14: Ctrl-C during a long training ends `select` at once, with no output file."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "pool.npy", rng.normal(size=(200, 8)).astype(np.float32))
+    with open(tmp_path / "labels.jsonl", "w") as f:
+        for i in range(100):
+            f.write(json.dumps({"winner": str(2 * i), "loser": str(2 * i + 1)}) + "\n")
+    out = tmp_path / "next.jsonl"
+    cmd = [sys.executable, "-m", "arm_jax", "select", "--pool", str(tmp_path / "pool.npy"), "--labels",
+           str(tmp_path / "labels.jsonl"), "--k", "5", "--out", str(out), "--steps", "20000000",
+           "--batch-size", "8", "--width", "8", "--depth", "1"]
+    log = tmp_path.parent / f"{tmp_path.name}.stderr"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, stderr=err)
+    try:
+        started = time.monotonic()
+        # the line is printed as training begins (the old code printed none: then wait 8 s)
+        while "training the reward model" not in log.read_text() and time.monotonic() - started < 8:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        time.sleep(1.0)  # well inside the training's compiled loop
+        assert proc.poll() is None, "select ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            pytest.fail("select did not stop within 3 s of SIGINT")
+        assert time.monotonic() - sent < 3
+        assert proc.returncode != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.jsonl", "pool.npy"]
+
+
+# ----------------------------------------------------------------------------- small things
+
+
+def test_labels_file_with_a_byte_order_mark(world, capsys):
+    tmp, golden = world
+    (tmp / "labels.jsonl").write_bytes(b"\xef\xbb\xbf" + b'{"winner": "item0", "loser": "item1"}\n')
+    code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl", "--k", 3,
+                        "--out", tmp / "n.jsonl", *FAST)
+    assert code == 0, err
+    assert "1 labels" in err
+
+
+def test_huge_embeddings_are_refused_naming_the_rows(world, capsys):
+    """Item 15: a float32 row of 3e38 is finite, but its features are not: one line that
+    names the row, not "phi_diff contains NaN/inf values"."""
+    tmp, golden = world
+    x = np.load(tmp / "pool.npz")["embeddings"].copy()
+    x[3] = 3e38
+    np.save(tmp / "huge.npy", x)
+
+    def error(*argv):
+        code, out, err = _run(capsys, *argv)
+        assert code == 2, err
+        last = err.splitlines()[-1]
+        assert last.startswith(f"arm-jax: error: {tmp / 'huge.npy'}: ") and "Traceback" not in err
+        return last
+
+    assert "features of 1 item(s) are not finite: row 3 (item '3')" in error(
+        "select", "--pool", tmp / "huge.npy", "--k", 3, "--out", tmp / "n.jsonl", *FAST)
+    (tmp / "labels.jsonl").write_text('{"winner": "3", "loser": "4"}\n{"winner": "0", "loser": "1"}\n')
+    assert "row 3 (item '3')" in error(
+        "train", "--pool", tmp / "huge.npy", "--labels", tmp / "labels.jsonl", "--out", tmp / "m.msgpack", *FAST)
+    model_files.save_model(tmp / "m.msgpack", model_lib.init_params(jax.random.PRNGKey(0), MODEL, DIM), MODEL, DIM)
+    assert "row 3 (item '3')" in error("score", "--model", tmp / "m.msgpack", "--pool", tmp / "huge.npy", "--out", tmp / "s")
+    assert not (tmp / "n.jsonl").exists() and not (tmp / "s.npy").exists()
+
+
+@pytest.mark.parametrize("command", ["select", "train", "score"])
+def test_help_documents_2d_pools_and_created_directories(capsys, command):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "missing directories are created" in text and "a .npy of shape (N, D)" in text
+
+
+def test_select_help_says_what_the_pair_modes_mean_and_why_the_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["select", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "two responses to different prompts" in text and "defaults to in-prompt (the paper's main protocol)" in text
+    assert "--allow-relabel" in text
+
+
+def test_allow_relabel_proposes_labelled_pairs(world, capsys):
+    """Item 6: labelled pairs are excluded by default; --allow-relabel lets them back in."""
+    tmp, golden = world
+    pairs = [(f"item{p * 4 + i}", f"item{p * 4 + j}") for p in range(N_PROMPTS) for i in range(4) for j in range(i + 1, 4)]
+    _append(tmp / "labels.jsonl", _annotate([{"a": a, "b": b} for a, b in pairs], golden))  # every in-prompt pair
+    argv = ["select", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl", "--k", 5, "--pairs", "in-prompt",
+            "--out", tmp / "n.jsonl", *FAST]
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and "--k 5 is larger than the 0 unlabelled candidate pairs" in err
+    code, _, err = _run(capsys, *argv, "--allow-relabel")
+    assert code == 0, err
+    rows = _read(tmp / "n.jsonl")
+    assert len(rows) == 5 and {frozenset((r["a"], r["b"])) for r in rows} <= {frozenset(p) for p in pairs}
