@@ -4,9 +4,31 @@ D-optimal selection of preference pairs on a Bradley–Terry reward model's last
 method of "Active Reward Modeling", ICML 2025), the baselines it is compared with, and the
 paper's active-learning experiment as one jit-compiled program.
 """
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    """The installed distribution's version; in a source tree that is not installed, the
+    one pyproject.toml names (else "unknown")."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("arm-jax")
+    except metadata.PackageNotFoundError:
+        import pathlib
+        import re
+
+        pyproject = pathlib.Path(__file__).resolve().parent.parent / "pyproject.toml"
+        try:
+            found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.MULTILINE)
+        except OSError:
+            found = None
+        return found.group(1) if found else "unknown"
+
+
+__version__ = _version()
 
 from arm_jax.allpairs import AllPairsSelection, select_all_pairs, top_k_all_pairs
+from arm_jax.errors import InputError
 from arm_jax.experiment import ExperimentConfig, make_experiment, make_study
 from arm_jax.fisher import bernoulli_variance, dopt_scores, information_matrix, leverage_scores
 from arm_jax.model import ModelConfig, features, head, init_params, reward
@@ -26,6 +48,7 @@ __all__ = [
     "__version__",
     "AllPairsSelection",
     "ExperimentConfig",
+    "InputError",
     "fit_jit",
     "make_experiment",
     "make_study",

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from arm_jax.cli_common import HelpFormatter, add_model_flags, model_and_train_configs
+from arm_jax.errors import InputError
 
 # Presets: data and experiment sizes. Flags given on the command line override them.
 PRESETS = {
@@ -28,6 +29,16 @@ PRESETS = {
     ),
 }
 TASKS = ("llm-like", "gaussian-2d")
+OUTPUT_FILES = ("metrics.json", "metrics.csv", "learning_curves.png")
+
+
+def _from_preset(key: str) -> str:
+    """What a flag is when not given: the --preset's value."""
+    values = {name: preset[key] for name, preset in PRESETS.items()}
+    if len(set(map(str, values.values()))) == 1:
+        return f"(default: {values['default']}, in every --preset)"
+    others = ", ".join(f"{name}: {value}" for name, value in values.items() if name != "default")
+    return f"(default: {values['default']}; --preset {others})"
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -60,39 +71,51 @@ def register(sub) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                   help="sizes to start from: demo (about a minute on a 2-core CPU), default, paper (paper-sized, for a GPU)")
-    p.add_argument("--out", type=Path, default=Path("results/run"), help="output directory")
+                   help="sizes to start from; every flag given overrides its value: demo (about half a minute "
+                        "of computing on a 2-core CPU), default, paper (paper-sized, for a GPU)")
+    p.add_argument("--out", type=Path, default=Path("results/run"),
+                   help="output directory (created if missing; must not be an existing file); gets "
+                        + ", ".join(OUTPUT_FILES))
     data = p.add_argument_group("data (a built-in task, or the paper's four .npy files)")
-    data.add_argument("--task", choices=TASKS, help="built-in task when no files are given")
+    data.add_argument("--task", choices=TASKS, help="built-in task when no files are given " + _from_preset("task"))
     data.add_argument("--train-embeddings", type=Path, help="embd_train.npy, (prompts, responses, D)")
     data.add_argument("--train-rewards", type=Path, help="reward_train.npy, (prompts, responses[, 1])")
     data.add_argument("--test-embeddings", type=Path, help="embd_test.npy, (prompts, responses, D)")
     data.add_argument("--test-rewards", type=Path, help="reward_test.npy, (prompts, responses[, 1])")
-    data.add_argument("--dim", type=int, help="embedding dimension D of the llm-like task")
-    data.add_argument("--train-prompts", type=int, help="training prompts of a built-in task")
-    data.add_argument("--responses", type=int, help="responses per training prompt of a built-in task")
-    data.add_argument("--test-prompts", type=int, help="test prompts of a built-in task")
-    data.add_argument("--test-responses", type=int, help="responses per test prompt of a built-in task")
+    data.add_argument("--dim", type=int, help="embedding dimension D of the llm-like task " + _from_preset("dim"))
+    data.add_argument("--train-prompts", type=int, help="training prompts of a built-in task " + _from_preset("train_prompts"))
+    data.add_argument("--responses", type=int, help="responses per training prompt of a built-in task " + _from_preset("responses"))
+    data.add_argument("--test-prompts", type=int, help="test prompts of a built-in task " + _from_preset("test_prompts"))
+    data.add_argument("--test-responses", type=int, help="responses per test prompt of a built-in task " + _from_preset("test_responses"))
     data.add_argument("--data-seed", type=int, default=0, help="seed of the built-in task's data")
     exp = p.add_argument_group("experiment")
-    exp.add_argument("--strategies", help="comma-separated names, 'paper' (the paper's eight) or 'all' (with greedy_dopt)")
-    exp.add_argument("--seeds", type=int, help="number of seeds (run together with vmap)")
+    exp.add_argument("--strategies", help="comma-separated names, 'paper' (the paper's eight) or 'all' (with "
+                                           "greedy_dopt) " + _from_preset("strategies"))
+    exp.add_argument("--seeds", type=int, help="number of seeds (run together with vmap) " + _from_preset("seeds"))
     exp.add_argument("--seed", type=int, default=0, help="base PRNG seed; seed i uses split(PRNGKey(seed))[i]")
-    exp.add_argument("--rounds", type=int, help="active rounds after the random round 0")
-    exp.add_argument("--k", type=int, help="annotation batch size: pairs labelled per round")
-    exp.add_argument("--initial-labels", type=int, help="random pairs labelled in round 0")
+    exp.add_argument("--rounds", type=int, help="active rounds after the random round 0 " + _from_preset("rounds"))
+    exp.add_argument("--k", type=int, help="annotation batch size: pairs labelled per round " + _from_preset("k"))
+    exp.add_argument("--initial-labels", type=int,
+                     help="random pairs labelled in round 0 " + _from_preset("initial_labels"))
     exp.add_argument("--pairs", choices=("in-prompt", "cross-prompt", "all-cross"), default="in-prompt",
-                     help="candidate pairs: two responses of one prompt, a subsample of any two items, or every "
-                          "pair among the round's items (all-cross: dopt, pa_dopt, xtx, entropy, maxdiff)")
-    exp.add_argument("--prompts-per-round", type=int, help="training prompts drawn per round")
-    exp.add_argument("--candidates", type=int, help="candidate pairs per round")
+                     help="candidate pairs: in-prompt (two responses to the same prompt; the default, the paper's "
+                          "main protocol), cross-prompt (two responses to different prompts, subsampled), or "
+                          "all-cross (every pair among the round's items, no subsample: entropy, maxdiff, xtx, "
+                          "dopt, pa_dopt). 'arm-jax select' defaults to cross-prompt instead: a pool of your "
+                          "own may have no prompt ids, and the paper finds cross-prompt pairs more informative")
+    exp.add_argument("--allow-relabel", action="store_true",
+                     help="candidates may include pairs labelled in earlier rounds (by default they never do)")
+    exp.add_argument("--prompts-per-round", type=int,
+                     help="training prompts drawn per round " + _from_preset("prompts_per_round"))
+    exp.add_argument("--candidates", type=int, help="candidate pairs per round " + _from_preset("candidates"))
     exp.add_argument("--annotation-quality", type=_quality, default=1.0,
                      help="annotator's beta: P(a wins) = sigmoid(beta (r_a - r_b) / std r); inf = noiseless")
-    exp.add_argument("--best-of-n", type=_int_list, help="comma-separated N for Best-of-N")
+    exp.add_argument("--best-of-n", type=_int_list, help="comma-separated N for Best-of-N " + _from_preset("best_of_n"))
     add_model_flags(p.add_argument_group("reward model and training"), steps_default=None)
     out = p.add_argument_group("output")
     out.add_argument("--no-plot", action="store_true", help="do not draw learning_curves.png")
-    out.add_argument("--quiet", action="store_true", help="no progress line per round")
+    out.add_argument("--quiet", action="store_true",
+                     help="no progress on stderr (by default: one line per strategy and round, the mean over seeds)")
     p.set_defaults(func=cmd_run)
 
     f = sub.add_parser(
@@ -115,7 +138,7 @@ def register(sub) -> None:
 
 
 def parse_strategies(text: str) -> list[str]:
-    from arm_jax.strategies import PAPER_STRATEGIES, STRATEGIES, get_strategy
+    from arm_jax.strategies import PAPER_STRATEGIES, STRATEGIES
 
     if text == "all":
         return list(STRATEGIES)
@@ -123,11 +146,12 @@ def parse_strategies(text: str) -> list[str]:
         return list(PAPER_STRATEGIES)
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names:
-        raise ValueError("--strategies is empty")
+        raise InputError("--strategies is empty")
     for name in names:
-        get_strategy(name)
+        if name not in STRATEGIES:
+            raise InputError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
     if len(set(names)) != len(names):
-        raise ValueError(f"--strategies names a strategy twice: {text}")
+        raise InputError(f"--strategies names a strategy twice: {text}")
     return names
 
 
@@ -144,7 +168,7 @@ def resolve_presets(args) -> argparse.Namespace:
 
 def _positive(name, value, minimum=1):
     if value < minimum:
-        raise ValueError(f"--{name.replace('_', '-')} must be >= {minimum}, got {value}")
+        raise InputError(f"--{name.replace('_', '-')} must be >= {minimum}, got {value}")
 
 
 def load_dataset(args):
@@ -156,7 +180,7 @@ def load_dataset(args):
     files = [args.train_embeddings, args.train_rewards, args.test_embeddings, args.test_rewards]
     if any(f is not None for f in files):
         if not all(f is not None for f in files):
-            raise ValueError(
+            raise InputError(
                 "give all four of --train-embeddings, --train-rewards, --test-embeddings, --test-rewards"
             )
         return data.load_paper_files(*files), {"task": "files", "files": [str(f) for f in files]}
@@ -213,36 +237,59 @@ def build_config(args, strategy: str):
         model=model_config,
         train=train_config,
         progress=not args.quiet,
+        allow_relabel=args.allow_relabel,
     )
 
 
 class SeedAverager:
-    """Collects the per-seed progress reports of a round and prints one line with their mean."""
+    """Collects the per-seed progress reports of a round and prints one line with their mean.
 
-    def __init__(self, n_seeds: int, rounds: int):
-        self.n_seeds, self.rounds, self.pending = n_seeds, rounds, {}
+    Reports are told apart by their ``seed`` (the round's key): when the seeds are padded to
+    a multiple of the device count, the padding seeds repeat the last seed's key and numbers,
+    and are counted once. A round's line is printed when ``n_seeds`` distinct seeds have
+    reported; later copies are ignored.
+    """
+
+    def __init__(self, n_seeds: int, rounds: int, stream=None):
+        self.n_seeds, self.rounds, self.stream = n_seeds, rounds, stream
+        self.pending: dict = {}
+        self.done: set = set()
 
     def __call__(self, report) -> None:
         round_key = (report.strategy, report.round_index)
-        got = self.pending.setdefault(round_key, [])
-        got.append(report)
+        if round_key in self.done:
+            return
+        got = self.pending.setdefault(round_key, {})
+        got[report.seed] = report
         if len(got) == self.n_seeds:
             del self.pending[round_key]
-            oms = sum(r.one_minus_spearman for r in got) / len(got)
-            bon = sum(r.best_of_n for r in got) / len(got)
+            self.done.add(round_key)
+            oms = sum(r.one_minus_spearman for r in got.values()) / len(got)
+            bon = sum(r.best_of_n for r in got.values()) / len(got)
             print(
                 f"  {report.strategy:<11} round {report.round_index:>3}/{self.rounds}"
                 f"  annotations {report.annotations:>7}  1-spearman {oms:.4f}  best-of-N {bon:+.4f}"
                 f"  (mean of {len(got)} seeds)",
-                file=sys.stderr, flush=True,
+                file=self.stream or sys.stderr, flush=True,
             )
 
 
+def _run_inputs(args) -> dict:
+    return {
+        "--train-embeddings": args.train_embeddings, "--train-rewards": args.train_rewards,
+        "--test-embeddings": args.test_embeddings, "--test-rewards": args.test_rewards,
+    }
+
+
 def cmd_run(args) -> int:
+    from arm_jax import io
+
     args = resolve_presets(args)
     names = parse_strategies(args.strategies)
     _positive("seeds", args.seeds)
     configs = [build_config(args, name) for name in names]  # validates every knob before any work
+    outputs = OUTPUT_FILES[:2] if args.no_plot else OUTPUT_FILES
+    io.check_output_dir(args.out, outputs, inputs=_run_inputs(args))
 
     import jax
     import numpy as np
@@ -252,6 +299,13 @@ def cmd_run(args) -> int:
     t_start = time.perf_counter()
     dataset, data_info = load_dataset(args)
     study = experiment.make_study(configs, dataset)  # checks the data against the configuration
+    reward_std = float(study.data.reward_std)
+    if not (np.isfinite(reward_std) and reward_std > 0):
+        print(
+            f"arm-jax: warning: the training rewards are constant (std {reward_std:g}): every simulated "
+            "label is a coin flip, so no strategy can learn anything",
+            file=sys.stderr, flush=True,
+        )
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.seeds)
     env = results.environment()
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
@@ -282,17 +336,13 @@ def cmd_run(args) -> int:
     compile_s = trace_s + time.perf_counter() - t0
     log(f"compiled in {compile_s:.1f}s; running")
     t1 = time.perf_counter()
-    metrics = jax.tree_util.tree_map(np.asarray, compiled(keys, study.data).metrics)  # waits for the run
+    # waits for the run; refuses a run whose picks were not sound (experiment.RunFailed)
+    metrics = jax.tree_util.tree_map(np.asarray, experiment.check_result(compiled(keys, study.data)).metrics)
     run_s = time.perf_counter() - t1
     payload["compile_time_s"], payload["run_time_s"] = round(compile_s, 3), round(run_s, 3)
     log(f"ran in {run_s:.1f}s")
     for s, config in enumerate(configs):
         m = jax.tree_util.tree_map(lambda x: x[:, s], metrics)
-        log(
-            f"[{config.strategy}] after {config.annotations()[-1]} annotations "
-            f"1-spearman {float(np.mean(m.one_minus_spearman[:, -1])):.4f}, "
-            f"best-of-{config.best_of_n[-1]} {float(np.mean(m.best_of_n[:, -1, -1])):+.4f}"
-        )
         payload["results"][config.strategy] = results.strategy_record(m, config.best_of_n, list(range(args.seeds)))
     payload["wall_time_s"] = round(time.perf_counter() - t_start, 3)
     json_path, csv_path = results.write_results(args.out, payload)
@@ -321,21 +371,24 @@ def _print_summary(payload) -> None:
 
 
 def cmd_figure1(args) -> int:
+    from arm_jax import io
+
     names = parse_strategies(args.strategies)
     _positive("rounds", args.rounds)
     _positive("k", args.k)
     _positive("steps", args.steps)
+    io.check_output_file(args.out)
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ValueError("figure1 needs matplotlib: pip install 'arm-jax[plot]'") from None
+        raise InputError("figure1 needs matplotlib: pip install 'arm-jax[plot]'") from None
     import jax
     import numpy as np
 
-    from arm_jax import data, experiment, io
+    from arm_jax import data, experiment
     from arm_jax.model import ModelConfig
     from arm_jax.train import TrainConfig
 

@@ -265,13 +265,19 @@ def evaluate(params, config: ExperimentConfig, data: ExperimentData):
 
 
 class RoundReport(NamedTuple):
-    """What the progress callback receives once per seed and round (host values)."""
+    """What the progress callback receives once per seed and round (host values).
+
+    seed: the round's PRNG key data, which tells the seeds apart. When the seeds are split
+    over devices and padded to a multiple of the device count, a padding seed is a copy of
+    the last seed (same key, same numbers) and reports the same ``seed``: count each once.
+    """
 
     strategy: str
     round_index: int
     annotations: int
     one_minus_spearman: float
     best_of_n: float  # for the largest N
+    seed: tuple = ()
 
 
 def print_report(report: RoundReport) -> None:
@@ -290,20 +296,24 @@ def set_progress_sink(fn) -> None:
     _progress_sink[0] = fn
 
 
-def _report(configs: tuple[ExperimentConfig, ...], round_index, one_minus_spearman, bon):
+def _report(configs: tuple[ExperimentConfig, ...], round_index, one_minus_spearman, bon, key):
     """A host callback per round when ``progress`` is on: one report per strategy.
-    one_minus_spearman: (S,), bon: (S, len(best_of_n)) for the S strategies."""
+    one_minus_spearman: (S,), bon: (S, len(best_of_n)) for the S strategies; key: the
+    round's PRNG key (identifies the seed)."""
     if not configs[0].progress:
         return
 
-    def send(i, oms, b):
+    def send(i, oms, b, key_data):
         i = int(i)
         oms, b = np.asarray(oms), np.asarray(b)
+        seed = tuple(np.asarray(key_data).ravel().tolist())
         annotations = int(configs[0].annotations()[i])
         for s, config in enumerate(configs):
-            _progress_sink[0](RoundReport(config.strategy, i, annotations, float(oms[s]), float(b[s, -1])))
+            _progress_sink[0](RoundReport(config.strategy, i, annotations, float(oms[s]), float(b[s, -1]), seed))
 
-    jax.debug.callback(send, round_index, one_minus_spearman, bon)
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    jax.debug.callback(send, round_index, one_minus_spearman, bon, key)
 
 
 def initial_buffer(key, config: ExperimentConfig, data: ExperimentData) -> LabelBuffer:
@@ -374,7 +384,7 @@ def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: Exp
     params, loss = jax.vmap(lambda b: retrain(k_train, b, base, data))(buffers)
     # one strategy at a time: the test-set activations of one model at once, not of S
     oms, bon = jax.lax.map(lambda p: evaluate(p, base, data), params)
-    _report(configs, round_index, oms, bon)
+    _report(configs, round_index, oms, bon, key)
     return (buffers, params), (oms, bon, loss)
 
 

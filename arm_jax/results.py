@@ -29,19 +29,20 @@ def environment() -> dict:
     }
 
 
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
 def config_dict(config) -> dict:
-    """A frozen dataclass (nested ones too) as plain JSON-able values."""
-    out = {}
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if dataclasses.is_dataclass(value):
-            value = config_dict(value)
-        elif isinstance(value, tuple):
-            value = list(value)
-        elif isinstance(value, float) and math.isinf(value):
-            value = "inf"
-        out[field.name] = value
-    return out
+    """A dataclass (nested ones too) as plain JSON-able values (tuples as lists, ±inf as
+    the strings "inf"/"-inf")."""
+    return _jsonable(dataclasses.asdict(config))
 
 
 def _rows(a: np.ndarray) -> list:

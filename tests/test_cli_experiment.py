@@ -35,17 +35,25 @@ def test_run_writes_json_csv_png(tmp_path, capsys):
     assert float(row["one_minus_spearman"]) == rec["one_minus_spearman"][1][2]
     assert float(row["best_of_8"]) == rec["best_of_n"]["8"][1][2]
     assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    err = capsys.readouterr().err
+    stdout, err = capsys.readouterr()
     assert "round   2/2" in err and "(mean of 2 seeds)" in err
     assert sorted(p.name for p in out.iterdir()) == ["learning_curves.png", "metrics.csv", "metrics.json"]
+    # the final summary once, on stdout (it was on stderr too)
+    assert stdout.count("after 30 annotations") == 1 and "after 30 annotations" not in err
+    assert [line.split()[0] for line in stdout.splitlines()[2:]] == ["random", "dopt"]
+    assert "warning" not in err
 
 
-def test_run_reads_the_papers_files(tmp_path):
+def test_run_reads_the_papers_files(tmp_path, capsys):
+    """The paper's four files; the training rewards here are constant, which `run` warns of
+    (one line on stderr) since every simulated label is then a coin flip."""
     ds = data.llm_like(__import__("jax").random.PRNGKey(1), n_train_prompts=30, n_responses=4, n_test_prompts=5,
                        n_test_responses=8, dim=8)
     paths = {}
     for name, arr in zip(["embd_train", "reward_train", "embd_test", "reward_test"], ds):
         arr = np.asarray(arr)
+        if name == "reward_train":
+            arr = np.full_like(arr, 0.5)
         if name.startswith("reward"):
             arr = arr[..., None]  # the paper's (P, R, 1)
         np.save(tmp_path / f"{name}.npy", arr)
@@ -58,6 +66,8 @@ def test_run_reads_the_papers_files(tmp_path):
     payload = json.loads((out / "metrics.json").read_text())
     assert payload["config"]["task"] == "files" and list(payload["results"]) == ["entropy"]
     assert not (out / "learning_curves.png").exists()
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("arm-jax: warning: the training rewards are constant"), err
 
 
 @pytest.mark.parametrize(
@@ -133,3 +143,180 @@ def test_a_study_of_two_lapack_strategies_finishes_on_a_small_cpu(tmp_path):
         pytest.fail("arm-jax run hung (no result after 300 s)")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "metrics.json").exists()
+
+
+# ----------------------------------------------------------------------------- output, help, messages
+
+
+@pytest.mark.parametrize("what", ["an existing file", "an input file", "below a file"])
+def test_run_out_problems_stop_before_any_work(tmp_path, capsys, monkeypatch, what):
+    """Item 13: `run --out <existing file>` is one line, exit 2, before the experiment (it
+    was a FileExistsError traceback after it)."""
+    from arm_jax import cli_experiment
+
+    (tmp_path / "results").write_text("not a directory")
+    np.save(tmp_path / "embd.npy", np.zeros((2, 2, 2), np.float32))
+    out = {"an existing file": tmp_path / "results", "an input file": tmp_path / "embd.npy",
+           "below a file": tmp_path / "results" / "run"}[what]
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the output directory was checked")
+
+    monkeypatch.setattr(cli_experiment, "load_dataset", no_work)
+    extra = []
+    if what == "an input file":
+        extra = ["--train-embeddings", str(out), "--train-rewards", "r.npy", "--test-embeddings", "t.npy",
+                 "--test-rewards", "tr.npy"]
+    assert main(["run", *TINY, "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"arm-jax: error: {out if what != 'below a file' else out}")
+    assert "not a directory" in err
+
+
+def _help_entries(text: str) -> dict:
+    """--flag -> its help text (one line), from argparse's --help output."""
+    entries, flag = {}, None
+    for line in text.splitlines():
+        if line.startswith("  -"):
+            flag = line.split()[0]
+            entries[flag] = line
+        elif flag and line.startswith("    "):
+            entries[flag] += " " + line.strip()
+        else:
+            flag = None
+    return {f: " ".join(t.split()) for f, t in entries.items()}
+
+
+def test_run_help_shows_what_the_presets_give(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    raw = capsys.readouterr().out
+    entries = _help_entries(raw)
+    for flag, shown in [("--seeds", "(default: 5; --preset demo: 3, paper: 5)"),
+                        ("--rounds", "(default: 20; --preset demo: 6, paper: 20)"),
+                        ("--k", "(default: 500; --preset demo: 100, paper: 500)"),
+                        ("--candidates", "(default: 20000; --preset demo: 2000, paper: 20000)"),
+                        ("--initial-labels", "(default: 500; --preset demo: 100, paper: 500)"),
+                        ("--task", "(default: llm-like, in every --preset)")]:
+        assert shown in entries[flag], (flag, entries[flag])
+    pairs = entries["--pairs"]
+    assert "two responses to different prompts" in pairs and "the paper's main protocol" in pairs
+    assert "defaults to cross-prompt instead" in pairs and "--allow-relabel" in entries
+
+
+def test_preset_help_matches_what_the_preset_resolves_to():
+    from arm_jax.cli import build_parser
+    from arm_jax.cli_experiment import resolve_presets
+
+    args = resolve_presets(build_parser().parse_args(["run"]))
+    assert (args.seeds, args.rounds, args.k, args.candidates, args.initial_labels, args.task) == (
+        5, 20, 500, 20000, 500, "llm-like")
+
+
+def test_allow_relabel_reaches_the_experiment_config():
+    from arm_jax.cli import build_parser
+    from arm_jax.cli_experiment import build_config, resolve_presets
+
+    args = resolve_presets(build_parser().parse_args(["run", "--allow-relabel"]))
+    assert build_config(args, "dopt").allow_relabel is True
+    assert build_config(resolve_presets(build_parser().parse_args(["run"])), "dopt").allow_relabel is False
+
+
+def test_a_value_error_from_a_bug_is_not_reported_as_bad_input(tmp_path, monkeypatch):
+    from arm_jax import cli_experiment
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug deep inside")
+
+    monkeypatch.setattr(cli_experiment, "load_dataset", broken)
+    with pytest.raises(ValueError, match="a bug deep inside"):
+        main(["run", *TINY, "--out", str(tmp_path / "o")])
+
+
+# ----------------------------------------------------------------------------- progress averaging
+
+
+def test_seed_averager_counts_each_seed_once_whatever_the_order(capsys):
+    """Item 7: 3 seeds padded to 4 devices report 4 times per round, the padding seed with the
+    last seed's key and numbers; the mean is over the 3 real seeds."""
+    from arm_jax.cli_experiment import SeedAverager
+    from arm_jax.experiment import RoundReport
+
+    avg = SeedAverager(n_seeds=3, rounds=1)
+    seeds = [(0, 1), (0, 2), (0, 3)]
+    values = [0.1, 0.2, 0.6]
+    order = [2, 2, 0, 1]  # the padding copy of seed 2 arrives before seeds 0 and 1
+    for i in order:
+        avg(RoundReport("dopt", 1, 20, values[i], 10 * values[i], seeds[i]))
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert "1-spearman 0.3000" in lines[0] and "best-of-N +3.0000" in lines[0] and "(mean of 3 seeds)" in lines[0]
+
+
+@pytest.mark.multidevice
+def test_progress_means_equal_metrics_with_padded_seeds(tmp_path, capsys):
+    """Item 7 end to end: 2 seeds on 4 devices (padded with 2 copies of seed 1): one line per
+    strategy and round, with the metrics.json means."""
+    import jax
+
+    assert len(jax.devices()) == 4
+    out = tmp_path / "res"
+    assert TINY[TINY.index("--seeds") + 1] == "2"
+    assert main(["run", *TINY, "--strategies", "random,dopt", "--no-plot", "--out", str(out)]) == 0
+    payload = json.loads((out / "metrics.json").read_text())
+    lines = [l for l in capsys.readouterr().err.splitlines() if "(mean of" in l]
+    assert len(lines) == 2 * 3, lines
+    n = str(payload["config"]["best_of_n"][-1])
+    for line in lines:
+        name, _, round_ = line.split()[:3]
+        r = int(round_.split("/")[0])
+        rec = payload["results"][name]
+        oms = float(line.split("1-spearman ")[1].split()[0])
+        bon = float(line.split("best-of-N ")[1].split()[0])
+        assert "(mean of 2 seeds)" in line
+        assert oms == pytest.approx(np.mean([s[r] for s in rec["one_minus_spearman"]]), abs=1e-4)
+        assert bon == pytest.approx(np.mean([s[r] for s in rec["best_of_n"][n]]), abs=1e-4)
+
+
+# ----------------------------------------------------------------------------- library hygiene
+
+
+def test_config_dict_is_dataclasses_asdict_made_json_safe():
+    import dataclasses
+
+    from arm_jax.results import config_dict
+
+    @dataclasses.dataclass(frozen=True)
+    class Inner:
+        cap: float = float("inf")
+        low: float = float("-inf")
+
+    @dataclasses.dataclass(frozen=True)
+    class Outer:
+        sizes: tuple = (1, 2)
+        inner: Inner = Inner()
+
+    assert config_dict(Outer()) == {"sizes": [1, 2], "inner": {"cap": "inf", "low": "-inf"}}
+    json.dumps(config_dict(Outer()), allow_nan=False)
+
+
+def test_version_comes_from_the_installed_metadata():
+    from importlib import metadata
+
+    import arm_jax
+
+    assert arm_jax.__version__ == metadata.version("arm-jax")
+
+
+def test_model_flags_come_from_the_config_dataclasses():
+    import argparse
+
+    from arm_jax.cli_common import add_model_flags, model_and_train_configs
+    from arm_jax.model import ModelConfig
+    from arm_jax.train import TrainConfig
+
+    parser = argparse.ArgumentParser()
+    add_model_flags(parser)
+    assert model_and_train_configs(parser.parse_args([])) == (ModelConfig(), TrainConfig())
+    model, train = model_and_train_configs(parser.parse_args(["--width", "16", "--lr", "0.5", "--max-epochs", "3"]))
+    assert model.width == 16 and train.learning_rate == 0.5 and train.max_epochs == 3.0
