@@ -285,17 +285,20 @@ def gaussian_mixture_2d(
       :class:`Dataset` of jax float32 arrays: embeddings ``(P, R, 2)`` and ``(Pt, Rt, 2)``,
       rewards ``(P, R)`` and ``(Pt, Rt)``.
     """
-    n_train = n_train_prompts * n_responses * 2
-    n_test = n_test_prompts * n_test_responses * 2
-    flat = jax.random.normal(key, (n_train + n_test,), jnp.float32)  # one draw: one compile
-    train_x = flat[:n_train].reshape(n_train_prompts, n_responses, 2)
-    test_x = flat[n_train:].reshape(n_test_prompts, n_test_responses, 2)
+    # train and test from their own keys: the test set depends only on its sizes and the key
+    train_key, test_key = jax.random.split(key)
+    train_x = jax.random.normal(train_key, (n_train_prompts, n_responses, 2), jnp.float32)
+    test_x = jax.random.normal(test_key, (n_test_prompts, n_test_responses, 2), jnp.float32)
     return Dataset(train_x, mixture_log_density(train_x), test_x, mixture_log_density(test_x))
 
 
 # --------------------------------------------------------------------------------------
 # LLM-like: a low-dimensional latent, mapped nonlinearly into D dimensions
 # --------------------------------------------------------------------------------------
+
+
+#: Latent draws of the task's reference sample that fixes the embedding scale.
+_SCALE_SAMPLE = 4096
 
 
 def _take(flat: jax.Array, offset: int, shape: tuple[int, ...]) -> tuple[jax.Array, int]:
@@ -340,10 +343,13 @@ def _llm_like(
     prompt_reward_weight,
     reward_frequency,
 ):
-    # XLA compiles each jax.random call separately (about 0.25 s each on CPU), so all
-    # small random objects come from one flat normal draw and the noise from two more.
+    # Three independent draws, so that each part depends only on its own sizes and key: the
+    # task ("world": the map, the reward, a fixed reference sample that sets the embedding
+    # scale), the training set, the test set. Changing n_train_prompts leaves the test set
+    # (and the world) unchanged, and vice versa. XLA compiles each jax.random call separately
+    # (about 0.25 s each on CPU), so each part is one flat normal draw, sliced.
     response_dim = latent_dim - prompt_dim
-    shapes = {
+    world_shapes = {
         "w1": (latent_dim, hidden_dim),
         "b1": (hidden_dim,),
         "w2": (hidden_dim, dim),
@@ -352,17 +358,28 @@ def _llm_like(
         "quad_dir": (1, response_dim),
         "sine_dirs": (n_reward_terms, latent_dim),
         "sine_phase": (n_reward_terms, 2),  # a normalised 2-D normal is a uniform angle
-        "train_prompt": (n_train_prompts, 1, prompt_dim),
-        "train_response": (n_train_prompts, n_responses, response_dim),
-        "test_prompt": (n_test_prompts, 1, prompt_dim),
-        "test_response": (n_test_prompts, n_test_responses, response_dim),
+        "reference": (_SCALE_SAMPLE, latent_dim),
     }
-    total = sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values())
-    flat_key, train_noise_key, test_noise_key = jax.random.split(key, 3)
-    flat = jax.random.normal(flat_key, (total,), jnp.float32)
-    parts, offset = {}, 0
-    for name, shape in shapes.items():
-        parts[name], offset = _take(flat, offset, shape)
+
+    def split_draw(k, shapes):
+        total = sum(int(np.prod(shape, dtype=np.int64)) for shape in shapes.values())
+        flat = jax.random.normal(k, (total,), jnp.float32)
+        out, offset = {}, 0
+        for name, shape in shapes.items():
+            out[name], offset = _take(flat, offset, shape)
+        return out
+
+    def set_shapes(n_prompts, n_resp):
+        return {
+            "prompt": (n_prompts, 1, prompt_dim),
+            "response": (n_prompts, n_resp, response_dim),
+            "noise": (n_prompts, n_resp, dim),
+        }
+
+    world_key, train_key, test_key = jax.random.split(key, 3)
+    parts = split_draw(world_key, world_shapes)
+    train_parts = split_draw(train_key, set_shapes(n_train_prompts, n_responses))
+    test_parts = split_draw(test_key, set_shapes(n_test_prompts, n_test_responses))
 
     # Fixed random 2-layer map: latent (L) -> tanh(hidden) -> dim.
     w1 = parts["w1"] * (map_gain / np.sqrt(latent_dim))
@@ -397,14 +414,13 @@ def _llm_like(
         prompt_term = z_prompt @ w_prompt  # zero when prompt_dim == 0
         return linear + nonlinear_reward_weight * nonlinear + prompt_reward_weight * prompt_term
 
-    z_train = latents(parts["train_prompt"], parts["train_response"])
-    z_test = latents(parts["test_prompt"], parts["test_response"])
-    signal_train = embed_signal(z_train)
-    signal_test = embed_signal(z_test)
-    # One scale for train and test, from the train set: coordinates have RMS 1 before noise.
-    scale = jax.lax.rsqrt(jnp.mean(signal_train**2) + 1e-12)
-    train_e = signal_train * scale + noise * jax.random.normal(train_noise_key, signal_train.shape, jnp.float32)
-    test_e = signal_test * scale + noise * jax.random.normal(test_noise_key, signal_test.shape, jnp.float32)
+    z_train = latents(train_parts["prompt"], train_parts["response"])
+    z_test = latents(test_parts["prompt"], test_parts["response"])
+    # One scale for train and test, from the task's reference sample: coordinates have RMS 1
+    # before noise (in expectation over latents), whatever the sizes of the two sets.
+    scale = jax.lax.rsqrt(jnp.mean(embed_signal(parts["reference"]) ** 2) + 1e-12)
+    train_e = embed_signal(z_train) * scale + noise * train_parts["noise"]
+    test_e = embed_signal(z_test) * scale + noise * test_parts["noise"]
     return Dataset(train_e, reward(z_train), test_e, reward(z_test))
 
 
@@ -438,8 +454,9 @@ def llm_like(
        ``(hidden_dim, dim)``, standard normal, ``W2`` scaled by ``1/sqrt(hidden_dim)``,
        ``b1 ~ N(0, 0.25)``), so the embeddings lie near a ``latent_dim``-dimensional curved
        manifold inside a ``hidden_dim``-dimensional subspace of ``R^dim``. The constant
-       ``c`` makes the noise-free coordinates have root-mean-square 1 over the training set
-       (the same ``c`` is used for the test set); ``eps ~ N(0, I_dim)``.
+       ``c`` makes the noise-free coordinates have root-mean-square 1 over a fixed reference
+       sample of 4 096 latents of the task (the same ``c`` for train and test);
+       ``eps ~ N(0, I_dim)``.
     3. Golden reward, a smooth function of the latent (each bracketed term has variance
        about 1)::
 
@@ -455,7 +472,9 @@ def llm_like(
 
     Every random object (the map, the reward function, the latents, the noise) is drawn
     from ``key``: the result is a deterministic function of ``key`` and the knobs. Train
-    and test share the map and the reward function. Generation runs on device under
+    and test share the map and the reward function, and are drawn from independent keys:
+    the test set depends only on ``key``, the task's knobs and its own sizes (changing
+    ``n_train_prompts`` leaves it unchanged). Generation runs on device under
     ``jax.jit`` (the integer knobs are static).
 
     Args:

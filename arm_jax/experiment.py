@@ -52,9 +52,12 @@ class ExperimentConfig:
     initial_labels: random pairs labelled in round 0.
     n_prompts: training prompts drawn per round to build candidates.
     n_candidates: candidate pairs per round (subsampled from the round's possible pairs).
-    pairs: "in-prompt" (two responses of one prompt), "cross-prompt" (any two items), or
-      "all-cross" (every pair among the round's items, no subsample; dopt, pa_dopt, xtx,
-      entropy, maxdiff; round 0 then draws its random pairs cross-prompt).
+    pairs: "in-prompt" (two responses of one prompt), "cross-prompt" (two responses to
+      different prompts, as in ``arm-jax select``), or "all-cross" (every pair among the
+      round's items, no subsample; the pair-score strategies; round 0 then draws its random
+      pairs cross-prompt).
+    allow_relabel: False (default, as ``arm-jax select``): a pair labelled in an earlier round
+      is never a candidate again. True: it may be proposed (and labelled) again.
     annotation_quality: β_a of the simulated annotator, P(a ≻ b) = σ(β_a (r*_a − r*_b)/std r*).
     best_of_n: the N of the Best-of-N metric (each ≤ responses per test prompt).
     model, train: reward model and optimiser.
@@ -73,6 +76,7 @@ class ExperimentConfig:
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     progress: bool = False
+    allow_relabel: bool = False
 
     def __post_init__(self):
         strategies.get_strategy(self.strategy)
@@ -149,11 +153,14 @@ class RoundMetrics(NamedTuple):
     one_minus_spearman: (rounds + 1,) mean over test prompts of 1 − Spearman (lower is better).
     best_of_n: (rounds + 1, len(config.best_of_n)) golden reward of the best-of-N pick.
     train_loss: (rounds + 1,) mean BT loss over the last 10% of training steps.
+    picks_ok: (rounds + 1,) bool, the round's picks were all valid, scored candidates and fit
+      the buffer (:func:`choose_pairs`). The runners raise :class:`RunFailed` if any is False.
     """
 
     one_minus_spearman: jax.Array
     best_of_n: jax.Array
     train_loss: jax.Array
+    picks_ok: jax.Array
 
 
 def prepare_data(dataset: Dataset) -> ExperimentData:
@@ -179,10 +186,7 @@ def check_config_against_data(config: ExperimentConfig, dataset) -> None:
         raise InputError(f"n_prompts = {config.n_prompts} is more than the {p} training prompts")
     if max(config.best_of_n) > rt:
         raise InputError(f"best_of_n N = {max(config.best_of_n)} is more than the {rt} responses per test prompt")
-    if config.pairs == "in-prompt":
-        possible = config.n_prompts * r * (r - 1) // 2
-    else:
-        possible = config.n_prompts * r * (config.n_prompts * r - 1) // 2
+    possible = pools.possible_pairs(config.pairs, r, config.n_prompts)
     if max(config.k, config.initial_labels) > possible:
         raise InputError(
             f"a round has only {possible} possible {config.pairs} pairs, fewer than k = {config.k}"
@@ -220,7 +224,9 @@ def selection_inputs(params, config: ExperimentConfig, data: ExperimentData, poo
 
 
 def choose_pairs(key, params, buffer: LabelBuffer, config: ExperimentConfig, data: ExperimentData, strategy: str, k: int):
-    """The ``k`` pairs ``strategy`` picks this round: ``(a, b)`` global item indices, (k,) each."""
+    """The ``k`` pairs ``strategy`` picks this round: ``(a, b, ok)``, global item indices (k,)
+    each, and ``ok`` () bool: every pick was a valid, scored candidate (False when a kernel
+    failed or fewer than k unlabelled candidates were left; the run then refuses its result)."""
     pool_key, select_key = jax.random.split(key)
     if config.pairs == "all-cross" and strategy != "random":
         p, r, _ = data.train_embeddings.shape
@@ -228,24 +234,42 @@ def choose_pairs(key, params, buffer: LabelBuffer, config: ExperimentConfig, dat
         phi_items = model_lib.features(params, config.model, data.train_items[items])
         past_diff, past_mask = past_inputs(params, config, data, buffer, strategy)
         tile = min(allpairs.DEFAULT_TILE, -(-items.shape[0] // 8) * 8)
+        ex_u = ex_v = None
+        if not config.allow_relabel:  # labelled pairs as local indices of this round's items
+            local = jnp.full(data.train_items.shape[0], -1, jnp.int32).at[items].set(
+                jnp.arange(items.shape[0], dtype=jnp.int32)
+            )
+            ex_u = jnp.where(buffer.mask, local[buffer.pairs[:, 0]], -1)
+            ex_v = jnp.where(buffer.mask, local[buffer.pairs[:, 1]], -1)
+            both = (ex_u >= 0) & (ex_v >= 0)
+            ex_u, ex_v = jnp.where(both, ex_u, -1), jnp.where(both, ex_v, -1)
         chosen = allpairs.top_k_all_pairs(
-            strategy, select_key, phi_items, model_lib.head(params), k, past_diff, past_mask, tile=tile
+            strategy, select_key, phi_items, model_lib.head(params), k, past_diff, past_mask, tile=tile,
+            exclude_u=ex_u, exclude_v=ex_v,
         )
-        return items[chosen.u], items[chosen.v]
+        return items[chosen.u], items[chosen.v], jnp.all(jnp.isfinite(chosen.scores))
     pool = draw_pool(pool_key, config, data)
+    if not config.allow_relabel:
+        seen = pools.labelled_mask(pool.items[pool.pairs.a], pool.items[pool.pairs.b], buffer.pairs, buffer.mask)
+        pool = pool._replace(pairs=pool.pairs._replace(valid=pool.pairs.valid & ~seen))
     inputs = selection_inputs(params, config, data, pool, buffer, strategy)
-    chosen = strategies.STRATEGIES[strategy].fn(select_key, inputs, k).indices
-    return pool.items[pool.pairs.a[chosen]], pool.items[pool.pairs.b[chosen]]
+    chosen = strategies.STRATEGIES[strategy].fn(select_key, inputs, k)
+    ok = jnp.all(jnp.isfinite(chosen.scores) & inputs.valid[chosen.indices])
+    return pool.items[pool.pairs.a[chosen.indices]], pool.items[pool.pairs.b[chosen.indices]], ok
 
 
 def acquire(key, params, buffer: LabelBuffer, config: ExperimentConfig, data: ExperimentData, strategy: str, k: int):
-    """Choose ``k`` pairs with ``strategy`` under ``params``, annotate, append. Returns the new buffer."""
+    """Choose ``k`` pairs with ``strategy`` under ``params``, annotate, append.
+
+    Returns ``(buffer, ok)``: the new buffer and whether the picks were sound (see
+    :func:`choose_pairs`; also False if the buffer overflowed)."""
     choose_key, label_key = jax.random.split(key)
-    a, b = choose_pairs(choose_key, params, buffer, config, data, strategy, k)
+    a, b, ok = choose_pairs(choose_key, params, buffer, config, data, strategy, k)
     winner, loser = annotator.annotate(
         label_key, data.train_rewards, a, b, config.annotation_quality, data.reward_std
     )
-    return train.append(buffer, winner, loser)
+    buffer = train.append(buffer, winner, loser)
+    return buffer, ok & ~buffer.overflow
 
 
 def retrain(key, buffer: LabelBuffer, config: ExperimentConfig, data: ExperimentData):
@@ -316,11 +340,11 @@ def _report(configs: tuple[ExperimentConfig, ...], round_index, one_minus_spearm
     jax.debug.callback(send, round_index, one_minus_spearman, bon, key)
 
 
-def initial_buffer(key, config: ExperimentConfig, data: ExperimentData) -> LabelBuffer:
-    """Round 0's labelled set: ``initial_labels`` random pairs from one pool."""
+def initial_buffer(key, config: ExperimentConfig, data: ExperimentData):
+    """Round 0's labelled set: ``initial_labels`` random pairs from one pool. ``-> (buffer, ok)``."""
     buffer = train.empty_buffer(config.capacity)
     if not config.initial_labels:
-        return buffer
+        return buffer, jnp.bool_(True)
     untrained = model_lib.init_params(jax.random.PRNGKey(0), config.model, data.train_items.shape[-1])
     return acquire(key, untrained, buffer, config, data, "random", config.initial_labels)
 
@@ -356,11 +380,12 @@ def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: Exp
     """One round for S strategies: each acquires with its own model (except in round 0), then
     all S models are retrained from scratch at once and evaluated.
 
-    carry: (buffers, params of the previous round), each with a leading (S,) axis;
+    carry: (buffers, params of the previous round, picks_ok), each with a leading (S,) axis;
     xs: (round index, key). Every strategy uses the same keys, as when run alone.
-    Returns the new carry and (1 − Spearman (S,), Best-of-N (S, len(N)), training loss (S,)).
+    Returns the new carry and (1 − Spearman (S,), Best-of-N (S, len(N)), training loss (S,),
+    picks_ok (S,)).
     """
-    buffers, params = carry
+    buffers, params, picks_ok = carry
     round_index, key = xs
     k_acquire, k_train = jax.random.split(key)
     base = configs[0]
@@ -380,19 +405,20 @@ def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: Exp
 
         return jax.lax.scan(one, None, jnp.arange(len(configs)))[1]
 
-    buffers = jax.lax.cond(round_index > 0, acquire_all, lambda b: b, buffers)
+    # round 0's picks (the random initial set) are judged by the carry's initial flags
+    buffers, picks_ok = jax.lax.cond(round_index > 0, acquire_all, lambda b: (b, picks_ok), buffers)
     params, loss = jax.vmap(lambda b: retrain(k_train, b, base, data))(buffers)
     # one strategy at a time: the test-set activations of one model at once, not of S
     oms, bon = jax.lax.map(lambda p: evaluate(p, base, data), params)
     _report(configs, round_index, oms, bon, key)
-    return (buffers, params), (oms, bon, loss)
+    return (buffers, params, picks_ok), (oms, bon, loss, picks_ok)
 
 
 def round_step(carry, xs, config: ExperimentConfig, data: ExperimentData):
     """One round of one strategy's scan: acquire (except in round 0), retrain, evaluate.
 
-    carry: (buffer, params of the previous round); xs: (round index, key).
-    Returns the new carry and (1 − Spearman, Best-of-N, training loss).
+    carry: (buffer, params of the previous round, picks_ok); xs: (round index, key).
+    Returns the new carry and (1 − Spearman, Best-of-N, training loss, picks_ok).
     """
     carry, out = study_round_step(_stack([carry]), xs, (config,), data)
     return _index(carry, 0), _index(out, 0)
@@ -403,14 +429,14 @@ def run_study_single(key, configs: tuple[ExperimentConfig, ...], data: Experimen
     ``lax.scan``. Every leaf of the result has a leading (S,) strategies axis."""
     base = configs[0]
     init_key, round_key = jax.random.split(key)
-    buffer = initial_buffer(init_key, base, data)  # round 0 is random: the same for every strategy
+    buffer, ok = initial_buffer(init_key, base, data)  # round 0 is random: the same for every strategy
     params = model_lib.init_params(jax.random.PRNGKey(0), base.model, data.train_items.shape[-1])
     xs = (jnp.arange(base.rounds + 1, dtype=jnp.int32), jax.random.split(round_key, base.rounds + 1))
     step = functools.partial(study_round_step, configs=configs, data=data)
-    carry = _stack([(buffer, params)] * len(configs))
-    (buffers, _), (oms, bon, loss) = jax.lax.scan(step, carry, xs)
+    carry = _stack([(buffer, params, ok)] * len(configs))
+    (buffers, _, _), (oms, bon, loss, picks_ok) = jax.lax.scan(step, carry, xs)
     by_strategy = lambda x: jnp.moveaxis(x, 0, 1)  # (rounds + 1, S, ...) -> (S, rounds + 1, ...)
-    metrics = RoundMetrics(by_strategy(oms), by_strategy(bon), by_strategy(loss))
+    metrics = RoundMetrics(by_strategy(oms), by_strategy(bon), by_strategy(loss), by_strategy(picks_ok))
     return ExperimentResult(metrics, buffers)
 
 
@@ -445,16 +471,40 @@ def _seed_fn(what):
     return run
 
 
+class RunFailed(RuntimeError):
+    """A round picked a pair that was not a valid, scored candidate (a kernel failed, fewer
+    unlabelled candidates than k were left, or the label buffer overflowed): the run's
+    numbers would be wrong, so they are not returned."""
+
+
+def check_result(result: ExperimentResult) -> ExperimentResult:
+    """Raise :class:`RunFailed` unless every round's picks were sound (``picks_ok``).
+    Reduces on the device, so it is safe on arrays sharded over processes."""
+    if not bool(jnp.all(result.metrics.picks_ok)):
+        bad = jnp.argwhere(~result.metrics.picks_ok.reshape(-1, result.metrics.picks_ok.shape[-1]).all(0))
+        rounds = ", ".join(str(int(r)) for r in jax.device_get(bad).ravel()[:5])
+        raise RunFailed(
+            f"round(s) {rounds}: a strategy picked a pair that was not a valid, scored candidate "
+            "(fewer unlabelled candidates than k left, or the information matrix could not be "
+            "factorised); raise --candidates or lower --k, or pass --allow-relabel"
+        )
+    return result
+
+
 def _seed_runners(what, data: ExperimentData, devices) -> tuple[Callable, Callable]:
     """(run_seeds, lower_seeds) for a configuration or study: vmapped over the seeds, which
-    are split over ``devices`` when there are several."""
+    are split over ``devices`` when there are several. ``run_seeds`` checks the result
+    (:func:`check_result`)."""
     devices = tuple(jax.devices() if devices is None else devices)
     if len(devices) > 1:
         from arm_jax import parallel
 
         sharded = parallel.sharded_vmap(_seed_fn(what), devices)
-        return (lambda keys: sharded(keys, data)), (lambda keys: sharded.lower(keys, data))
-    return (lambda keys: _run_seeds_jit(keys, what, data)), (lambda keys: _run_seeds_jit.lower(keys, what, data))
+        return (lambda keys: check_result(sharded(keys, data))), (lambda keys: sharded.lower(keys, data))
+    return (
+        (lambda keys: check_result(_run_seeds_jit(keys, what, data))),
+        (lambda keys: _run_seeds_jit.lower(keys, what, data)),
+    )
 
 
 class Experiment(NamedTuple):
@@ -488,7 +538,7 @@ def make_experiment(config: ExperimentConfig, dataset, devices=None) -> Experime
     check_config_against_data(config, dataset)
     data = dataset if isinstance(dataset, ExperimentData) else prepare_data(dataset)
     run_seeds, lower_seeds = _seed_runners(config, data, devices)
-    return Experiment(lambda key: _run_jit(key, config, data), run_seeds, lower_seeds, config, data)
+    return Experiment(lambda key: check_result(_run_jit(key, config, data)), run_seeds, lower_seeds, config, data)
 
 
 class Study(NamedTuple):

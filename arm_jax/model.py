@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -98,10 +97,3 @@ def reward(params, config: ModelConfig, x: jax.Array) -> jax.Array:
 def features_and_reward(params, config: ModelConfig, x: jax.Array):
     """``(Φ: (..., H), r: (...,))`` in one forward pass."""
     return _module(config).apply(params, x)
-
-
-def check_input(x, input_dim: int | None = None):
-    """Boundary check for embeddings fed to the model."""
-    chex.assert_rank(x, {1, 2, 3})
-    if input_dim is not None:
-        chex.assert_axis_dimension(x, -1, input_dim)

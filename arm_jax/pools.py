@@ -5,10 +5,14 @@ their items (paper §5.1):
 
 - **in-prompt**: two of the ``R`` responses of one prompt
   (``n_prompts * R(R-1)/2`` pairs; the paper: 500 x 45 = 22 500);
-- **cross-prompt**: any two of the ``K = n_prompts * R`` items
-  (``K(K-1)/2`` pairs; the paper: about 12.5 million for K = 5 000),
+- **cross-prompt**: two responses to *different* prompts among the ``K = n_prompts * R``
+  items (``K(K-R)/2`` pairs; the paper's 12.5 million for K = 5 000 counts all
+  ``K(K-1)/2`` pairs, the 22 500 same-prompt ones among them; either reading reproduces
+  its numbers). ``arm-jax select --pairs cross-prompt`` means the same: different prompt ids;
 
-then keeps a uniform random subset of ``n_candidates`` of them (the paper: 20 000).
+then keeps a uniform random subset of ``n_candidates`` of them (the paper: 20 000). The
+experiment then masks the candidates that are already labelled (:func:`labelled_mask`), as
+``arm-jax select`` does, unless re-labelling is allowed.
 
 Training items are numbered ``item = prompt * R + response`` (the order of
 ``train_embeddings.reshape(P * R, D)``). Shapes are static: when fewer than
@@ -38,6 +42,8 @@ __all__ = [
     "candidate_pairs",
     "pool_items",
     "pool_to_global",
+    "possible_pairs",
+    "labelled_mask",
 ]
 
 MODES = ("in-prompt", "cross-prompt")
@@ -144,23 +150,26 @@ def _first_unique(lo: jax.Array, hi: jax.Array):
 
 
 def _cross_prompt_local(key, n_responses, n_prompts, n_candidates):
-    """Cross-prompt pairs as local item indices in ``[0, K)``, ``lo < hi``."""
+    """Cross-prompt pairs (two items of different prompts) as local item indices in
+    ``[0, K)``, ``lo < hi``; item ``s*R + j`` belongs to prompt slot ``s``."""
     n_items = n_prompts * n_responses
-    n_total = n_items * (n_items - 1) // 2
+    n_total = n_items * (n_items - n_responses) // 2
     if n_total <= 4 * n_candidates:
         # Few pairs: enumerate them all (at most 4 * n_candidates) and subsample exactly.
         lo_table, hi_table = np.triu_indices(n_items, k=1)
-        return _pad_or_choose(key, lo_table, hi_table, n_candidates)
-    # Many pairs: draw uniform pairs of distinct items with replacement and keep the first
-    # n_candidates distinct ones in draw order. Sequential draws that skip repeats are a
-    # uniform sample without replacement. With n_total > 4 * n_candidates, 2 n_candidates
-    # + 64 draws hold fewer than n_candidates distinct pairs with negligible probability;
-    # if it happens, the shortfall is padding (valid = False).
+        other = lo_table // n_responses != hi_table // n_responses
+        return _pad_or_choose(key, lo_table[other], hi_table[other], n_candidates)
+    # Many pairs: draw uniform pairs of items of different prompts with replacement and keep
+    # the first n_candidates distinct ones in draw order. Sequential draws that skip repeats
+    # are a uniform sample without replacement. With n_total > 4 * n_candidates,
+    # 2 n_candidates + 64 draws hold fewer than n_candidates distinct pairs with negligible
+    # probability; if it happens, the shortfall is padding (valid = False).
     n_draws = 2 * n_candidates + 64
     first_key, second_key = jax.random.split(key)
     u = jax.random.randint(first_key, (n_draws,), 0, n_items, jnp.int32)
-    v = jax.random.randint(second_key, (n_draws,), 0, n_items - 1, jnp.int32)
-    v = v + (v >= u)  # uniform over the items other than u
+    v = jax.random.randint(second_key, (n_draws,), 0, n_items - n_responses, jnp.int32)
+    own_start = (u // n_responses) * n_responses
+    v = v + n_responses * (v >= own_start)  # uniform over the items of the other prompts
     lo, hi = jnp.minimum(u, v), jnp.maximum(u, v)
     keep = _first_unique(lo, hi)
     # Move kept draws to the front, preserving draw order, and cut to n_candidates.
@@ -169,6 +178,37 @@ def _cross_prompt_local(key, n_responses, n_prompts, n_candidates):
     lo = jnp.where(valid, lo[position], 0)
     hi = jnp.where(valid, hi[position], 0)
     return lo, hi, valid
+
+
+def possible_pairs(mode: str, n_responses: int, n_prompts: int) -> int:
+    """How many distinct pairs a round of ``n_prompts`` prompts offers in ``mode``."""
+    n_items = n_prompts * n_responses
+    if mode == "in-prompt":
+        return n_prompts * n_responses * (n_responses - 1) // 2
+    if mode == "cross-prompt":
+        return n_items * (n_items - n_responses) // 2
+    return n_items * (n_items - 1) // 2  # any two items (all-cross)
+
+
+def labelled_mask(a: jax.Array, b: jax.Array, labelled: jax.Array, labelled_mask: jax.Array) -> jax.Array:
+    """(C,) bool: which candidate pairs (a, b) (global item indices, distinct pairs) are
+    already labelled in either order, given ``labelled: (L, 2)`` pairs with ``labelled_mask:
+    (L,)`` marking the real rows. One stable sort of L + C rows, no L × C comparison."""
+    c = a.shape[0]
+    lab_lo = jnp.where(labelled_mask, jnp.minimum(labelled[:, 0], labelled[:, 1]), -1)
+    lab_hi = jnp.where(labelled_mask, jnp.maximum(labelled[:, 0], labelled[:, 1]), -1)
+    lo = jnp.concatenate([lab_lo, jnp.minimum(a, b)]).astype(jnp.int32)
+    hi = jnp.concatenate([lab_hi, jnp.maximum(a, b)]).astype(jnp.int32)
+    tag = jnp.concatenate([jnp.zeros(lab_lo.shape, jnp.int32), jnp.ones((c,), jnp.int32)])
+    order = jnp.arange(lo.shape[0], dtype=jnp.int32)
+    s_lo, s_hi, s_tag, s_order = jax.lax.sort((lo, hi, tag, order), num_keys=3, is_stable=True)
+    # a candidate (tag 1) sorts after the labelled rows (tag 0) with the same pair; the
+    # candidates are distinct, so the row just before it has its pair only if it is labelled
+    same = jnp.concatenate([jnp.zeros((1,), bool), (s_lo[1:] == s_lo[:-1]) & (s_hi[1:] == s_hi[:-1])])
+    prev_labelled = jnp.concatenate([jnp.zeros((1,), bool), s_tag[:-1] == 0])
+    hit = same & prev_labelled & (s_tag == 1)
+    flags = jnp.zeros(lo.shape, bool).at[s_order].set(hit)
+    return flags[lab_lo.shape[0]:]
 
 
 @functools.partial(jax.jit, static_argnames=("mode",) + _STATIC)
@@ -261,13 +301,13 @@ def in_prompt_pairs(
 def cross_prompt_pairs(
     key: jax.Array, n_train_prompts: int, n_responses: int, n_prompts: int, n_candidates: int
 ) -> CandidatePairs:
-    """Cross-prompt candidates: any two distinct items among the round's ``K`` items.
+    """Cross-prompt candidates: two responses to different prompts among the round's items.
 
     The items are all responses of ``n_prompts`` distinct random prompts
     (``K = n_prompts * R``); the pairs are a uniform sample without replacement of
-    ``n_candidates`` of the ``K(K-1)/2`` unordered pairs (pairs within one prompt
-    included), drawn without enumerating the pairs when there are many (O(C log C) for
-    any ``K``). Padding (``valid = False``) fills the tail if fewer pairs exist.
+    ``n_candidates`` of the ``K(K-R)/2`` unordered pairs of items of different prompts,
+    drawn without enumerating the pairs when there are many (O(C log C) for any ``K``).
+    Padding (``valid = False``) fills the tail if fewer pairs exist.
 
     Args:
       key: PRNG key.

@@ -59,10 +59,13 @@ class LabelBuffer(NamedTuple):
 
     pairs: (C, 2) int32, row = (winner item index, loser item index); rows >= count unused.
     count: () int32, number of filled rows.
+    overflow: () bool, set (and kept) when an append did not fit: those labels were not
+      written. Outside ``jit`` :func:`append` raises instead; the experiment checks the flag.
     """
 
     pairs: jax.Array
     count: jax.Array
+    overflow: jax.Array | bool = False
 
     @property
     def capacity(self) -> int:
@@ -75,14 +78,28 @@ class LabelBuffer(NamedTuple):
 
 
 def empty_buffer(capacity: int) -> LabelBuffer:
-    return LabelBuffer(jnp.zeros((capacity, 2), jnp.int32), jnp.zeros((), jnp.int32))
+    return LabelBuffer(jnp.zeros((capacity, 2), jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
 
 
 def append(buffer: LabelBuffer, winner: jax.Array, loser: jax.Array) -> LabelBuffer:
-    """Write ``k`` new comparisons after the filled rows (jit-able; k is static)."""
+    """Write ``k`` new comparisons after the filled rows (jit-able; k is static).
+
+    Labels that do not fit are never dropped silently: with concrete values (outside ``jit``)
+    an :class:`~arm_jax.errors.InputError` names the sizes; inside ``jit`` nothing is written,
+    ``count`` stays and ``overflow`` is set, for the caller to check.
+    """
     new = jnp.stack([winner, loser], axis=-1).astype(jnp.int32)
-    pairs = jax.lax.dynamic_update_slice(buffer.pairs, new, (buffer.count, jnp.int32(0)))
-    return LabelBuffer(pairs, buffer.count + new.shape[0])
+    k = new.shape[0]
+    too_many = buffer.count + k > buffer.capacity
+    if not isinstance(too_many, jax.core.Tracer) and bool(too_many):
+        raise InputError(
+            f"label buffer of capacity {buffer.capacity} holds {int(buffer.count)} comparisons; "
+            f"{k} more do not fit"
+        )
+    written = jax.lax.dynamic_update_slice(buffer.pairs, new, (buffer.count, jnp.int32(0)))
+    pairs = jnp.where(too_many, buffer.pairs, written)
+    count = jnp.where(too_many, buffer.count, buffer.count + k)
+    return LabelBuffer(pairs, count, jnp.logical_or(buffer.overflow, too_many))
 
 
 def buffer_from_pairs(winner, loser, capacity: int | None = None) -> LabelBuffer:
@@ -122,6 +139,12 @@ def fit(
     """
     model_config = model_config or model_lib.ModelConfig()
     train_config = train_config or TrainConfig()
+    # the contract, asserted when traced: (N, D) float embeddings, (C, 2) int32 index pairs
+    chex.assert_rank(items, 2)
+    chex.assert_type(items, float)
+    chex.assert_shape(buffer.pairs, (None, 2))
+    chex.assert_type(buffer.pairs, jnp.int32)
+    chex.assert_rank(buffer.count, 0)
     return _fit(key, items, buffer, model_config, train_config)
 
 
@@ -162,11 +185,3 @@ def _fit(key, items, buffer, model_config, train_config):
 
 
 fit_jit = jax.jit(fit, static_argnames=("model_config", "train_config"))
-
-
-def check_fit_inputs(items, buffer: LabelBuffer):
-    """Boundary checks for :func:`fit` (shapes and dtypes)."""
-    chex.assert_rank(items, 2)
-    chex.assert_rank(buffer.pairs, 2)
-    chex.assert_axis_dimension(buffer.pairs, 1, 2)
-    chex.assert_type(buffer.pairs, jnp.int32)

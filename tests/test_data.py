@@ -218,9 +218,9 @@ def test_llm_like_is_deterministic(small_llm):
 
 
 def test_llm_like_scale(small_llm):
-    # Noise-free coordinates have RMS 1, plus noise of std 0.1.
+    # Noise-free coordinates have RMS 1 in expectation (set on the task's reference sample), plus noise of std 0.1.
     rms = float(np.sqrt(np.mean(np.asarray(small_llm.train_embeddings) ** 2)))
-    assert rms == pytest.approx(np.sqrt(1 + 0.1**2), rel=1e-3)
+    assert rms == pytest.approx(np.sqrt(1 + 0.1**2), rel=0.1)
     test_rms = float(np.sqrt(np.mean(np.asarray(small_llm.test_embeddings) ** 2)))
     assert 0.8 < test_rms < 1.2
     assert 0.5 < float(np.std(np.asarray(small_llm.train_rewards))) < 3.0

@@ -37,15 +37,16 @@ def test_scan_equals_python_loop(prepared, strategy):
     scanned = experiment.make_experiment(cfg, prepared).run(key)
 
     init_key, round_key = jax.random.split(key)
-    buffer = experiment.initial_buffer(init_key, cfg, prepared)
+    buffer, ok = experiment.initial_buffer(init_key, cfg, prepared)
     params = model.init_params(jax.random.PRNGKey(0), cfg.model, prepared.train_items.shape[-1])
     round_keys = jax.random.split(round_key, cfg.rounds + 1)
     step = jax.jit(lambda c, xs: experiment.round_step(c, xs, cfg, prepared))
     outs = []
     for r in range(cfg.rounds + 1):
-        (buffer, params), out = step((buffer, params), (jnp.int32(r), round_keys[r]))
+        (buffer, params, ok), out = step((buffer, params, ok), (jnp.int32(r), round_keys[r]))
         outs.append(out)
-    oms, bon, loss = (jnp.stack(x) for x in zip(*outs))
+    oms, bon, loss, picks_ok = (jnp.stack(x) for x in zip(*outs))
+    assert bool(jnp.all(picks_ok)) and bool(jnp.all(scanned.metrics.picks_ok))
     np.testing.assert_allclose(scanned.metrics.one_minus_spearman, oms, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(scanned.metrics.best_of_n, bon, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(scanned.metrics.train_loss, loss, rtol=1e-4, atol=1e-5)
@@ -116,19 +117,23 @@ def test_labelled_buffer_has_no_pair_twice_within_a_round(prepared, strategy, pa
 
 @pytest.mark.parametrize("strategy", ["pa_dopt", "maxdiff"])
 def test_all_cross_scores_every_pair_of_the_rounds_items(prepared, strategy):
-    """With all-cross the round's picks are the top k of all pairs among its items."""
+    """With all-cross the round's picks are the top k of all unlabelled pairs among its items."""
     from arm_jax import allpairs, pools
 
     cfg = ExperimentConfig(strategy=strategy, pairs="all-cross", **TINY)
-    buffer = experiment.initial_buffer(jax.random.PRNGKey(0), cfg, prepared)
+    buffer, _ = experiment.initial_buffer(jax.random.PRNGKey(0), cfg, prepared)
     params = model.init_params(jax.random.PRNGKey(1), cfg.model, prepared.train_items.shape[-1])
     key = jax.random.PRNGKey(2)
-    a, b = jax.jit(lambda k, p, b: experiment.choose_pairs(k, p, b, cfg, prepared, strategy, cfg.k))(key, params, buffer)
+    a, b, ok = jax.jit(lambda k, p, b: experiment.choose_pairs(k, p, b, cfg, prepared, strategy, cfg.k))(key, params, buffer)
+    assert bool(ok)
     items = np.asarray(pools.round_items(jax.random.split(key)[0], 40, 5, cfg.n_prompts))
     phi = model.features(params, cfg.model, prepared.train_items[items])
     u, v, phi_diff = allpairs.explicit_pairs(phi)
+    labelled = {tuple(sorted(p)) for p in np.asarray(buffer.pairs)[: int(buffer.count)].tolist()}
+    pairs = list(zip(items[np.asarray(u)].tolist(), items[np.asarray(v)].tolist()))
+    unlabelled = np.array([tuple(sorted(p)) not in labelled for p in pairs])
     past = experiment.past_inputs(params, cfg, prepared, buffer, strategy)
-    explicit = strategies.select(strategy, None, phi_diff, model.head(params), cfg.k,
+    explicit = strategies.select(strategy, None, phi_diff, model.head(params), cfg.k, valid=unlabelled,
                                  past_phi_diff=past[0], past_mask=past[1])
     expected = {tuple(sorted(p)) for p in zip(items[np.asarray(u)[explicit.indices]].tolist(),
                                                items[np.asarray(v)[explicit.indices]].tolist())}
@@ -170,7 +175,7 @@ def test_dopt_learns_on_llm_like_data():
     [
         (dict(strategy="best"), "unknown strategy 'best'"),
         (dict(pairs="all"), "unknown pair mode 'all'"),
-        (dict(pairs="all-cross", strategy="coreset"), "strategy 'coreset' cannot score all pairs; with pairs='all-cross' use one of: dopt"),
+        (dict(pairs="all-cross", strategy="coreset"), "strategy 'coreset' cannot score all pairs; with pairs='all-cross' use one of: entropy"),
         (dict(k=0), "k must be >= 1, got 0"),
         (dict(k=100, n_candidates=50), "k = 100 is larger than the 50 candidates per round"),
         (dict(rounds=-1), "rounds must be >= 0"),

@@ -3,11 +3,13 @@
 import itertools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
 
 from arm_jax.pools import (
+    labelled_mask,
     CandidatePairs,
     candidate_pairs,
     cross_prompt_pairs,
@@ -65,6 +67,19 @@ def test_in_prompt_pairs_cover_prompts_uniformly():
     assert counts.sum() == 2000 * n_prompts
 
 
+def test_labelled_mask_matches_a_set_lookup():
+    """labelled_mask flags exactly the candidates labelled in either order (masked rows ignored)."""
+    rng = np.random.default_rng(0)
+    lab = rng.integers(0, 12, size=(30, 2))
+    lab = lab[lab[:, 0] != lab[:, 1]]
+    mask = rng.random(lab.shape[0]) < 0.7
+    u, v = np.triu_indices(12, 1)
+    flags = np.asarray(labelled_mask(jnp.asarray(v), jnp.asarray(u), jnp.asarray(lab), jnp.asarray(mask)))
+    seen = {tuple(sorted(p)) for p in lab[mask].tolist()}
+    assert flags.tolist() == [(a, b) in seen for a, b in zip(u.tolist(), v.tolist())]
+    assert 0 < flags.sum() < flags.size
+
+
 def test_cross_prompt_pairs_paper_scale():
     P, R, n_prompts, C = 40_000, 10, 500, 20_000  # K = 5000 items, 12.5M pairs
     pool = pool_items(jax.random.key(3), "cross-prompt", P, R, n_prompts, C)
@@ -75,13 +90,16 @@ def test_cross_prompt_pairs_paper_scale():
     assert np.all(np.asarray(pairs.valid))  # 40 064 draws give 20 000 distinct pairs
     a, b = _valid_pairs(pairs)
     assert set(a.tolist()) | set(b.tolist()) <= set(items.tolist())
-    # Mostly across prompts: a same-prompt pair has probability (R-1)/(K-1) ~ 0.2%.
-    assert np.mean(a // R == b // R) < 0.01
+    # Only across prompts: the two items of a pair never share a prompt.
+    assert not np.any(a // R == b // R)
 
 
-def test_cross_prompt_pairs_are_uniform():
-    # K = 20 items, 190 pairs, 40 candidates: the sampling (not enumerating) path.
-    P, R, C, rounds = 2, 10, 40, 1000
+@pytest.mark.parametrize("P, C", [(3, 40), (2, 40)])
+def test_cross_prompt_pairs_are_uniform_over_pairs_of_different_prompts(P, C):
+    # R = 10. P = 3: K = 30 items, 300 cross-prompt pairs > 4 C: the sampling path.
+    # P = 2: 100 cross-prompt pairs <= 4 C: the enumerating path. Same-prompt pairs never occur.
+    R, rounds = 10, 1000
+    K = P * R
     keys = jax.random.split(jax.random.key(4), rounds)
     pairs = jax.vmap(lambda k: cross_prompt_pairs(k, P, R, P, C))(keys)
     a, b, valid = (np.asarray(x) for x in pairs)
@@ -89,29 +107,35 @@ def test_cross_prompt_pairs_are_uniform():
     for row in range(rounds):
         assert len(set(zip(a[row].tolist(), b[row].tolist()))) == C
     assert np.all(a < b)
-    counts = np.zeros((20, 20))
+    # the drawn prompts are a permutation of all P prompts, so prompt = item // R
+    assert np.all(a // R != b // R)
+    counts = np.zeros((K, K))
     np.add.at(counts, (a.ravel(), b.ravel()), 1)
-    upper = counts[np.triu_indices(20, 1)]
-    assert upper.sum() == rounds * C
-    assert scipy.stats.chisquare(upper).pvalue > 1e-4
+    u, v = np.triu_indices(K, 1)
+    cross = counts[u, v][u // R != v // R]
+    assert cross.size == K * (K - R) // 2
+    assert cross.sum() == rounds * C
+    assert scipy.stats.chisquare(cross).pvalue > 1e-4
 
 
 def test_cross_prompt_pairs_many_repeats_still_fill():
-    # 190 pairs, 47 candidates: just past the enumeration threshold, many repeated draws.
-    pairs = cross_prompt_pairs(jax.random.key(5), 2, 10, 2, 47)
-    _check_common(pairs, 47, 20)
+    # 3 x 10 items, 300 cross-prompt pairs, 74 candidates: just past the enumeration
+    # threshold, many repeated draws.
+    pairs = cross_prompt_pairs(jax.random.key(5), 3, 10, 3, 74)
+    _check_common(pairs, 74, 30)
     assert np.all(np.asarray(pairs.valid))
 
 
 def test_cross_prompt_pairs_all_and_padding():
-    P, R, n_prompts, C = 7, 2, 3, 20  # K = 6 items, 15 pairs
+    P, R, n_prompts, C = 7, 2, 3, 20  # K = 6 items, 15 pairs, 12 of them across prompts
     pairs = cross_prompt_pairs(jax.random.key(6), P, R, n_prompts, C)
     _check_common(pairs, C, P * R)
     a, b = _valid_pairs(pairs)
-    assert a.size == 15
+    assert a.size == 12
     items = sorted(set(a.tolist()) | set(b.tolist()))
     assert len(items) == 6
-    assert set(zip(a.tolist(), b.tolist())) == set(itertools.combinations(items, 2))
+    expected = {(u, v) for u, v in itertools.combinations(items, 2) if u // R != v // R}
+    assert set(zip(a.tolist(), b.tolist())) == expected
 
 
 @pytest.mark.parametrize("mode", ["in-prompt", "cross-prompt"])
