@@ -98,7 +98,9 @@ def test_study_rejects_configs_that_differ_beyond_strategy(prepared, configs, me
     "strategy, pairs",
     [("dopt", "in-prompt"), ("greedy_dopt", "cross-prompt"), ("batchbald", "in-prompt"), ("coreset", "cross-prompt")],
 )
-def test_labelled_buffer_has_no_pair_twice_within_a_round(prepared, strategy, pairs):
+def test_labelled_buffer_has_no_pair_twice(prepared, strategy, pairs):
+    """No pair is labelled twice, within a round or across rounds (as in ``arm-jax select``),
+    cross-prompt pairs join different prompts, and every round's picks are sound."""
     cfg = ExperimentConfig(strategy=strategy, pairs=pairs, **TINY)
     result = experiment.make_experiment(cfg, prepared).run(jax.random.PRNGKey(2))
     buf = np.asarray(result.labelled.pairs)
@@ -112,7 +114,33 @@ def test_labelled_buffer_has_no_pair_twice_within_a_round(prepared, strategy, pa
         assert len(unordered) == hi - lo
         if pairs == "in-prompt":
             assert np.all(rows[:, 0] // r == rows[:, 1] // r)
+        else:
+            assert np.all(rows[:, 0] // r != rows[:, 1] // r)
     assert buf.min() >= 0 and buf.max() < p * r
+    assert len({tuple(sorted(row)) for row in buf.tolist()}) == cfg.capacity
+    assert bool(np.all(np.asarray(result.metrics.picks_ok)))
+
+
+@pytest.fixture(scope="module")
+def one_prompt():
+    """One training prompt of 5 responses: 10 possible pairs in all."""
+    return experiment.prepare_data(data.llm_like(
+        jax.random.PRNGKey(0), n_train_prompts=1, n_responses=5, n_test_prompts=2, n_test_responses=8, dim=12
+    ))
+
+
+def test_a_run_that_runs_out_of_candidates_is_refused(one_prompt):
+    """6 labels, then 6 more from the 4 unlabelled pairs left: RunFailed, not a run that
+    labels padding; with allow_relabel the labelled pairs come back and the run is sound."""
+    tight = {**TINY, "n_prompts": 1, "n_candidates": 10, "k": 6, "initial_labels": 6, "rounds": 1}
+    exp = experiment.make_experiment(ExperimentConfig(strategy="entropy", **tight), one_prompt)
+    with pytest.raises(experiment.RunFailed, match=r"round\(s\) 1: a strategy picked a pair that was not a valid"):
+        exp.run(jax.random.PRNGKey(0))
+    loose = experiment.make_experiment(ExperimentConfig(strategy="entropy", allow_relabel=True, **tight), one_prompt)
+    result = loose.run(jax.random.PRNGKey(0))
+    rows = np.asarray(result.labelled.pairs).tolist()
+    assert len({tuple(sorted(r)) for r in rows}) < len(rows) == 12  # pigeonhole: 12 labels, 10 pairs
+    assert bool(np.all(np.asarray(result.metrics.picks_ok)))
 
 
 @pytest.mark.parametrize("strategy", ["pa_dopt", "maxdiff"])
