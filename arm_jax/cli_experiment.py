@@ -71,8 +71,8 @@ def register(sub) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                   help="sizes to start from; every flag given overrides its value: demo (about half a minute "
-                        "of computing on a 2-core CPU), default, paper (paper-sized, for a GPU)")
+                   help="sizes to start from; every flag given overrides its value: demo (40-50 s on a "
+                        "2-core CPU, compiling included), default, paper (paper-sized, for a GPU)")
     p.add_argument("--out", type=Path, default=Path("results/run"),
                    help="output directory (created if missing; must not be an existing file); gets "
                         + ", ".join(OUTPUT_FILES))

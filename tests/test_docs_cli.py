@@ -1,0 +1,21 @@
+"""What the README promises about the command line matches what it does (issue 10, item 15)."""
+from pathlib import Path
+
+README = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+
+
+def test_readme_is_honest_about_make_demo_and_progress():
+    assert "takes about a minute" not in README
+    assert "about 2.5 minutes" in README and "one progress line per strategy per round" in README
+
+
+def test_readme_says_where_activate_works():
+    assert "works only from the repository root" in README
+    assert "source /path/to/arm-jax/.venv/bin/activate" in README
+
+
+def test_readme_documents_2d_pools_created_directories_and_score_pairs():
+    assert "a `.npy` of shape `(N, D)`" in README
+    assert "`--out` creates missing directories" in README
+    assert "whenever both exist they are from the same run" in README
+    assert "`--allow-relabel`" in README and "two responses to different prompts" in README
