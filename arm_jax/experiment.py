@@ -26,6 +26,7 @@ import dataclasses
 import functools
 from typing import Callable, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -174,6 +175,18 @@ def prepare_data(dataset: Dataset) -> ExperimentData:
         test_embeddings=jnp.asarray(dataset.test_embeddings, jnp.float32),
         test_rewards=jnp.asarray(dataset.test_rewards, jnp.float32),
     )
+
+
+def check_data(data: ExperimentData) -> None:
+    """The program's contract on its data, asserted when traced (chex): (P, R, D) and
+    (Pt, Rt, D) float32 embeddings, (P·R,) and (Pt, Rt) rewards, a scalar reward scale."""
+    chex.assert_rank([data.train_embeddings, data.test_embeddings], 3)
+    p, r, d = data.train_embeddings.shape
+    chex.assert_axis_dimension(data.test_embeddings, 2, d)
+    chex.assert_shape(data.train_rewards, (p * r,))
+    chex.assert_shape(data.test_rewards, data.test_embeddings.shape[:2])
+    chex.assert_rank(data.reward_std, 0)
+    chex.assert_type([data.train_embeddings, data.test_embeddings, data.train_rewards, data.test_rewards], jnp.float32)
 
 
 def check_config_against_data(config: ExperimentConfig, dataset) -> None:
@@ -428,6 +441,7 @@ def run_study_single(key, configs: tuple[ExperimentConfig, ...], data: Experimen
     """The whole experiment of one seed for S strategies, rounds 0..``rounds`` as one
     ``lax.scan``. Every leaf of the result has a leading (S,) strategies axis."""
     base = configs[0]
+    check_data(data)
     init_key, round_key = jax.random.split(key)
     buffer, ok = initial_buffer(init_key, base, data)  # round 0 is random: the same for every strategy
     params = model_lib.init_params(jax.random.PRNGKey(0), base.model, data.train_items.shape[-1])
