@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -254,14 +255,17 @@ class SeedAverager:
         self.n_seeds, self.rounds, self.stream = n_seeds, rounds, stream
         self.pending: dict = {}
         self.done: set = set()
+        self.lock = threading.Lock()  # devices report from their own threads
 
     def __call__(self, report) -> None:
         round_key = (report.strategy, report.round_index)
-        if round_key in self.done:
-            return
-        got = self.pending.setdefault(round_key, {})
-        got[report.seed] = report
-        if len(got) == self.n_seeds:
+        with self.lock:
+            if round_key in self.done:
+                return
+            got = self.pending.setdefault(round_key, {})
+            got[report.seed] = report
+            if len(got) < self.n_seeds:
+                return
             del self.pending[round_key]
             self.done.add(round_key)
             oms = sum(r.one_minus_spearman for r in got.values()) / len(got)
