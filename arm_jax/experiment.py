@@ -156,12 +156,15 @@ class RoundMetrics(NamedTuple):
     train_loss: (rounds + 1,) mean BT loss over the last 10% of training steps.
     picks_ok: (rounds + 1,) bool, the round's picks were all valid, scored candidates and fit
       the buffer (:func:`choose_pairs`). The runners raise :class:`RunFailed` if any is False.
+    train_epochs: (rounds + 1,) passes over the fitted labels the round's model was trained
+      for (where early stopping stopped, or the budget).
     """
 
     one_minus_spearman: jax.Array
     best_of_n: jax.Array
     train_loss: jax.Array
     picks_ok: jax.Array
+    train_epochs: jax.Array
 
 
 def prepare_data(dataset: Dataset) -> ExperimentData:
@@ -286,10 +289,11 @@ def acquire(key, params, buffer: LabelBuffer, config: ExperimentConfig, data: Ex
 
 
 def retrain(key, buffer: LabelBuffer, config: ExperimentConfig, data: ExperimentData):
-    """Train from scratch on the buffer; returns (params, final training loss)."""
-    params, losses = train.fit(key, data.train_items, buffer, config.model, config.train)
-    tail = max(1, config.train.steps // 10)
-    return params, jnp.mean(losses[-tail:])
+    """Train from scratch on the buffer; returns (params, training loss, epochs trained).
+
+    The training loss is the mean minibatch loss over the last 10 % of the steps taken."""
+    params, stats = train.fit(key, data.train_items, buffer, config.model, config.train)
+    return params, train.final_loss(stats), stats.epochs
 
 
 def evaluate(params, config: ExperimentConfig, data: ExperimentData):
@@ -396,7 +400,7 @@ def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: Exp
     carry: (buffers, params of the previous round, picks_ok), each with a leading (S,) axis;
     xs: (round index, key). Every strategy uses the same keys, as when run alone.
     Returns the new carry and (1 − Spearman (S,), Best-of-N (S, len(N)), training loss (S,),
-    picks_ok (S,)).
+    picks_ok (S,), epochs trained (S,)).
     """
     buffers, params, picks_ok = carry
     round_index, key = xs
@@ -420,18 +424,18 @@ def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: Exp
 
     # round 0's picks (the random initial set) are judged by the carry's initial flags
     buffers, picks_ok = jax.lax.cond(round_index > 0, acquire_all, lambda b: (b, picks_ok), buffers)
-    params, loss = jax.vmap(lambda b: retrain(k_train, b, base, data))(buffers)
+    params, loss, epochs = jax.vmap(lambda b: retrain(k_train, b, base, data))(buffers)
     # one strategy at a time: the test-set activations of one model at once, not of S
     oms, bon = jax.lax.map(lambda p: evaluate(p, base, data), params)
     _report(configs, round_index, oms, bon, key)
-    return (buffers, params, picks_ok), (oms, bon, loss, picks_ok)
+    return (buffers, params, picks_ok), (oms, bon, loss, picks_ok, epochs)
 
 
 def round_step(carry, xs, config: ExperimentConfig, data: ExperimentData):
     """One round of one strategy's scan: acquire (except in round 0), retrain, evaluate.
 
     carry: (buffer, params of the previous round, picks_ok); xs: (round index, key).
-    Returns the new carry and (1 − Spearman, Best-of-N, training loss, picks_ok).
+    Returns the new carry and (1 − Spearman, Best-of-N, training loss, picks_ok, epochs).
     """
     carry, out = study_round_step(_stack([carry]), xs, (config,), data)
     return _index(carry, 0), _index(out, 0)
@@ -448,9 +452,11 @@ def run_study_single(key, configs: tuple[ExperimentConfig, ...], data: Experimen
     xs = (jnp.arange(base.rounds + 1, dtype=jnp.int32), jax.random.split(round_key, base.rounds + 1))
     step = functools.partial(study_round_step, configs=configs, data=data)
     carry = _stack([(buffer, params, ok)] * len(configs))
-    (buffers, _, _), (oms, bon, loss, picks_ok) = jax.lax.scan(step, carry, xs)
+    (buffers, _, _), (oms, bon, loss, picks_ok, epochs) = jax.lax.scan(step, carry, xs)
     by_strategy = lambda x: jnp.moveaxis(x, 0, 1)  # (rounds + 1, S, ...) -> (S, rounds + 1, ...)
-    metrics = RoundMetrics(by_strategy(oms), by_strategy(bon), by_strategy(loss), by_strategy(picks_ok))
+    metrics = RoundMetrics(
+        by_strategy(oms), by_strategy(bon), by_strategy(loss), by_strategy(picks_ok), by_strategy(epochs)
+    )
     return ExperimentResult(metrics, buffers)
 
 

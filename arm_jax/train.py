@@ -32,7 +32,13 @@ class TrainConfig:
       ceil(max_epochs · count / batch_size) leave the parameters unchanged (the program still
       runs ``steps`` steps, so the shape is fixed). ``None`` (the paper's protocol) trains all
       ``steps``. A small labelled set trained for a fixed 1 000 steps is seen hundreds of
-      times and its label noise is memorised; see benchmarks/RESULTS.md.
+      times and its label noise is memorised; see benchmarks/RESULTS.md. With a cap, at
+      least ``min_steps`` steps are taken (a tiny labelled set still gets optimised).
+    early_stopping: hold out a seeded ``val_fraction`` of the labels (none when fewer than
+      ``min_val_labels`` would be held out), evaluate their BT loss every ``eval_every`` steps
+      (on at most ``max_val_labels`` of them), keep the best parameters and stop after
+      ``patience`` evaluations without an improvement of ``min_delta`` (never before
+      ``min_steps``). ``steps`` is then the largest number of steps, ``max_epochs`` a budget.
     """
 
     steps: int = 1000
@@ -40,6 +46,14 @@ class TrainConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     max_epochs: float | None = None
+    early_stopping: bool = False
+    val_fraction: float = 0.2
+    min_val_labels: int = 8
+    max_val_labels: int = 4096
+    eval_every: int = 10
+    patience: int = 10
+    min_steps: int = 50
+    min_delta: float = 1e-4
 
     def __post_init__(self):
         if self.steps < 1:
@@ -52,6 +66,14 @@ class TrainConfig:
             raise InputError(f"weight decay must be >= 0, got {self.weight_decay}")
         if self.max_epochs is not None and not self.max_epochs > 0:
             raise InputError(f"max epochs must be > 0, got {self.max_epochs}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise InputError(f"validation fraction must be in [0, 1), got {self.val_fraction}")
+        for name in ("eval_every", "patience", "max_val_labels"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
+        for name in ("min_steps", "min_val_labels"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name.replace('_', ' ')} must be >= 0, got {getattr(self, name)}")
 
 
 class LabelBuffer(NamedTuple):
@@ -134,8 +156,9 @@ def fit(
     key: PRNG key (initialisation and minibatches are drawn from it).
     items: (N, D) float32 embeddings; the buffer holds indices into it.
     buffer: labelled comparisons. With ``count == 0`` the initial parameters are returned.
-    Returns ``(params, losses: (steps,) float32)``. Pure and jit/vmap-able; the configs are
-    static (hashable frozen dataclasses).
+    Returns ``(params, stats)``: :class:`FitStats` (per-step losses, the steps and epochs the
+    parameters were trained for, the held-out loss and accuracy when early stopping). Pure and
+    jit/vmap-able; the configs are static (hashable frozen dataclasses).
     """
     model_config = model_config or model_lib.ModelConfig()
     train_config = train_config or TrainConfig()
@@ -149,18 +172,70 @@ def fit(
 
 
 
+class FitStats(NamedTuple):
+    """What one fit reports (every field a JAX value; under ``vmap`` each gains the batch axis).
+
+    losses: (steps,) training BT loss of each step's minibatch (0 for steps not run).
+    steps_run: () int32, optimiser steps run (where training stopped).
+    steps_taken: () int32, optimiser steps the returned parameters were trained for (the best
+      held-out evaluation when early stopping, else every active step).
+    epochs: () float32, ``steps_taken · batch_size / n_fit``: passes over the fitted labels.
+    n_fit, n_val: () int32, labels trained on and held out.
+    val_loss, val_accuracy: () float32, held-out BT loss and pairwise accuracy of the returned
+      parameters (NaN when nothing is held out).
+    """
+
+    losses: jax.Array
+    steps_run: jax.Array
+    steps_taken: jax.Array
+    epochs: jax.Array
+    n_fit: jax.Array
+    n_val: jax.Array
+    val_loss: jax.Array
+    val_accuracy: jax.Array
+
+
+def split_rows(key, buffer: LabelBuffer, val_fraction: float, min_val: int = 0):
+    """A seeded split of the filled rows into fitted and held-out ones, with fixed shapes.
+
+    Each filled row is held out independently with probability ``val_fraction`` (none when
+    the expected count ``val_fraction · count`` is below ``min_val``). Returns ``(order,
+    n_fit, n_val)``: ``order`` (C,) int32 puts the fitted rows first (in random order), then
+    the held-out rows, then the unfilled ones.
+    """
+    c = buffer.capacity
+    u = jax.random.uniform(key, (c,))
+    filled = buffer.mask
+    enough = val_fraction * buffer.count.astype(jnp.float32) >= max(min_val, 1)
+    held = filled & (u < val_fraction) & enough
+    # never hold out every label
+    held = held & (jnp.sum(held) < buffer.count)
+    group = jnp.where(held, 1.0, jnp.where(filled, 0.0, 2.0))
+    order = jnp.argsort(group + u, stable=True).astype(jnp.int32)
+    n_val = jnp.sum(held).astype(jnp.int32)
+    return order, buffer.count - n_val, n_val
+
+
 def _fit(key, items, buffer, model_config, train_config):
     init_key, batch_key = jax.random.split(key)
+    split_key = jax.random.fold_in(key, 7)
     params = model_lib.init_params(init_key, model_config, items.shape[-1])
     optimizer = _optimizer(train_config)
     opt_state = optimizer.init(params)
-    has_data = (buffer.count > 0).astype(jnp.float32)
-    n_filled = jnp.maximum(buffer.count, 1)
     b = train_config.batch_size
-    if train_config.max_epochs is None:
-        active_steps = jnp.int32(train_config.steps)
+    steps = train_config.steps
+    early = train_config.early_stopping
+    if early:
+        order, n_fit, n_val = split_rows(split_key, buffer, train_config.val_fraction, train_config.min_val_labels)
     else:
-        active_steps = jnp.ceil(train_config.max_epochs * n_filled / b).astype(jnp.int32)
+        order, n_fit, n_val = jnp.arange(buffer.capacity, dtype=jnp.int32), buffer.count, jnp.int32(0)
+    has_data = (n_fit > 0).astype(jnp.float32)
+    n_rows = jnp.maximum(n_fit, 1)
+    if train_config.max_epochs is None:
+        active_steps = jnp.int32(steps)
+    else:
+        active_steps = jnp.ceil(train_config.max_epochs * n_rows / b).astype(jnp.int32)
+        active_steps = jnp.clip(active_steps, min(train_config.min_steps, steps), steps)
 
     def loss_fn(p, batch_items):
         r = model_lib.reward(p, model_config, batch_items)
@@ -170,18 +245,105 @@ def _fit(key, items, buffer, model_config, train_config):
         p, state = carry
         step_index, step_key = xs
         active = has_data * (step_index < active_steps).astype(jnp.float32)
-        rows = jax.random.randint(step_key, (b,), 0, n_filled)
+        rows = order[jax.random.randint(step_key, (b,), 0, n_rows)]
         pair = buffer.pairs[rows]
         batch_items = items[jnp.concatenate([pair[:, 0], pair[:, 1]])]
         loss, grads = jax.value_and_grad(loss_fn)(p, batch_items)
         updates, state = optimizer.update(grads, state, p)
         # no labels (or past the epoch cap): parameters stay, weight decay included
         updates = jax.tree_util.tree_map(lambda u: active * u, updates)
-        return (optax.apply_updates(p, updates), state), loss
+        return (optax.apply_updates(p, updates), state), loss * active
 
-    xs = (jnp.arange(train_config.steps, dtype=jnp.int32), jax.random.split(batch_key, train_config.steps))
-    (params, _), losses = jax.lax.scan(step, (params, opt_state), xs)
-    return params, losses
+    step_keys = jax.random.split(batch_key, steps)
+    taken = jnp.minimum(active_steps, steps) * (n_fit > 0)
+    if not early:
+        xs = (jnp.arange(steps, dtype=jnp.int32), step_keys)
+        (params, _), losses = jax.lax.scan(step, (params, opt_state), xs)
+        nan = jnp.float32(jnp.nan)
+        epochs = taken.astype(jnp.float32) * b / n_rows
+        taken = taken.astype(jnp.int32)
+        return params, FitStats(losses, taken, taken, epochs, n_fit, n_val, nan, nan)
+
+    # Early stopping: chunks of ``eval_every`` steps, then the held-out BT loss; the best
+    # parameters are kept (jnp.where) and training stops after ``patience`` evaluations
+    # without improvement (after ``min_steps``) or at the step budget. A while_loop: under
+    # vmap it runs until the last model stops, the stopped ones unchanged.
+    every = train_config.eval_every
+    n_chunks = -(-steps // every)
+    val_cap = min(buffer.capacity, train_config.max_val_labels)
+    val_pos = jnp.arange(val_cap, dtype=jnp.int32)
+    val_rows = order[jnp.clip(n_fit + val_pos, 0, buffer.capacity - 1)]
+    val_mask = val_pos < n_val
+    val_pairs = buffer.pairs[val_rows]
+    val_items = items[jnp.concatenate([val_pairs[:, 0], val_pairs[:, 1]])]
+
+    def held_out(p):
+        r = model_lib.reward(p, model_config, val_items)
+        gap = r[:val_cap] - r[val_cap:]
+        denom = jnp.maximum(jnp.sum(val_mask), 1)
+        loss = jnp.sum(jnp.where(val_mask, bt_loss(gap, 0.0), 0.0)) / denom
+        acc = jnp.sum(jnp.where(val_mask, (gap > 0) + 0.5 * (gap == 0), 0.0)) / denom
+        return loss, acc
+
+    pad = n_chunks * every - steps
+    keys_padded = jnp.concatenate([step_keys, jnp.repeat(step_keys[-1:], pad, axis=0)]) if pad else step_keys
+
+    class State(NamedTuple):
+        chunk: jax.Array
+        params: object
+        opt_state: object
+        best: object
+        best_loss: jax.Array
+        best_acc: jax.Array
+        best_step: jax.Array
+        bad: jax.Array
+        losses: jax.Array
+        done: jax.Array
+
+    def body(st: State) -> State:
+        start = st.chunk * every
+        idx = start + jnp.arange(every, dtype=jnp.int32)
+        chunk_keys = jax.lax.dynamic_slice_in_dim(keys_padded, start, every)
+        (p, state), losses = jax.lax.scan(step, (st.params, st.opt_state), (idx, chunk_keys))
+        losses = jax.lax.dynamic_update_slice_in_dim(
+            jnp.concatenate([st.losses, jnp.zeros(pad, jnp.float32)]), losses, start, 0
+        )[:steps]
+        end = jnp.minimum(start + every, active_steps)
+        loss, acc = held_out(p)
+        improved = (n_val > 0) & (loss < st.best_loss - train_config.min_delta)
+        best = jax.tree_util.tree_map(lambda new, old: jnp.where(improved, new, old), p, st.best)
+        bad = jnp.where(improved, 0, st.bad + 1)
+        stop = (n_val > 0) & (bad >= train_config.patience) & (end >= train_config.min_steps)
+        done = stop | (end >= active_steps)
+        return State(
+            st.chunk + 1, p, state, best,
+            jnp.where(improved, loss, st.best_loss), jnp.where(improved, acc, st.best_acc),
+            jnp.where(improved, end, st.best_step), bad, losses, done,
+        )
+
+    init = State(
+        jnp.int32(0), params, opt_state, params, jnp.float32(jnp.inf), jnp.float32(jnp.nan),
+        jnp.int32(0), jnp.int32(0), jnp.zeros(steps, jnp.float32), n_fit <= 0,
+    )
+    st = jax.lax.while_loop(lambda st: ~st.done & (st.chunk < n_chunks), body, init)
+    use_best = n_val > 0
+    params = jax.tree_util.tree_map(lambda best, last: jnp.where(use_best, best, last), st.best, st.params)
+    last_step = jnp.minimum(st.chunk * every, active_steps)
+    steps_taken = jnp.where(use_best, st.best_step, last_step) * (n_fit > 0)
+    val_loss = jnp.where(use_best, st.best_loss, jnp.nan)
+    epochs = steps_taken.astype(jnp.float32) * b / n_rows
+    steps_run = (last_step * (n_fit > 0)).astype(jnp.int32)
+    return params, FitStats(
+        st.losses, steps_run, steps_taken.astype(jnp.int32), epochs, n_fit, n_val, val_loss, st.best_acc
+    )
+
+
+def final_loss(stats: FitStats) -> jax.Array:
+    """Mean minibatch loss over the last 10 % of the steps run (at least one). ``-> ()``."""
+    idx = jnp.arange(stats.losses.shape[-1])
+    last = stats.steps_run
+    window = (idx < last) & (idx >= last - jnp.maximum(last // 10, 1))
+    return jnp.sum(jnp.where(window, stats.losses, 0.0)) / jnp.maximum(jnp.sum(window), 1)
 
 
 fit_jit = jax.jit(fit, static_argnames=("model_config", "train_config"))
