@@ -39,6 +39,8 @@ class TrainConfig:
       (on at most ``max_val_labels`` of them), keep the best parameters and stop after
       ``patience`` evaluations without an improvement of ``min_delta`` (never before
       ``min_steps``). ``steps`` is then the largest number of steps, ``max_epochs`` a budget.
+    refit: after early stopping, train again from the same initialisation on all the labels
+      (held-out ones too) for the number of epochs the early stop chose.
     """
 
     steps: int = 1000
@@ -47,6 +49,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     max_epochs: float | None = None
     early_stopping: bool = False
+    refit: bool = False
     val_fraction: float = 0.2
     min_val_labels: int = 8
     max_val_labels: int = 4096
@@ -229,7 +232,6 @@ def _fit(key, items, buffer, model_config, train_config):
         order, n_fit, n_val = split_rows(split_key, buffer, train_config.val_fraction, train_config.min_val_labels)
     else:
         order, n_fit, n_val = jnp.arange(buffer.capacity, dtype=jnp.int32), buffer.count, jnp.int32(0)
-    has_data = (n_fit > 0).astype(jnp.float32)
     n_rows = jnp.maximum(n_fit, 1)
     if train_config.max_epochs is None:
         active_steps = jnp.int32(steps)
@@ -239,20 +241,27 @@ def _fit(key, items, buffer, model_config, train_config):
 
     def loss_fn(p, batch_items):
         r = model_lib.reward(p, model_config, batch_items)
-        return has_data * jnp.mean(bt_loss(r[:b], r[b:]))
+        return jnp.mean(bt_loss(r[:b], r[b:]))
 
-    def step(carry, xs):
-        p, state = carry
-        step_index, step_key = xs
-        active = has_data * (step_index < active_steps).astype(jnp.float32)
-        rows = order[jax.random.randint(step_key, (b,), 0, n_rows)]
-        pair = buffer.pairs[rows]
-        batch_items = items[jnp.concatenate([pair[:, 0], pair[:, 1]])]
-        loss, grads = jax.value_and_grad(loss_fn)(p, batch_items)
-        updates, state = optimizer.update(grads, state, p)
-        # no labels (or past the epoch cap): parameters stay, weight decay included
-        updates = jax.tree_util.tree_map(lambda u: active * u, updates)
-        return (optax.apply_updates(p, updates), state), loss * active
+    def make_step(order, n_rows, active_steps):
+        """One AdamW step on a minibatch drawn (with replacement) from ``order[:n_rows]``;
+        a no-op (weight decay included) at or past ``active_steps`` or with no rows."""
+
+        def step(carry, xs):
+            p, state = carry
+            step_index, step_key = xs
+            active = ((n_rows > 0) & (step_index < active_steps)).astype(jnp.float32)
+            rows = order[jax.random.randint(step_key, (b,), 0, jnp.maximum(n_rows, 1))]
+            pair = buffer.pairs[rows]
+            batch_items = items[jnp.concatenate([pair[:, 0], pair[:, 1]])]
+            loss, grads = jax.value_and_grad(loss_fn)(p, batch_items)
+            updates, state = optimizer.update(grads, state, p)
+            updates = jax.tree_util.tree_map(lambda u: active * u, updates)
+            return (optax.apply_updates(p, updates), state), loss * active
+
+        return step
+
+    step = make_step(order, n_fit, active_steps)
 
     step_keys = jax.random.split(batch_key, steps)
     taken = jnp.minimum(active_steps, steps) * (n_fit > 0)
@@ -333,6 +342,26 @@ def _fit(key, items, buffer, model_config, train_config):
     val_loss = jnp.where(use_best, st.best_loss, jnp.nan)
     epochs = steps_taken.astype(jnp.float32) * b / n_rows
     steps_run = (last_step * (n_fit > 0)).astype(jnp.int32)
+    if train_config.refit:
+        # Refit from the same initialisation on every label (held-out ones included) for the
+        # epochs the early stop chose; chunks in a while_loop, so only those steps run.
+        all_rows = jnp.arange(buffer.capacity, dtype=jnp.int32)
+        refit_steps = jnp.ceil(epochs * jnp.maximum(buffer.count, 1) / b).astype(jnp.int32)
+        refit_steps = jnp.clip(refit_steps, min(train_config.min_steps, steps), steps)
+        refit_step = make_step(all_rows, buffer.count, refit_steps)
+
+        def refit_body(carry):
+            chunk, p, state = carry
+            idx = chunk * every + jnp.arange(every, dtype=jnp.int32)
+            chunk_keys = jax.lax.dynamic_slice_in_dim(keys_padded, chunk * every, every)
+            (p, state), _ = jax.lax.scan(refit_step, (p, state), (idx, chunk_keys))
+            return chunk + 1, p, state
+
+        p0 = model_lib.init_params(init_key, model_config, items.shape[-1])
+        _, refitted, _ = jax.lax.while_loop(
+            lambda c: (c[0] * every < refit_steps) & (n_val > 0), refit_body, (jnp.int32(0), p0, optimizer.init(p0))
+        )
+        params = jax.tree_util.tree_map(lambda r, e: jnp.where(n_val > 0, r, e), refitted, params)
     return params, FitStats(
         st.losses, steps_run, steps_taken.astype(jnp.int32), epochs, n_fit, n_val, val_loss, st.best_acc
     )
