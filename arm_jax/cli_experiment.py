@@ -16,17 +16,17 @@ PRESETS = {
     "demo": dict(
         task="llm-like", dim=64, train_prompts=1000, responses=10, test_prompts=100, test_responses=50,
         strategies="random,entropy,maxdiff,dopt,pa_dopt", seeds=3, rounds=6, k=100, initial_labels=100,
-        prompts_per_round=100, candidates=2000, steps=300, best_of_n="10,50",
+        prompts_per_round=100, candidates=2000, steps=300, best_of_n="10,50", schedule="early-stopping",
     ),
     "default": dict(
         task="llm-like", dim=256, train_prompts=5000, responses=10, test_prompts=200, test_responses=100,
         strategies="all", seeds=5, rounds=20, k=500, initial_labels=500,
-        prompts_per_round=500, candidates=20000, steps=1000, best_of_n="10,100",
+        prompts_per_round=500, candidates=20000, steps=1000, best_of_n="10,100", schedule="early-stopping",
     ),
     "paper": dict(
         task="llm-like", dim=2048, train_prompts=40000, responses=10, test_prompts=2000, test_responses=500,
         strategies="paper", seeds=5, rounds=20, k=500, initial_labels=500,
-        prompts_per_round=500, candidates=20000, steps=1000, best_of_n="10,100,500",
+        prompts_per_round=500, candidates=20000, steps=1000, best_of_n="10,100,500", schedule="fixed",
     ),
 }
 TASKS = ("llm-like", "gaussian-2d")
@@ -112,7 +112,7 @@ def register(sub) -> None:
     exp.add_argument("--annotation-quality", type=_quality, default=1.0,
                      help="annotator's beta: P(a wins) = sigmoid(beta (r_a - r_b) / std r); inf = noiseless")
     exp.add_argument("--best-of-n", type=_int_list, help="comma-separated N for Best-of-N " + _from_preset("best_of_n"))
-    add_model_flags(p.add_argument_group("reward model and training"), steps_default=None)
+    add_model_flags(p.add_argument_group("reward model and training"), steps_default=None, preset_schedule=True)
     out = p.add_argument_group("output")
     out.add_argument("--no-plot", action="store_true", help="do not draw learning_curves.png")
     out.add_argument("--quiet", action="store_true",

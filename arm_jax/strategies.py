@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import chex
 import numpy as np
 
-from arm_jax import fisher
+from arm_jax import fisher, posterior
 from arm_jax.errors import InputError
 
 
@@ -342,23 +342,21 @@ def batchbald_strategy(
     k: int,
     n_samples: int = 32,
     n_configs: int = 64,
-    prior_precision: float = 1.0,
+    prior_precision: float = posterior.DEFAULT_PRIOR_PRECISION,
 ) -> Selection:
     """BatchBALD (Kirsch et al. 2019) with a Laplace posterior on the last layer.
 
-    β ~ N(β̂, (I_past + λI)⁻¹), ``n_samples`` draws. Greedy: add the pair i maximising the
+    β ~ N(β̂, (I_past + λI)⁻¹) (:func:`arm_jax.posterior.laplace`), ``n_samples`` draws. Greedy: add the pair i maximising the
     conditional mutual information I(y_i; β | y_batch) = E_ŷ H(y_i | ŷ) − E_β H(y_i | β),
     where the batch's labels ŷ are ``n_configs`` joint samples drawn ancestrally from the
     posterior predictive (the sampled estimator of BatchBALD's joint entropy; the term for
     the batch already chosen is the same for every i and drops out).
     """
     x = inputs.phi_diff
-    h = x.shape[1]
     beta_key, model_key, label_key = jax.random.split(key, 3)
-    precision = _past_information(inputs) + prior_precision * jnp.eye(h, dtype=x.dtype)
-    white = fisher.whitening(precision)  # precision + ρI = L Lᵀ, white.w = L⁻¹
-    eps = jax.random.normal(beta_key, (h, n_samples), x.dtype)
-    betas = inputs.beta[:, None] + white.w.T @ eps  # (H, S): β̂ + L⁻ᵀε ~ N(β̂, precision⁻¹)
+    post = posterior.laplace(inputs.beta, inputs.past_phi_diff, inputs.past_mask, prior_precision)
+    white = post.white
+    betas = posterior.sample_heads(post, beta_key, n_samples)  # (H, S) ~ N(β̂, Λ⁻¹)
     logits = x @ betas  # (N, S)
     probs = jax.nn.sigmoid(logits).T  # (S, N)
     expected_entropy = jnp.mean(_binary_entropy(probs), axis=0)  # (N,)

@@ -32,8 +32,8 @@ SETTINGS = {
     "max-epochs 10": train.TrainConfig(steps=1000, max_epochs=10.0, early_stopping=False),
     "max-epochs 20": train.TrainConfig(steps=1000, max_epochs=20.0, early_stopping=False),
     "weight-decay 1e-2": train.TrainConfig(steps=1000, weight_decay=1e-2, early_stopping=False),
-    "early stopping": train.TrainConfig(steps=2000, max_epochs=200.0, early_stopping=True),
-    "early stopping + refit": train.TrainConfig(steps=2000, max_epochs=200.0, early_stopping=True, refit=True),
+    "early stopping, no refit": train.TrainConfig(refit=False),
+    "default: early stopping + refit": train.TrainConfig(),
 }
 
 
