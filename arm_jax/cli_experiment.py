@@ -302,7 +302,8 @@ def cmd_run(args) -> int:
 
     t_start = time.perf_counter()
     dataset, data_info = load_dataset(args)
-    study = experiment.make_study(configs, dataset)  # checks the data against the configuration
+    # one progress line per strategy and round, the mean over seeds (the program reports per seed)
+    study = experiment.make_study(configs, dataset, progress=SeedAverager(args.seeds, args.rounds))
     reward_std = float(study.data.reward_std)
     if not (np.isfinite(reward_std) and reward_std > 0):
         print(
@@ -318,7 +319,6 @@ def cmd_run(args) -> int:
         f"test {tuple(dataset.test_embeddings.shape)}; {len(names)} strategies x {args.seeds} seeds x "
         f"{args.rounds} rounds of k={args.k} ({args.pairs}); backend {env['backend']}"
     )
-    experiment.set_progress_sink(SeedAverager(args.seeds, args.rounds))
     base = dataclasses.replace(configs[0], strategy="dopt", progress=False)
     payload = {
         **env,

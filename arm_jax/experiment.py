@@ -329,20 +329,14 @@ def print_report(report: RoundReport) -> None:
     )
 
 
-_progress_sink = [print_report]
-
-
-def set_progress_sink(fn) -> None:
-    """Where progress reports go (one call per seed and round); the CLI averages over seeds."""
-    _progress_sink[0] = fn
-
-
-def _report(configs: tuple[ExperimentConfig, ...], round_index, one_minus_spearman, bon, key):
-    """A host callback per round when ``progress`` is on: one report per strategy.
-    one_minus_spearman: (S,), bon: (S, len(best_of_n)) for the S strategies; key: the
-    round's PRNG key (identifies the seed)."""
+def _report(configs: tuple[ExperimentConfig, ...], round_index, one_minus_spearman, bon, key, sink=None):
+    """A host callback per round when ``progress`` is on: one report per strategy and seed,
+    to ``sink`` (the ``progress`` argument of :func:`make_study`; :func:`print_report` when
+    none was given). one_minus_spearman: (S,), bon: (S, len(best_of_n)) for the S
+    strategies; key: the round's PRNG key (identifies the seed)."""
     if not configs[0].progress:
         return
+    sink = print_report if sink is None else sink
 
     def send(i, oms, b, key_data):
         i = int(i)
@@ -350,7 +344,7 @@ def _report(configs: tuple[ExperimentConfig, ...], round_index, one_minus_spearm
         seed = tuple(np.asarray(key_data).ravel().tolist())
         annotations = int(configs[0].annotations()[i])
         for s, config in enumerate(configs):
-            _progress_sink[0](RoundReport(config.strategy, i, annotations, float(oms[s]), float(b[s, -1]), seed))
+            sink(RoundReport(config.strategy, i, annotations, float(oms[s]), float(b[s, -1]), seed))
 
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
@@ -393,7 +387,7 @@ def check_study(configs) -> tuple[ExperimentConfig, ...]:
     return configs
 
 
-def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: ExperimentData):
+def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: ExperimentData, sink=None):
     """One round for S strategies: each acquires with its own model (except in round 0), then
     all S models are retrained from scratch at once and evaluated.
 
@@ -427,7 +421,7 @@ def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: Exp
     params, loss, epochs = jax.vmap(lambda b: retrain(k_train, b, base, data))(buffers)
     # one strategy at a time: the test-set activations of one model at once, not of S
     oms, bon = jax.lax.map(lambda p: evaluate(p, base, data), params)
-    _report(configs, round_index, oms, bon, key)
+    _report(configs, round_index, oms, bon, key, sink)
     return (buffers, params, picks_ok), (oms, bon, loss, picks_ok, epochs)
 
 
@@ -441,16 +435,17 @@ def round_step(carry, xs, config: ExperimentConfig, data: ExperimentData):
     return _index(carry, 0), _index(out, 0)
 
 
-def run_study_single(key, configs: tuple[ExperimentConfig, ...], data: ExperimentData) -> ExperimentResult:
+def run_study_single(key, configs: tuple[ExperimentConfig, ...], data: ExperimentData, sink=None) -> ExperimentResult:
     """The whole experiment of one seed for S strategies, rounds 0..``rounds`` as one
-    ``lax.scan``. Every leaf of the result has a leading (S,) strategies axis."""
+    ``lax.scan``. Every leaf of the result has a leading (S,) strategies axis. ``sink``:
+    where progress reports go (see :func:`make_study`)."""
     base = configs[0]
     check_data(data)
     init_key, round_key = jax.random.split(key)
     buffer, ok = initial_buffer(init_key, base, data)  # round 0 is random: the same for every strategy
     params = model_lib.init_params(jax.random.PRNGKey(0), base.model, data.train_items.shape[-1])
     xs = (jnp.arange(base.rounds + 1, dtype=jnp.int32), jax.random.split(round_key, base.rounds + 1))
-    step = functools.partial(study_round_step, configs=configs, data=data)
+    step = functools.partial(study_round_step, configs=configs, data=data, sink=sink)
     carry = _stack([(buffer, params, ok)] * len(configs))
     (buffers, _, _), (oms, bon, loss, picks_ok, epochs) = jax.lax.scan(step, carry, xs)
     by_strategy = lambda x: jnp.moveaxis(x, 0, 1)  # (rounds + 1, S, ...) -> (S, rounds + 1, ...)
@@ -465,14 +460,23 @@ def run_single(key, config: ExperimentConfig, data: ExperimentData) -> Experimen
     return _index(run_study_single(key, (config,), data), 0)
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
-def _run_jit(key, config, data):
-    return run_single(key, config, data)
+class _Program(NamedTuple):
+    """What one compiled program runs (a static, hashable jit argument): the configurations,
+    whether it is one strategy (results without the strategies axis), the progress sink."""
+
+    configs: tuple
+    single: bool
+    sink: Callable | None = None
 
 
-def _run_one(key, what, data):
-    """``what``: one configuration (one strategy) or a tuple of them (a study)."""
-    return run_study_single(key, what, data) if isinstance(what, tuple) else run_single(key, what, data)
+@functools.partial(jax.jit, static_argnames=("what",))
+def _run_jit(key, what, data):
+    return _run_one(key, what, data)
+
+
+def _run_one(key, what: _Program, data):
+    out = run_study_single(key, what.configs, data, what.sink)
+    return _index(out, 0) if what.single else out
 
 
 @functools.partial(jax.jit, static_argnames=("what",))
@@ -547,18 +551,19 @@ class Experiment(NamedTuple):
         return self.run(key)
 
 
-def make_experiment(config: ExperimentConfig, dataset, devices=None) -> Experiment:
+def make_experiment(config: ExperimentConfig, dataset, devices=None, progress: Callable | None = None) -> Experiment:
     """Bind a configuration to a dataset (``Dataset`` or ``ExperimentData``).
 
     The returned ``run``/``run_seeds`` compile once per configuration and pass the data into
     the compiled program as arguments. ``devices``: with more than one (default: all local
     devices), ``run_seeds`` splits the seeds over them (``arm_jax.parallel``, a ``Mesh`` over
-    the seed axis); the numbers are those of one device.
+    the seed axis); the numbers are those of one device. ``progress``: see :func:`make_study`.
     """
     check_config_against_data(config, dataset)
     data = dataset if isinstance(dataset, ExperimentData) else prepare_data(dataset)
-    run_seeds, lower_seeds = _seed_runners(config, data, devices)
-    return Experiment(lambda key: check_result(_run_jit(key, config, data)), run_seeds, lower_seeds, config, data)
+    program = _Program((config,), True, progress)
+    run_seeds, lower_seeds = _seed_runners(program, data, devices)
+    return Experiment(lambda key: check_result(_run_jit(key, program, data)), run_seeds, lower_seeds, config, data)
 
 
 class Study(NamedTuple):
@@ -576,16 +581,21 @@ class Study(NamedTuple):
     data: ExperimentData
 
 
-def make_study(configs, dataset, devices=None) -> Study:
+def make_study(configs, dataset, devices=None, progress: Callable | None = None) -> Study:
     """Several strategies on the same seeds as one compiled program (what ``arm-jax run`` runs).
 
     configs: :class:`ExperimentConfig` s that differ only in ``strategy`` (ValueError otherwise).
     Strategy s of seed i gives the numbers ``make_experiment(configs[s], ...)`` gives for seed
     i; the program compiles once for all strategies, trains all their models at once, and its
     seeds are split over ``devices`` as in :func:`make_experiment`.
+
+    progress: with ``config.progress`` on, ``progress(report)`` is called from inside the
+    running program once per strategy, seed and round with a :class:`RoundReport` (host
+    values); default :func:`print_report`. It is part of what is compiled: pass the same
+    object to reuse a compiled program.
     """
     configs = check_study(configs)
     check_config_against_data(configs[0], dataset)  # the data sees no difference between them
     data = dataset if isinstance(dataset, ExperimentData) else prepare_data(dataset)
-    run_seeds, lower_seeds = _seed_runners(configs, data, devices)
+    run_seeds, lower_seeds = _seed_runners(_Program(configs, False, progress), data, devices)
     return Study(run_seeds, lower_seeds, configs, data)

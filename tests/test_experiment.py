@@ -222,3 +222,19 @@ def test_config_checked_against_data(dataset):
         experiment.make_experiment(ExperimentConfig(**{**TINY, "best_of_n": (9,)}), dataset)
     with pytest.raises(ValueError, match="a round has only 20 possible in-prompt pairs, fewer than k = 30"):
         experiment.make_experiment(ExperimentConfig(**{**TINY, "n_prompts": 2, "k": 30}), dataset)
+
+
+def test_progress_reaches_the_callback_given_and_nothing_is_printed(prepared, capsys):
+    """Progress goes to the ``progress`` argument (no module-level sink, no printing): one
+    report per strategy, seed and round, with the numbers the result holds."""
+    reports = []
+    configs = [ExperimentConfig(strategy=s, progress=True, **TINY) for s in ("random", "maxdiff")]
+    keys = jax.random.split(jax.random.PRNGKey(6), 2)
+    result = experiment.make_study(configs, prepared, progress=reports.append).run_seeds(keys)
+    assert capsys.readouterr().out == ""
+    assert len(reports) == 2 * 2 * (TINY["rounds"] + 1)
+    oms = np.asarray(result.metrics.one_minus_spearman)  # (seeds, strategies, rounds + 1)
+    got = sorted((r.strategy, r.round_index, round(r.one_minus_spearman, 5)) for r in reports)
+    want = sorted((c.strategy, i, round(float(oms[seed, s, i]), 5)) for seed in range(2)
+                  for s, c in enumerate(configs) for i in range(TINY["rounds"] + 1))
+    assert got == want
