@@ -121,14 +121,22 @@ def candidate_seed(seed: int, labelled: np.ndarray) -> list[int]:
 
 
 def candidate_pairs(
-    pool: Pool, mode: str, n_candidates: int, seed: int, labelled: np.ndarray, allow_relabel: bool = False
+    pool: Pool,
+    mode: str,
+    n_candidates: int,
+    seed: int,
+    labelled: np.ndarray,
+    allow_relabel: bool = False,
+    never: np.ndarray | None = None,
 ) -> CandidatePairs:
     """Uniform subsample (without duplicates) of ``n_candidates`` pairs of the mode.
 
     Every pair of the mode is kept when there are at most ``n_candidates``. ``labelled``:
     sorted keys (:func:`~arm_jax.labels.labelled_keys`) of the labelled pairs, which are
     marked not ``valid`` unless ``allow_relabel``; the sample is seeded by ``seed`` and these
-    keys (:func:`candidate_seed`), so it changes from round to round.
+    keys (:func:`candidate_seed`), so it changes from round to round. ``never``: keys of pairs
+    that are never valid, even with ``allow_relabel`` (the evaluation pairs of
+    ``--val-labels``); they do not change the draw.
     """
     if n_candidates < 1:
         raise InputError(f"--candidates must be >= 1, got {n_candidates}")
@@ -140,4 +148,6 @@ def candidate_pairs(
         valid = np.ones(a.shape, bool)
     else:
         valid = ~np.isin(pair_keys(a, b, pool.n), labelled, assume_unique=False)
+    if never is not None and never.size:
+        valid &= ~np.isin(pair_keys(a, b, pool.n), never)
     return CandidatePairs(a, b, valid, index.total)

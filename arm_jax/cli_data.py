@@ -13,6 +13,7 @@ import sys
 
 from arm_jax import realdata
 from arm_jax.cli_common import HelpFormatter, add_model_flags, model_and_train_configs, positive_int, seed
+from arm_jax.train import TrainConfig
 
 POOL_HELP = (
     "pool of items: a .npy of shape (prompts, responses, D) in the paper's layout (item ids "
@@ -21,6 +22,12 @@ POOL_HELP = (
     "'item_ids' (N,) (default ids: row numbers)"
 )
 OUT_NOTE = "missing directories are created; may not be an input file"
+VAL_LABELS_HELP = (
+    "labelled comparisons of randomly drawn pairs (the --labels format), kept for evaluation only: "
+    "never trained on{}; the model's pairwise accuracy, log-loss and expected calibration error "
+    "(ECE, 10 bins) on them are reported. Unlike the held-out share of --labels, whose pairs a "
+    "strategy chose, they compare models trained by different strategies"
+)
 LABELS_HELP = (
     'labelled comparisons, JSON Lines (UTF-8): {"winner": ID, "loser": ID} per line; ids are '
     'strings or integers, compared as strings; blank lines skipped, extra fields ignored; a line '
@@ -71,11 +78,15 @@ def _cmd_select(args) -> int:
         train_config=train_config,
         log=_log,
         allow_relabel=args.allow_relabel,
+        val_labels_path=args.val_labels,
     )
+    if result.val is not None:
+        _log(_val_labels_line(result.val, args.val_labels))
     ties = f" (+{result.n_ties} ties)" if result.n_ties else ""
     _log(
         f"select: {result.n_items} items, {result.n_labels} labels{ties}, "
-        f"{result.n_candidates} candidate pairs ({args.pairs}, {result.n_masked} already labelled), "
+        f"{result.n_candidates} candidate pairs ({args.pairs}, {result.n_masked} already labelled"
+        f"{' or in --val-labels' if args.val_labels else ''}), "
         f"{args.strategy} picked {len(result.rows)} -> {args.out}"
     )
     _log(_timings(result.timings))
@@ -136,6 +147,7 @@ def _register_select(sub) -> None:
                         "prompt ids) or all-cross (every pair) (default: cross-prompt; see below)")
     p.add_argument("--allow-relabel", action="store_true",
                    help="propose pairs that are already labelled too (by default they never are)")
+    p.add_argument("--val-labels", metavar="FILE", help=VAL_LABELS_HELP.format(", never proposed"))
     p.add_argument("--candidates", type=positive_int, default=realdata.DEFAULT_CANDIDATES, metavar="N",
                    help=f"candidate pairs sampled for in-prompt/cross-prompt (default: {realdata.DEFAULT_CANDIDATES})")
     _add_training_flags(p)
@@ -143,6 +155,17 @@ def _register_select(sub) -> None:
 
 
 # ----------------------------------------------------------------------------- train
+
+
+def _metric(x: float) -> str:
+    return "n/a" if x != x else f"{x:.4f}"
+
+
+def _val_labels_line(val, path) -> str:
+    return (
+        f"--val-labels {path}: pairwise accuracy {_metric(val.accuracy)}, log-loss {_metric(val.log_loss)}, "
+        f"ECE {_metric(val.ece)} ({val.n} comparisons, never trained on)"
+    )
 
 
 def _cmd_train(args) -> int:
@@ -157,14 +180,35 @@ def _cmd_train(args) -> int:
         model_config=model_config,
         train_config=train_config,
         log=_log,
+        val_labels_path=args.val_labels,
     )
     if result.n_val:
-        print(f"held-out pairwise accuracy: {result.val_accuracy:.4f} ({result.n_val} labels)")
+        source = {"early-stopping": "held out by early stopping", "split": "the --val-fraction split"}[result.held_out]
+        print(f"held-out pairwise accuracy: {result.val_accuracy:.4f} ({result.n_val} of {result.n_labels} labels, {source})")
+        print(f"held-out log-loss: {result.val_loss:.4f}")
     else:
-        print("held-out pairwise accuracy: n/a (no validation split)")
-    print(f"training pairwise accuracy: {result.train_accuracy:.4f} ({result.n_train} labels)")
+        why = "--val-fraction 0"
+        if args.val_fraction and train_config.early_stopping:
+            why = (f"too few labels: early stopping holds out none when {args.val_fraction:g} of them "
+                   f"is under {train_config.min_val_labels}")
+        elif args.val_fraction:
+            why = "too few labels to hold any out"
+        print(f"held-out pairwise accuracy: n/a ({why})")
+        print("held-out log-loss: n/a")
+    print(realdata.fit_summary(result.fit, result.n_labels))
+    print(
+        f"training pairwise accuracy: {result.train_accuracy:.4f} "
+        f"(the saved model on all {result.n_labels} labels, trained on {result.n_trained_on})"
+    )
+    if result.val is not None:
+        print(f"val-labels pairwise accuracy: {result.val.accuracy:.4f} ({result.val.n} comparisons in "
+              f"{args.val_labels}, never trained on)")
+        print(f"val-labels log-loss: {result.val.log_loss:.4f}")
+        print(f"val-labels calibration error (ECE, 10 bins): {result.val.ece:.4f}")
+    if result.n_val:
+        print(f"note: {realdata.HELD_OUT_CAVEAT}")
     what = (
-        f"refit on all {result.n_labels} labels" if result.refit else f"trained on {result.n_train} labels"
+        f"refit on all {result.n_labels} labels" if result.refit else f"trained on {result.n_trained_on} labels"
     )
     ties = f" ({result.n_ties} ties not used)" if result.n_ties else ""
     _log(f"train: {result.n_items} items, {result.n_labels} labels{ties}; saved model ({what}) -> {args.out}")
@@ -173,14 +217,29 @@ def _cmd_train(args) -> int:
 
 
 TRAIN_EPILOG = """\
-The labels are shuffled with --seed and a --val-fraction of them held out; the model is
-trained on the rest and its pairwise accuracy (fraction of comparisons whose winner gets the
-higher reward) is printed on held-out and training labels. Then, by default, the model is
-trained again from scratch on all labels with the same seed (the very model 'select --seed'
-trains) and that one is saved; --no-refit saves the train-split model instead.
+Held-out numbers. A --val-fraction of the labels is held out (a seeded draw). With early
+stopping (the default schedule) the training itself holds them out: it evaluates their
+Bradley-Terry log-loss as it goes, keeps the best model and stops when it no longer improves;
+then, by default, the model is trained again from scratch on all labels for the same number
+of epochs and saved. With the fixed schedule the model is trained on the rest for --steps,
+measured, then trained again on all labels with the same seed (the very model 'select --seed'
+trains). --no-refit saves the model the held-out numbers were measured on.
+
+Printed on stdout: held-out pairwise accuracy (fraction of comparisons whose winner gets the
+higher reward) and log-loss (mean -log sigmoid(r_winner - r_loser)), the stopping epoch
+(passes over the fitted labels), the saved model's accuracy on all labels, and with
+--val-labels its accuracy, log-loss and expected calibration error on that file.
+
+The held-out labels are a share of the pairs you had labelled. When a strategy chose those
+pairs they are not a random sample (D-optimal design picks hard, informative pairs), so the
+held-out accuracy of a dopt-trained model reads lower than a random-trained one's even when
+the model is better: it does not compare strategies. For that, label a few hundred randomly
+drawn pairs once (e.g. 'arm-jax select --strategy random'), keep them in their own file and
+pass it as --val-labels: they are never trained on, and 'select --val-labels' never proposes them.
 
 MODEL is one msgpack file (any name, e.g. model.msgpack): the model config, the input
-dimension, training metadata and flax.serialization.to_bytes(params).
+dimension, training metadata (the held-out and --val-labels numbers, the stopping epoch, the
+training config) and flax.serialization.to_bytes(params).
 """
 
 
@@ -195,10 +254,12 @@ def _register_train(sub) -> None:
     p.add_argument("--pool", required=True, metavar="POOL", help=POOL_HELP)
     p.add_argument("--labels", required=True, metavar="LABELS", help=LABELS_HELP)
     p.add_argument("--out", required=True, metavar="MODEL", help=f"model file to write, e.g. model.msgpack ({OUT_NOTE})")
-    p.add_argument("--val-fraction", type=_fraction, default=0.1,
-                   help="fraction of labels held out for validation, in [0, 1) (default: 0.1)")
+    p.add_argument("--val-fraction", type=_fraction, default=TrainConfig.val_fraction,
+                   help="fraction of the labels held out (by early stopping, or by the fixed schedule's split), "
+                        f"in [0, 1) (default: {TrainConfig.val_fraction:g})")
     p.add_argument("--no-refit", action="store_true",
-                   help="save the model trained on the training split instead of refitting on all labels")
+                   help="save the model the held-out numbers were measured on instead of refitting on all labels")
+    p.add_argument("--val-labels", metavar="FILE", help=VAL_LABELS_HELP.format(""))
     _add_training_flags(p)
     p.set_defaults(func=_cmd_train)
 

@@ -12,6 +12,8 @@ the rows, as does a fit that ends with non-finite parameters.
 from __future__ import annotations
 
 import functools
+import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +55,48 @@ def _bucket(n: int) -> int:
     return -(-int(n) // 8192) * 8192
 
 
+class FitReport(NamedTuple):
+    """What one fit did, as host values (:class:`arm_jax.train.FitStats` without the losses).
+
+    steps_run: optimiser steps run; steps_taken: steps the returned parameters were trained
+    for (the best held-out evaluation when early stopping); epochs: steps_taken · batch size /
+    n_fit, passes over the fitted labels; n_fit, n_val: labels fitted and held out by early
+    stopping (n_val 0 with the fixed schedule or too few labels); val_loss, val_accuracy:
+    held-out Bradley–Terry log-loss and pairwise accuracy of the early-stopped parameters
+    (NaN when nothing was held out); early_stopping, refit: the schedule; refitted: the
+    returned parameters were refit on all labels (held-out ones too) after early stopping.
+    """
+
+    steps_run: int
+    steps_taken: int
+    epochs: float
+    n_fit: int
+    n_val: int
+    val_loss: float
+    val_accuracy: float
+    early_stopping: bool
+    refit: bool
+
+    @property
+    def refitted(self) -> bool:
+        return bool(self.early_stopping and self.refit and self.n_val > 0)
+
+    def as_dict(self) -> dict:
+        """JSON-ready (NaN becomes None), ``refitted`` included."""
+        out = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in self._asdict().items()}
+        out["refitted"] = self.refitted
+        return out
+
+
+def fit_report(stats, train_config: TrainConfig) -> FitReport:
+    """The host-side :class:`FitReport` of one (unbatched) :class:`arm_jax.train.FitStats`."""
+    s = jax.device_get(stats)
+    return FitReport(
+        int(s.steps_run), int(s.steps_taken), float(s.epochs), int(s.n_fit), int(s.n_val),
+        float(s.val_loss), float(s.val_accuracy), bool(train_config.early_stopping), bool(train_config.refit),
+    )
+
+
 def fit_on_labels(
     seed: int,
     embeddings: np.ndarray,
@@ -63,21 +107,25 @@ def fit_on_labels(
 ):
     """Train a fresh model (``train.fit_jit``) on the comparisons winner[i] ≻ loser[i].
 
+    Returns ``(params, report)``: the trained parameters and a :class:`FitReport` (the epoch
+    training stopped at, the early-stopping hold-out's accuracy and log-loss).
     Only the rows that appear in a label are read and sent to the device (the indices are
     remapped, the result is the same as fitting on the whole pool), so a memory-mapped pool
     far larger than the labelled set costs nothing.
-    With no labels the seeded initial parameters are returned.
+    With no labels the seeded initial parameters are returned (a report of zero steps).
     """
     if winner.size == 0:
-        return initial_params(seed, model_config, embeddings.shape[1])
+        nan = float("nan")
+        report = FitReport(0, 0, 0.0, 0, 0, nan, nan, bool(train_config.early_stopping), bool(train_config.refit))
+        return initial_params(seed, model_config, embeddings.shape[1]), report
     rows, inverse = np.unique(np.concatenate([winner, loser]), return_inverse=True)
     items = np.zeros((_bucket(rows.size), embeddings.shape[1]), np.float32)
     items[: rows.size] = embeddings[rows]
     n_labels = winner.shape[0]
     buffer = train_lib.buffer_from_pairs(inverse[:n_labels], inverse[n_labels:], capacity=_bucket(n_labels))
     items = jnp.asarray(items)
-    params, _ = train_lib.fit_jit(train_key(seed), items, buffer, model_config=model_config, train_config=train_config)
-    return jax.block_until_ready(params)
+    params, stats = train_lib.fit_jit(train_key(seed), items, buffer, model_config=model_config, train_config=train_config)
+    return jax.block_until_ready(params), fit_report(stats, train_config)
 
 
 def check_fit(params, pool: Pool, rows: np.ndarray) -> None:
@@ -148,3 +196,54 @@ def pairwise_accuracy(reward_winner: np.ndarray, reward_loser: np.ndarray) -> fl
     if reward_winner.size == 0:
         return float("nan")
     return float(np.mean((reward_winner > reward_loser) + 0.5 * (reward_winner == reward_loser)))
+
+
+def pairwise_log_loss(reward_winner: np.ndarray, reward_loser: np.ndarray) -> float:
+    """Mean Bradley–Terry log-loss −log σ(r_w − r_l) of the comparisons (float64, stable)."""
+    if reward_winner.size == 0:
+        return float("nan")
+    gap = np.asarray(reward_winner, np.float64) - np.asarray(reward_loser, np.float64)
+    return float(np.mean(np.logaddexp(0.0, -gap)))
+
+
+def expected_calibration_error(p_winner: np.ndarray, n_bins: int = 10) -> float:
+    """Expected calibration error of predicted probabilities P(winner ≻ loser).
+
+    A comparison has no natural orientation, so each one enters twice: as the prediction
+    ``p`` of an event that happened (outcome 1) and as ``1 − p`` of one that did not
+    (outcome 0). The predictions are put in ``n_bins`` equal-width bins of [0, 1] (a value
+    of exactly 1 in the last bin) and ECE = Σ_bins (n_bin / n) · |mean prediction − mean
+    outcome|. For an even ``n_bins`` this equals the usual top-label ECE with confidence
+    max(p, 1 − p) over ``n_bins / 2`` bins of [0.5, 1] (but for values on a bin edge).
+    NaN for no comparisons.
+    """
+    p = np.asarray(p_winner, np.float64).reshape(-1)
+    if p.size == 0:
+        return float("nan")
+    pred = np.concatenate([p, 1.0 - p])
+    outcome = np.concatenate([np.ones_like(p), np.zeros_like(p)])
+    bins = np.clip(np.floor(pred * n_bins).astype(np.int64), 0, n_bins - 1)
+    gap = np.bincount(bins, weights=pred - outcome, minlength=n_bins)
+    return float(np.sum(np.abs(gap)) / pred.size)
+
+
+class PairMetrics(NamedTuple):
+    """How well rewards predict a set of comparisons."""
+
+    n: int
+    accuracy: float
+    log_loss: float
+    ece: float
+
+    def as_dict(self) -> dict:
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in self._asdict().items()}
+
+
+def pair_metrics(reward_winner: np.ndarray, reward_loser: np.ndarray) -> PairMetrics:
+    """Pairwise accuracy, log-loss and ECE (:func:`expected_calibration_error`) of comparisons."""
+    rw = np.asarray(reward_winner, np.float64)
+    rl = np.asarray(reward_loser, np.float64)
+    p_winner = 0.5 * (1.0 + np.tanh(0.5 * (rw - rl)))  # σ(r_w − r_l), stable for any gap
+    return PairMetrics(
+        int(rw.size), pairwise_accuracy(rw, rl), pairwise_log_loss(rw, rl), expected_calibration_error(p_winner)
+    )

@@ -16,10 +16,21 @@ prints: progress goes to the ``log`` callback each function takes.
 
 Randomness comes from one integer seed (see :mod:`arm_jax.fitting`); the candidate subsample
 is a numpy generator seeded by ``seed`` and a digest of the labelled pairs
-(:func:`arm_jax.candidates.candidate_seed`), the validation split ``default_rng([seed, 3])``.
+(:func:`arm_jax.candidates.candidate_seed`), the fixed schedule's validation split
+``default_rng([seed, 3])``.
+
+Held-out numbers. With early stopping (:class:`~arm_jax.train.TrainConfig`) the model holds
+out a seeded share of the labels inside the fit and reports their accuracy and log-loss
+(:class:`~arm_jax.fitting.FitReport`); with the fixed schedule ``train`` holds out
+``val_fraction`` of them itself. Either way they are a share of the labels the user
+collected: when a strategy chose those pairs they are not a random sample, so the numbers do
+not compare models trained by different strategies. ``val_labels_path`` (``--val-labels``)
+names comparisons of randomly drawn pairs kept for evaluation only: never trained on, never
+proposed by ``select``; they are scored by accuracy, log-loss and expected calibration error.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -35,12 +46,14 @@ from arm_jax.allpairs import ALLPAIRS_STRATEGIES as ALL_PAIRS_STRATEGIES
 from arm_jax.candidates import DEFAULT_CANDIDATES, PAIR_MODES, CandidatePairs, candidate_pairs
 from arm_jax.errors import InputError
 from arm_jax.fitting import (
+    FitReport,
+    PairMetrics,
     check_features,
     check_fit,
     fit_on_labels,
     item_features,
     item_rewards,
-    pairwise_accuracy,
+    pair_metrics,
     select_key,
 )
 from arm_jax.labels import Labels, empty_labels, labelled_keys, load_labels, pair_keys, split_labels
@@ -57,6 +70,7 @@ EXPLICIT_ALL_PAIRS_LIMIT = 2_000_000
 __all__ = [
     "DEFAULT_CANDIDATES", "PAIR_MODES", "CandidatePairs", "DataError", "Labels", "Pool", "SavedModel",
     "ScoreResult", "SelectResult", "TrainResult", "candidate_pairs", "fit_on_labels", "item_features",
+    "HELD_OUT_CAVEAT", "fit_summary",
     "item_rewards", "load_labels", "load_model", "load_pool", "save_model",
     "score_paths", "score_pool", "select_pairs", "train_model",
 ]
@@ -86,6 +100,63 @@ def _check_k(k) -> int:
     return int(k)
 
 
+#: One line on what a held-out share of the user's own labels can and cannot measure.
+HELD_OUT_CAVEAT = (
+    "held-out labels are a share of the pairs you had labelled; pairs a strategy chose are not a "
+    "random sample, so these numbers do not compare strategies (randomly drawn pairs in --val-labels do)"
+)
+
+
+def _schedule(train_config: TrainConfig) -> str:
+    """The training schedule in a few words (for the progress line)."""
+    cap = f", at most {train_config.max_epochs:g} epochs" if train_config.max_epochs is not None else ""
+    if train_config.early_stopping:
+        return f"early stopping on a {train_config.val_fraction:g} hold-out, at most {train_config.steps} steps{cap}"
+    return f"{train_config.steps} steps{cap}"
+
+
+def fit_summary(fit: FitReport, n_labels: int) -> str:
+    """Where training stopped, in one line: ``stopping epoch: E (...)``."""
+    head = f"stopping epoch: {fit.epochs:.1f} (step {fit.steps_taken}"
+    if not fit.early_stopping:
+        return f"{head}, fixed schedule)"
+    if fit.n_val == 0:
+        return f"{head}; too few labels for an early-stopping hold-out, so the whole step budget)"
+    tail = (
+        f"; refit on all {n_labels} labels for as many epochs" if fit.refitted
+        else f"; the early-stopped model, trained on {fit.n_fit} labels, is kept"
+    )
+    return f"{head}, the best held-out log-loss; training ran {fit.steps_run} steps){tail}"
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def _load_val_labels(val_labels_path, labels_path, labels: Labels, pool: Pool, log: Log):
+    """(evaluation labels or None, how many of their pairs are in ``labels`` too)."""
+    if val_labels_path is None:
+        return None, 0
+    if labels_path is not None and _same_file(val_labels_path, labels_path):
+        raise InputError(
+            f"{val_labels_path}: --val-labels is the --labels file; evaluation pairs must never be trained on"
+        )
+    val = load_labels(val_labels_path, pool)
+    if val.n == 0:
+        raise InputError(f"{val.path}: no comparisons to evaluate on in --val-labels (ties are not scored)")
+    also = np.isin(pair_keys(val.winner, val.loser, pool.n), labelled_keys(labels, pool.n))
+    n_overlap = int(also.sum())
+    if n_overlap:
+        log(
+            f"warning: {n_overlap} of the {val.n} --val-labels comparisons are pairs that --labels holds too "
+            "(trained on), so the --val-labels numbers are optimistic"
+        )
+    return val, n_overlap
+
+
 # ----------------------------------------------------------------------------- select
 
 
@@ -97,6 +168,9 @@ class SelectResult(NamedTuple):
     n_candidates: int
     n_masked: int
     timings: dict
+    fit: FitReport | None = None
+    val: PairMetrics | None = None
+    n_val_overlap: int = 0
 
 
 def select_pairs(
@@ -112,14 +186,17 @@ def select_pairs(
     train_config: TrainConfig | None = None,
     log: Log = _quiet,
     allow_relabel: bool = False,
+    val_labels_path=None,
 ) -> SelectResult:
     """Train on the labels, pick the next k pairs, write them as JSON Lines (``select``).
 
     Each output line: ``{"a": ID, "b": ID, "p_a_wins": float, "score": float, "rank": int}``,
     best first (rank 1). No item is paired with itself and no pair comes twice; no pair is
     already labelled (either order) unless ``allow_relabel``. ``labels_path=None`` is the
-    cold start: the untrained, seeded model's features are used. Checks every input and the
-    output path before training and writes nothing on error.
+    cold start: the untrained, seeded model's features are used. ``val_labels_path``:
+    comparisons kept for evaluation only (not trained on, never proposed, even with
+    ``allow_relabel``); the trained model's accuracy, log-loss and ECE on them are returned.
+    Checks every input and the output path before training and writes nothing on error.
     """
     model_config = model_config or ModelConfig()
     train_config = train_config or TrainConfig()
@@ -128,7 +205,7 @@ def select_pairs(
     if pairs not in PAIR_MODES:
         raise InputError(f"unknown --pairs {pairs!r}; choose one of {', '.join(PAIR_MODES)}")
     k = _check_k(k)
-    io_lib.check_output_file(out_path, {"--pool": pool_path, "--labels": labels_path})
+    io_lib.check_output_file(out_path, {"--pool": pool_path, "--labels": labels_path, "--val-labels": val_labels_path})
     timings = {}
     t0 = time.perf_counter()
 
@@ -136,13 +213,18 @@ def select_pairs(
     pool = load_pool(pool_path)
     labels = empty_labels() if labels_path is None else load_labels(labels_path, pool)
     labelled = labelled_keys(labels, pool.n)
+    val, n_overlap = _load_val_labels(val_labels_path, labels_path, labels, pool, log)
+    val_keys = np.zeros(0, np.int64) if val is None else labelled_keys(val, pool.n)
     excluded = np.zeros(0, np.int64) if allow_relabel else labelled
     if pairs == "all-cross":
         candidates = None
+        excluded = np.union1d(excluded, val_keys)
         _check_all_cross(strategy, k, pool, excluded)
     else:
-        candidates = candidate_pairs(pool, pairs, n_candidates, seed, labelled, allow_relabel=allow_relabel)
-        _check_enough_candidates(k, candidates, pairs, pool)
+        candidates = candidate_pairs(
+            pool, pairs, n_candidates, seed, labelled, allow_relabel=allow_relabel, never=val_keys
+        )
+        _check_enough_candidates(k, candidates, pairs, pool, evaluation=val is not None)
     timings["load"] = time.perf_counter() - t0
 
     # 2. train the reward model on the labels (from scratch, seeded)
@@ -153,9 +235,11 @@ def select_pairs(
             "random features (D-optimal design on the random-init features)"
         )
     else:
-        log(f"training the reward model on {labels.n} labels ({train_config.steps} steps)")
-    params = fit_on_labels(seed, pool.embeddings, labels.winner, labels.loser, model_config, train_config)
+        log(f"training the reward model on {labels.n} labels ({_schedule(train_config)})")
+    params, fit = fit_on_labels(seed, pool.embeddings, labels.winner, labels.loser, model_config, train_config)
     check_fit(params, pool, np.concatenate([labels.winner, labels.loser]))
+    if labels.n:
+        log(fit_summary(fit, labels.n))
     timings["train"] = time.perf_counter() - t
 
     # 3. features of every item a candidate or a label touches
@@ -164,7 +248,10 @@ def select_pairs(
     if candidates is None:
         row_of = None
     else:
-        row_of = np.unique(np.concatenate([candidates.a, candidates.b, labels.winner, labels.loser]))
+        touched = [candidates.a, candidates.b, labels.winner, labels.loser]
+        if val is not None:
+            touched += [val.winner, val.loser]
+        row_of = np.unique(np.concatenate(touched))
     phi, rew = item_features(params, model_config, pool.embeddings, row_of)
     check_features(pool, row_of, phi, rew)
     timings["features"] = time.perf_counter() - t
@@ -173,6 +260,7 @@ def select_pairs(
         return rows if row_of is None else np.searchsorted(row_of, rows)
 
     past = phi[local(labels.winner)] - phi[local(labels.loser)] if labels.n else None
+    val_metrics = None if val is None else pair_metrics(rew[local(val.winner)], rew[local(val.loser)])
 
     # 4. score the candidates, keep the best k
     t = time.perf_counter()
@@ -192,7 +280,10 @@ def select_pairs(
     # 5. write them, best first
     t = time.perf_counter()
     chosen_keys = pair_keys(a, b, pool.n)
-    if np.any(a == b) or np.unique(chosen_keys).size != a.size or np.isin(chosen_keys, excluded).any():
+    if (
+        np.any(a == b) or np.unique(chosen_keys).size != a.size or np.isin(chosen_keys, excluded).any()
+        or np.isin(chosen_keys, val_keys).any()
+    ):
         raise RuntimeError("internal error: selection repeats or relabels a pair")  # never expected
     p_a = _sigmoid(rew[local(a)] - rew[local(b)])
     ids = pool.item_ids
@@ -203,7 +294,10 @@ def select_pairs(
     io_lib.write_jsonl(out_path, rows)
     timings["write"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
-    return SelectResult(rows, pool.n, labels.n, labels.n_ties, n_cand, n_masked, timings)
+    return SelectResult(
+        rows, pool.n, labels.n, labels.n_ties, n_cand, n_masked, timings,
+        fit if labels.n else None, val_metrics, n_overlap,
+    )
 
 
 def _check_all_cross(strategy: str, k: int, pool: Pool, excluded: np.ndarray) -> None:
@@ -217,12 +311,15 @@ def _check_all_cross(strategy: str, k: int, pool: Pool, excluded: np.ndarray) ->
         raise InputError(f"--k {k} is larger than the {n_free} unlabelled pairs of the {pool.n} items in {pool.path}")
 
 
-def _check_enough_candidates(k: int, candidates: CandidatePairs, pairs: str, pool: Pool) -> None:
+def _check_enough_candidates(
+    k: int, candidates: CandidatePairs, pairs: str, pool: Pool, evaluation: bool = False
+) -> None:
     if k > candidates.n_valid:
         n_masked = candidates.a.size - candidates.n_valid
+        masked = "already labelled or in --val-labels" if evaluation else "already labelled"
         raise InputError(
             f"--k {k} is larger than the {candidates.n_valid} unlabelled candidate pairs "
-            f"({pairs} pairs of {pool.path}: {candidates.a.size} candidates, {n_masked} already labelled)"
+            f"({pairs} pairs of {pool.path}: {candidates.a.size} candidates, {n_masked} {masked})"
         )
 
 
@@ -281,6 +378,17 @@ def _select_all_pairs(strategy, seed, phi, beta, k, past, labelled, n_items):
 
 
 class TrainResult(NamedTuple):
+    """What ``train`` measured.
+
+    n_train, n_val: labels fitted and held out (by early stopping inside the fit, or by the
+    fixed schedule's ``val_fraction`` split); val_accuracy, val_loss: pairwise accuracy and
+    Bradley–Terry log-loss on the held-out ones (NaN when none); held_out: where they come
+    from, ``"early-stopping"``, ``"split"`` or None; train_accuracy: the saved model's
+    accuracy on every label of the labels file (n_trained_on of which it was trained on);
+    fit: the saved model's :class:`~arm_jax.fitting.FitReport`; val: accuracy, log-loss and
+    ECE on ``--val-labels`` (None without), n_val_overlap of whose pairs are in the labels.
+    """
+
     n_items: int
     n_labels: int
     n_ties: int
@@ -290,87 +398,143 @@ class TrainResult(NamedTuple):
     val_accuracy: float
     refit: bool
     timings: dict
+    val_loss: float = float("nan")
+    held_out: str | None = None
+    n_trained_on: int = 0
+    fit: FitReport | None = None
+    val: PairMetrics | None = None
+    n_val_overlap: int = 0
+
+
+def _json_float(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
 
 
 def train_model(
     pool_path,
     labels_path,
     out_path,
-    val_fraction: float = 0.1,
+    val_fraction: float | None = None,
     refit: bool = True,
     seed: int = 0,
     model_config: ModelConfig | None = None,
     train_config: TrainConfig | None = None,
     log: Log = _quiet,
+    val_labels_path=None,
 ) -> TrainResult:
-    """Fit on a training split, report held-out and training pairwise accuracy, save (``train``).
+    """Fit on the labels, measure held-out accuracy and log-loss, save the model (``train``).
 
-    With ``refit`` (the default) the saved model is then trained again on *all* labels with
-    the same seed (so it is exactly the model ``select --seed`` trains on these labels); the
-    held-out accuracy is the estimate of its quality. Without ``refit`` the train-split model
-    that the accuracies were measured on is saved.
+    ``val_fraction`` (default: ``train_config.val_fraction``) of the labels is held out.
+    With early stopping (``train_config.early_stopping``) the fit holds them out itself, stops
+    at the best held-out log-loss and, with ``refit``, trains again from the same
+    initialisation on all labels for as many epochs; the held-out numbers are the
+    early-stopped model's. With the fixed schedule a seeded split (``default_rng([seed, 3])``)
+    is held out here, the model trained on the rest and measured, then (``refit``) trained
+    again on all labels with the same seed, exactly the model ``select --seed`` trains.
+    Without ``refit`` the model the held-out numbers describe is saved.
+    ``val_labels_path``: comparisons kept for evaluation only (never trained on); the saved
+    model's accuracy, log-loss and ECE on them are reported and stored in the model file.
     """
     model_config = model_config or ModelConfig()
     train_config = train_config or TrainConfig()
-    if not 0.0 <= val_fraction < 1.0:
-        raise InputError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    io_lib.check_output_file(out_path, {"--pool": pool_path, "--labels": labels_path})
+    if val_fraction is not None:
+        if not 0.0 <= val_fraction < 1.0:
+            raise InputError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+        train_config = dataclasses.replace(train_config, val_fraction=float(val_fraction))
+    early = bool(train_config.early_stopping)
+    if early:
+        train_config = dataclasses.replace(train_config, refit=bool(refit))
+    io_lib.check_output_file(out_path, {"--pool": pool_path, "--labels": labels_path, "--val-labels": val_labels_path})
     timings = {}
     t0 = time.perf_counter()
     pool = load_pool(pool_path)
     labels = load_labels(labels_path, pool)
     if labels.n == 0:
         raise InputError(f"{labels.path}: no labels to train on (ties are not used for training)")
-    tr, va = split_labels(labels.n, val_fraction, seed)
+    val, n_overlap = _load_val_labels(val_labels_path, labels_path, labels, pool, log)
     timings["load"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    log(f"training the reward model on {tr.size} labels ({train_config.steps} steps)")
-    params = fit_on_labels(seed, pool.embeddings, labels.winner[tr], labels.loser[tr], model_config, train_config)
-    check_fit(params, pool, np.concatenate([labels.winner[tr], labels.loser[tr]]))
-    timings["train"] = time.perf_counter() - t
+    nan = float("nan")
+    if early:
+        log(f"training the reward model on {labels.n} labels ({_schedule(train_config)})")
+        params, fit = fit_on_labels(seed, pool.embeddings, labels.winner, labels.loser, model_config, train_config)
+        check_fit(params, pool, np.concatenate([labels.winner, labels.loser]))
+        n_train, n_val = fit.n_fit, fit.n_val
+        val_acc, val_loss = (fit.val_accuracy, fit.val_loss) if n_val else (nan, nan)
+        did_refit = fit.refitted
+        held_out = "early-stopping" if n_val else None
+        timings["train"] = time.perf_counter() - t
+    else:
+        tr, va = split_labels(labels.n, train_config.val_fraction, seed)
+        log(f"training the reward model on {tr.size} labels ({_schedule(train_config)})")
+        params, fit = fit_on_labels(seed, pool.embeddings, labels.winner[tr], labels.loser[tr], model_config, train_config)
+        check_fit(params, pool, np.concatenate([labels.winner[tr], labels.loser[tr]]))
+        n_train, n_val = int(tr.size), int(va.size)
+        val_acc = val_loss = nan
+        if va.size:
+            rows = np.unique(np.concatenate([labels.winner[va], labels.loser[va]]))
+            phi, rew = item_features(params, model_config, pool.embeddings, rows)
+            check_features(pool, rows, phi, rew)
+            held = pair_metrics(
+                rew[np.searchsorted(rows, labels.winner[va])], rew[np.searchsorted(rows, labels.loser[va])]
+            )
+            val_acc, val_loss = held.accuracy, held.log_loss
+        held_out = "split" if va.size else None
+        timings["train"] = time.perf_counter() - t
+        did_refit = bool(refit and va.size > 0)
+        if did_refit:
+            t = time.perf_counter()
+            log(f"refitting on all {labels.n} labels")
+            params, fit = fit_on_labels(seed, pool.embeddings, labels.winner, labels.loser, model_config, train_config)
+            check_fit(params, pool, np.concatenate([labels.winner, labels.loser]))
+            timings["refit"] = time.perf_counter() - t
+    n_trained_on = labels.n if did_refit else n_train
 
+    # the saved model on every label, and on the evaluation labels
     t = time.perf_counter()
-    rows = np.unique(np.concatenate([labels.winner, labels.loser]))
+    touched = [labels.winner, labels.loser] + ([] if val is None else [val.winner, val.loser])
+    rows = np.unique(np.concatenate(touched))
     phi, rew = item_features(params, model_config, pool.embeddings, rows)
     check_features(pool, rows, phi, rew)
-    rw = rew[np.searchsorted(rows, labels.winner)]
-    rl = rew[np.searchsorted(rows, labels.loser)]
-    train_acc = pairwise_accuracy(rw[tr], rl[tr])
-    val_acc = pairwise_accuracy(rw[va], rl[va])
-    timings["evaluate"] = time.perf_counter() - t
 
-    did_refit = bool(refit and va.size > 0)
-    if did_refit:
-        t = time.perf_counter()
-        log(f"refitting on all {labels.n} labels")
-        params = fit_on_labels(seed, pool.embeddings, labels.winner, labels.loser, model_config, train_config)
-        check_fit(params, pool, rows)
-        timings["refit"] = time.perf_counter() - t
+    def rewards_of(items):
+        return rew[np.searchsorted(rows, items)]
+
+    train_acc = pair_metrics(rewards_of(labels.winner), rewards_of(labels.loser)).accuracy
+    val_metrics = None if val is None else pair_metrics(rewards_of(val.winner), rewards_of(val.loser))
+    timings["evaluate"] = time.perf_counter() - t
 
     metadata = {
         "pool": os.path.basename(pool.path),
         "labels": os.path.basename(labels.path),
         "n_labels": labels.n,
-        "n_train": int(tr.size),
-        "n_val": int(va.size),
+        "n_train": n_train,
+        "n_val": n_val,
         "seed": seed,
-        "val_fraction": val_fraction,
+        "schedule": "early-stopping" if early else "fixed",
+        "val_fraction": train_config.val_fraction,
+        "held_out": held_out,
         "refit_on_all_labels": did_refit,
-        "train_accuracy": None if math.isnan(train_acc) else train_acc,
-        "val_accuracy": None if math.isnan(val_acc) else val_acc,
-        "train_config": {
-            "steps": train_config.steps,
-            "batch_size": train_config.batch_size,
-            "learning_rate": train_config.learning_rate,
-            "weight_decay": train_config.weight_decay,
+        "n_trained_on": n_trained_on,
+        "train_accuracy": _json_float(train_acc),
+        "val_accuracy": _json_float(val_acc),
+        "val_loss": _json_float(val_loss),
+        "stopping_epoch": _json_float(fit.epochs),
+        "fit": fit.as_dict(),
+        "val_labels": None if val is None else {
+            "file": os.path.basename(val.path), "n_also_in_labels": n_overlap, **val_metrics.as_dict(),
         },
+        "train_config": dataclasses.asdict(train_config),
     }
     t = time.perf_counter()
     save_model(out_path, params, model_config, pool.dim, metadata)
     timings["write"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
-    return TrainResult(pool.n, labels.n, labels.n_ties, int(tr.size), int(va.size), train_acc, val_acc, did_refit, timings)
+    return TrainResult(
+        pool.n, labels.n, labels.n_ties, n_train, n_val, train_acc, val_acc, did_refit, timings,
+        val_loss, held_out, n_trained_on, fit, val_metrics, n_overlap,
+    )
 
 
 # ----------------------------------------------------------------------------- score

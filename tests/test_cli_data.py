@@ -1,6 +1,7 @@
 """End-to-end tests of ``arm-jax select | train | score`` through ``arm_jax.cli.main``."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -149,24 +150,30 @@ def test_same_seed_gives_byte_identical_outputs(world, capsys):
     assert (tmp / "c.jsonl").read_bytes() != outputs[0][1]
 
 
-def test_train_save_load_score_matches_in_memory(world, capsys):
+@pytest.mark.parametrize("schedule", ["early-stopping", "fixed"])
+def test_train_save_load_score_matches_in_memory(world, capsys, schedule):
     tmp, golden = world
     pairs = [(f"item{i}", f"item{(7 * i + 3) % 40}") for i in range(40) if i != (7 * i + 3) % 40]
     _append(tmp / "labels.jsonl", _annotate([{"a": a, "b": b} for a, b in pairs], golden))
     code, out, err = _run(capsys, "train", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl",
-                          "--out", tmp / "model.msgpack", "--val-fraction", 0.25, "--seed", 3, *FAST)
+                          "--out", tmp / "model.msgpack", "--val-fraction", 0.25, "--seed", 3,
+                          "--schedule", schedule, *FAST)
     assert code == 0, err
-    assert "held-out pairwise accuracy: " in out and "(10 labels)" in out
-    assert "training pairwise accuracy: " in out and "(30 labels)" in out
+    if schedule == "fixed":
+        assert "held-out pairwise accuracy: " in out and "(10 of 40 labels, the --val-fraction split)" in out
+    else:
+        assert "held-out pairwise accuracy: " in out and "of 40 labels, held out by early stopping)" in out
+    assert "training pairwise accuracy: " in out and "(the saved model on all 40 labels, trained on 40)" in out
     assert "refit on all 40 labels" in err
     code, _, err = _run(capsys, "score", "--model", tmp / "model.msgpack", "--pool", tmp / "pool.npz",
                         "--out", tmp / "scores.csv")
     assert code == 0, err
     scores = np.load(tmp / "scores.npy")
-    # in memory: the same seed and labels, refit on everything
+    # in memory: the same seed, labels and training config, on everything (what select trains)
     pool = pool_io.load_pool(tmp / "pool.npz")
     labels = labels_lib.load_labels(tmp / "labels.jsonl", pool)
-    params = fitting.fit_on_labels(3, pool.embeddings, labels.winner, labels.loser, MODEL, TRAIN)
+    config = dataclasses.replace(TRAIN, early_stopping=schedule == "early-stopping", val_fraction=0.25)
+    params, _ = fitting.fit_on_labels(3, pool.embeddings, labels.winner, labels.loser, MODEL, config)
     expected = np.asarray(model_lib.reward(params, MODEL, np.asarray(pool.embeddings)))
     assert scores.shape == (40,) and scores.dtype == np.float32
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
@@ -181,11 +188,20 @@ def test_train_without_refit_and_without_validation(world, capsys):
     pairs = [(f"item{i}", f"item{i + 1}") for i in range(0, 39)]
     _append(tmp / "labels.jsonl", _annotate([{"a": a, "b": b} for a, b in pairs], golden))
     code, out, err = _run(capsys, "train", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl",
-                          "--out", tmp / "m.msgpack", "--no-refit", *FAST)
+                          "--out", tmp / "m.msgpack", "--no-refit", "--schedule", "fixed", "--val-fraction", 0.1, *FAST)
     assert code == 0 and "trained on 35 labels" in err
+    assert "(the saved model on all 39 labels, trained on 35)" in out
     code, out, err = _run(capsys, "train", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl",
-                          "--out", tmp / "m0.msgpack", "--val-fraction", 0, *FAST)
-    assert code == 0 and "held-out pairwise accuracy: n/a" in out
+                          "--out", tmp / "m1.msgpack", "--no-refit", "--val-fraction", 0.3, *FAST)
+    n_fit = model_files.load_model(tmp / "m1.msgpack").metadata["fit"]["n_fit"]
+    assert code == 0 and f"trained on {n_fit} labels" in err and n_fit < 39
+    assert f"the early-stopped model, trained on {n_fit} labels, is kept" in out
+    for schedule in ("early-stopping", "fixed"):
+        code, out, err = _run(capsys, "train", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl",
+                              "--out", tmp / "m0.msgpack", "--val-fraction", 0, "--schedule", schedule, *FAST)
+        assert code == 0 and "held-out pairwise accuracy: n/a (--val-fraction 0)" in out
+        assert "held-out log-loss: n/a" in out and "note: held-out labels" not in out
+        assert "(the saved model on all 39 labels, trained on 39)" in out
 
 
 # ----------------------------------------------------------------------------- bad inputs
