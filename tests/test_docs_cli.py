@@ -19,3 +19,10 @@ def test_readme_documents_2d_pools_created_directories_and_score_pairs():
     assert "`--out` creates missing directories" in README
     assert "whenever both exist they are from the same run" in README
     assert "`--allow-relabel`" in README and "two responses to different prompts" in README
+
+
+def test_readme_explains_held_out_accuracy_and_val_labels():
+    assert "**Held-out accuracy is no yardstick across strategies.**" in README
+    assert "they are not a random sample" in README and "`--val-labels FILE`" in README
+    assert "expected calibration error" in README and "never trained on" in README
+    assert "held out by early stopping" in README and "stopping epoch: " in README
