@@ -45,6 +45,16 @@ def seed(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -84,7 +94,8 @@ CONFIG_FLAGS = (
     ("--max-epochs", TrainConfig, "max_epochs", positive_float,
      "stop updating after this many passes over the labelled pairs, but not before 50 steps "
      "(default: no cap beyond --steps)"),
-    ("--depth", ModelConfig, "depth", positive_int, "hidden layers of the reward MLP"),
+    ("--depth", ModelConfig, "depth", non_negative_int,
+     "hidden layers of the reward MLP; 0: a linear reward on the embeddings (BT logistic regression)"),
     ("--width", ModelConfig, "width", positive_int, "units per hidden layer = feature dimension H"),
     ("--activation", ModelConfig, "activation", None, "hidden activation"),
 )

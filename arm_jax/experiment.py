@@ -225,7 +225,8 @@ def past_inputs(params, config: ExperimentConfig, data: ExperimentData, buffer: 
     """(past_phi_diff (C, H), past_mask (C,)) of the labelled pairs under ``params``; a
     single masked row for strategies that do not read the past."""
     if strategy not in PAST_AWARE:
-        return jnp.zeros((1, config.model.width), jnp.float32), jnp.zeros(1, bool)
+        h = config.model.feature_dim(data.train_items.shape[-1])
+        return jnp.zeros((1, h), jnp.float32), jnp.zeros(1, bool)
     past = model_lib.features(params, config.model, data.train_items[buffer.pairs.reshape(-1)])
     past = past.reshape(buffer.capacity, 2, -1)
     return past[:, 0] - past[:, 1], buffer.mask

@@ -167,7 +167,7 @@ def item_features(params, model_config: ModelConfig, embeddings: np.ndarray, row
     Streams fixed-size chunks (one compilation), so a memory-mapped pool is never loaded whole.
     """
     n_rows = embeddings.shape[0] if rows is None else int(rows.shape[0])
-    width = model_config.width
+    width = model_config.feature_dim(embeddings.shape[1])
     phi = np.empty((n_rows, width), np.float32)
     rew = np.empty((n_rows,), np.float32)
     if n_rows == 0:

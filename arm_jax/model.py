@@ -28,8 +28,11 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 class ModelConfig:
     """Shape of the reward MLP.
 
-    depth: number of hidden layers (the paper: 3).
-    width: units per hidden layer, which is also H, the dimension of Φ (the paper: 64).
+    depth: number of hidden layers (the paper: 3). 0 is the linear reward model r = ψᵀβ:
+      Bradley–Terry logistic regression on the embeddings, Φ = ψ (H = D), where D-optimal
+      design is the classical exact one.
+    width: units per hidden layer, which is also H, the dimension of Φ (the paper: 64);
+      unused at depth 0.
     activation: one of ``ACTIVATIONS``.
     """
 
@@ -38,14 +41,18 @@ class ModelConfig:
     activation: str = "relu"
 
     def __post_init__(self):
-        if self.depth < 1:
-            raise InputError(f"model depth must be >= 1, got {self.depth}")
+        if self.depth < 0:
+            raise InputError(f"model depth must be >= 0, got {self.depth}")
         if self.width < 1:
             raise InputError(f"model width must be >= 1, got {self.width}")
         if self.activation not in ACTIVATIONS:
             raise InputError(
                 f"unknown activation {self.activation!r}; choose one of {sorted(ACTIVATIONS)}"
             )
+
+    def feature_dim(self, input_dim: int) -> int:
+        """H, the dimension of the last-layer features Φ, for inputs of dimension D."""
+        return self.width if self.depth else int(input_dim)
 
 
 class RewardMLP(nn.Module):
@@ -64,7 +71,8 @@ class RewardMLP(nn.Module):
         h = x
         for i in range(self.depth):
             h = act(nn.Dense(self.width, name=f"hidden_{i}")(h))
-        beta = self.param("head", nn.initializers.lecun_normal(), (self.width, 1))[:, 0]
+        h_dim = self.width if self.depth else x.shape[-1]
+        beta = self.param("head", nn.initializers.lecun_normal(), (h_dim, 1))[:, 0]
         return h, h @ beta
 
 

@@ -32,8 +32,8 @@ SETTINGS = {
     "max-epochs 10": train.TrainConfig(steps=1000, max_epochs=10.0, early_stopping=False),
     "max-epochs 20": train.TrainConfig(steps=1000, max_epochs=20.0, early_stopping=False),
     "weight-decay 1e-2": train.TrainConfig(steps=1000, weight_decay=1e-2, early_stopping=False),
-    "early stopping, no refit": train.TrainConfig(refit=False),
-    "default: early stopping + refit": train.TrainConfig(),
+    "early stopping (no refit)": train.TrainConfig(refit=False),
+    "default (early stopping + refit)": train.TrainConfig(),
 }
 
 
@@ -54,20 +54,20 @@ def quality(params, model_config, ds):
 
 
 def run_setting(cfg, model_config, ds, n, keys):
-    items = ds.train_embeddings.reshape(-1, ds.train_embeddings.shape[-1])
-    rewards = ds.train_rewards.reshape(-1)
-    std = jnp.std(rewards)
+    """Fit 1 fresh model per key on n random labels; the data enter the program as arguments."""
 
-    def one(key):
+    def one(key, train_x, train_r, test_x, test_r):
         label_key, fit_key = jax.random.split(key)
-        buffer = draw_labels(label_key, rewards, items.shape[0], n, std)
-        params, stats = train.fit(fit_key, items, buffer, model_config, cfg)
-        within, overall = quality(params, model_config, ds)
+        buffer = draw_labels(label_key, train_r, train_x.shape[0], n, jnp.std(train_r))
+        params, stats = train.fit(fit_key, train_x, buffer, model_config, cfg)
+        within, overall = quality(params, model_config, data.Dataset(None, None, test_x, test_r))
         return within, overall, stats.epochs
 
-    fn = jax.jit(jax.vmap(one))
+    fn = jax.jit(jax.vmap(one, in_axes=(0, None, None, None, None)))
+    args = (ds.train_embeddings.reshape(-1, ds.train_embeddings.shape[-1]), ds.train_rewards.reshape(-1),
+            ds.test_embeddings, ds.test_rewards)
     t0 = time.perf_counter()
-    out = jax.block_until_ready(fn(keys))
+    out = jax.block_until_ready(fn(keys, *args))
     return [np.asarray(x, np.float64) for x in out], time.perf_counter() - t0
 
 
@@ -77,6 +77,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated names from the list above")
     p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--depth", type=int, default=3, help="hidden layers; 0: the linear reward model")
     p.add_argument("--train-prompts", type=int, default=1000)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -84,7 +85,7 @@ def main(argv=None):
     names = [s.strip() for s in args.settings.split(",")]
     ds = data.llm_like(jax.random.PRNGKey(0), n_train_prompts=args.train_prompts, n_responses=10,
                        n_test_prompts=100, n_test_responses=50, dim=args.dim)
-    model_config = model.ModelConfig()
+    model_config = model.ModelConfig(depth=args.depth)
     keys = jax.random.split(jax.random.PRNGKey(1), args.seeds)
     print(f"LLM-like task, D = {args.dim}, {args.train_prompts} x 10 training items, 100 x 50 test items; "
           f"{args.seeds} seeds; model {model_config}; backend {jax.default_backend()}")

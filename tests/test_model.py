@@ -36,7 +36,7 @@ def test_reward_shift_free():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(depth=0), "depth must be >= 1"),
+        (dict(depth=-1), "depth must be >= 0"),
         (dict(width=0), "width must be >= 1"),
         (dict(activation="softsign"), "unknown activation 'softsign'"),
     ],
@@ -44,3 +44,28 @@ def test_reward_shift_free():
 def test_bad_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
         model.ModelConfig(**kwargs)
+
+
+def test_depth_zero_is_the_linear_reward_model():
+    """depth 0: Φ = ψ (H = D) and r = ψᵀβ; the D-optimal scores are the classical ones."""
+    cfg = model.ModelConfig(depth=0)
+    params = model.init_params(jax.random.PRNGKey(0), cfg, 6)
+    assert sorted(params["params"]) == ["head"] and params["params"]["head"].shape == (6, 1)
+    assert cfg.feature_dim(6) == 6 and model.ModelConfig().feature_dim(6) == 64
+    x = jax.random.normal(jax.random.PRNGKey(1), (9, 6))
+    np.testing.assert_array_equal(model.features(params, cfg, x), x)
+    np.testing.assert_allclose(model.reward(params, cfg, x), x @ model.head(params), rtol=1e-6)
+
+
+def test_linear_model_runs_in_the_experiment():
+    from arm_jax import data, experiment, train
+
+    ds = data.llm_like(jax.random.PRNGKey(0), n_train_prompts=30, n_responses=4, n_test_prompts=4,
+                       n_test_responses=6, dim=8)
+    cfg = experiment.ExperimentConfig(
+        strategy="pa_dopt", rounds=2, k=6, initial_labels=6, n_prompts=6, n_candidates=30, best_of_n=(3,),
+        model=model.ModelConfig(depth=0), train=train.TrainConfig(steps=40, batch_size=8),
+    )
+    result = experiment.make_experiment(cfg, ds).run(jax.random.PRNGKey(1))
+    assert np.all(np.isfinite(np.asarray(result.metrics.one_minus_spearman)))
+    assert bool(np.all(np.asarray(result.metrics.picks_ok)))
