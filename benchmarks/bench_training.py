@@ -7,7 +7,10 @@ training items, labelled by the simulated annotator (quality 1, the run default)
 reward model under each setting; quality = 1 − Spearman within the test prompts (the
 experiment's metric; lower is better) and the Spearman of all test items against the hidden
 reward. Five seeds (the labels and the initialisation change; the task does not), vmapped.
-Prints a markdown table (mean ± standard error) per label count and marks settings more than
+Calibration: the expected calibration error (10 bins, both orientations of each pair) of the
+plug-in P(a ≻ b) = σ(r̂_a − r̂_b) and of the Laplace posterior predictive
+(:func:`arm_jax.posterior.predictive_probability`) on 4 000 fresh random pairs labelled by the
+same annotator and never trained on. Prints a markdown table (mean ± standard error) per label count and marks settings more than
 two standard errors worse than the best; writes JSON with --json.
 """
 from __future__ import annotations
@@ -21,10 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arm_jax import annotator, data, metrics, model, train
+from arm_jax import annotator, data, fitting, metrics, model, posterior, train
 from arm_jax.results import mean_and_stderr
 
-BASE = train.TrainConfig()  # the library's default
+CALIBRATION_PAIRS = 4000
 SETTINGS = {
     "steps 1000 (old default)": train.TrainConfig(steps=1000, early_stopping=False),
     "steps 200": train.TrainConfig(steps=200, early_stopping=False),
@@ -57,18 +60,27 @@ def run_setting(cfg, model_config, ds, n, keys):
     """Fit 1 fresh model per key on n random labels; the data enter the program as arguments."""
 
     def one(key, train_x, train_r, test_x, test_r):
-        label_key, fit_key = jax.random.split(key)
+        label_key, fit_key, check_key = jax.random.split(key, 3)
         buffer = draw_labels(label_key, train_r, train_x.shape[0], n, jnp.std(train_r))
         params, stats = train.fit(fit_key, train_x, buffer, model_config, cfg)
         within, overall = quality(params, model_config, data.Dataset(None, None, test_x, test_r))
-        return within, overall, stats.epochs
+        # calibration: fresh random pairs labelled by the same annotator, never trained on
+        fresh = draw_labels(check_key, train_r, train_x.shape[0], CALIBRATION_PAIRS, jnp.std(train_r))
+        phi = model.features(params, model_config, train_x)
+        x_fresh = phi[fresh.pairs[:, 0]] - phi[fresh.pairs[:, 1]]
+        x_past = phi[buffer.pairs[:, 0]] - phi[buffer.pairs[:, 1]]
+        post = posterior.laplace(model.head(params), x_past)
+        plug_in = jax.nn.sigmoid(x_fresh @ model.head(params))
+        return within, overall, stats.epochs, plug_in, posterior.predictive_probability(post, x_fresh)
 
     fn = jax.jit(jax.vmap(one, in_axes=(0, None, None, None, None)))
     args = (ds.train_embeddings.reshape(-1, ds.train_embeddings.shape[-1]), ds.train_rewards.reshape(-1),
             ds.test_embeddings, ds.test_rewards)
     t0 = time.perf_counter()
     out = jax.block_until_ready(fn(keys, *args))
-    return [np.asarray(x, np.float64) for x in out], time.perf_counter() - t0
+    within, overall, epochs, plug_in, predictive = (np.asarray(x, np.float64) for x in out)
+    ece = lambda p: np.array([fitting.expected_calibration_error(row) for row in p])
+    return [within, overall, epochs, ece(plug_in), ece(predictive)], time.perf_counter() - t0
 
 
 def main(argv=None):
@@ -94,22 +106,26 @@ def main(argv=None):
         rows = []
         for name in names:
             cfg = SETTINGS[name]
-            (within, overall, epochs), secs = run_setting(cfg, model_config, ds, n, keys)
+            (within, overall, epochs, ece, ece_post), secs = run_setting(cfg, model_config, ds, n, keys)
             m, s = mean_and_stderr(within)
             om, os_ = mean_and_stderr(overall)
             rows.append(dict(labels=n, setting=name, one_minus_spearman=float(m), se=float(s),
                              spearman_all=float(om), spearman_all_se=float(os_),
                              epochs=float(np.mean(epochs)), seconds=round(secs, 2),
+                             ece=float(np.mean(ece)), ece_se=float(mean_and_stderr(ece)[1]),
+                             ece_posterior=float(np.mean(ece_post)), ece_posterior_se=float(mean_and_stderr(ece_post)[1]),
                              config=dataclasses.asdict(cfg)))
         best = min(rows, key=lambda r: r["one_minus_spearman"])
         print(f"\n**{n} labels** (1 − Spearman within prompts, lower is better; * = more than 2 s.e. worse than the best)\n")
-        print("| setting | 1 − Spearman | Spearman, all items | epochs | s |")
-        print("|---|---:|---:|---:|---:|")
+        print("| setting | 1 − Spearman | Spearman, all items | epochs | ECE σ(gap) | ECE posterior | s |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             gap = r["one_minus_spearman"] - best["one_minus_spearman"]
             worse = gap > 2 * np.hypot(r["se"], best["se"])
             print(f"| {r['setting']} | {r['one_minus_spearman']:.3f} ± {r['se']:.3f}{' *' if worse else ''} | "
-                  f"{r['spearman_all']:.3f} ± {r['spearman_all_se']:.3f} | {r['epochs']:.1f} | {r['seconds']:.1f} |")
+                  f"{r['spearman_all']:.3f} ± {r['spearman_all_se']:.3f} | {r['epochs']:.1f} | "
+                  f"{r['ece']:.3f} ± {r['ece_se']:.3f} | {r['ece_posterior']:.3f} ± {r['ece_posterior_se']:.3f} | "
+                  f"{r['seconds']:.1f} |")
         results.extend(rows)
     if args.json:
         from arm_jax import io
