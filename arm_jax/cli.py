@@ -6,6 +6,10 @@ that adds its parsers and sets ``func``. Errors a user can fix (bad files, bad f
 ``IsADirectoryError``, ``NotADirectoryError``, ``PermissionError``): they become one line on
 stderr and exit code 2. Any other exception is a bug and surfaces as a traceback.
 
+Compiled programs are kept in JAX's persistent compilation cache in a per-user directory
+(:mod:`arm_jax.compile_cache`), so a repeated call skips most compiling; every subcommand
+takes ``--no-compile-cache``, and ``ARM_JAX_NO_COMPILE_CACHE=1`` turns it off everywhere.
+
 While a command runs, SIGINT (Ctrl-C) has its default action: the process ends at once, even
 inside a long compiled computation (a Python handler would wait for it to finish). Output
 files are written atomically and SIGINT is held back while one is renamed into place
@@ -48,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
             "(D-optimal design on the reward model's last layer and the paper's baselines), "
             "and run the paper's active-learning experiment."
         ),
+        epilog=(
+            "Compiled programs are kept in JAX's persistent compilation cache, $XDG_CACHE_HOME/arm-jax/jax "
+            "or ~/.cache/arm-jax/jax, so a repeated call starts faster; turn it off with --no-compile-cache "
+            "or ARM_JAX_NO_COMPILE_CACHE=1 (a JAX_COMPILATION_CACHE_DIR you set is used instead)."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"arm-jax {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -56,7 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_strategies)
     for module in _command_modules():
         module.register(sub)
+    for command in sub.choices.values():
+        _add_compile_cache_flag(command)
     return parser
+
+
+def _add_compile_cache_flag(parser: argparse.ArgumentParser) -> None:
+    from arm_jax.compile_cache import ENV_OPT_OUT, default_cache_dir
+
+    parser.add_argument(
+        "--no-compile-cache", action="store_true",
+        help=(
+            f"do not keep compiled programs in JAX's persistent compilation cache ({default_cache_dir()}, "
+            f"i.e. $XDG_CACHE_HOME/arm-jax/jax or ~/.cache/arm-jax/jax), which makes a repeated call "
+            f"start faster; {ENV_OPT_OUT}=1 in the environment does the same for every call"
+        ),
+    )
 
 
 def _command_modules():
@@ -70,6 +94,10 @@ def _command_modules():
             if err.name != name:
                 raise
     return modules
+
+
+def _note(message: str) -> None:
+    print(f"arm-jax: {message}", file=sys.stderr)
 
 
 def fail(message: str) -> int:
@@ -93,6 +121,9 @@ def sigint_ends_the_process():
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from arm_jax import compile_cache
+
+    compile_cache.enable(disabled=getattr(args, "no_compile_cache", False), log=_note)
     try:
         with sigint_ends_the_process():
             return int(args.func(args) or 0)
