@@ -26,3 +26,8 @@ def test_readme_explains_held_out_accuracy_and_val_labels():
     assert "they are not a random sample" in README and "`--val-labels FILE`" in README
     assert "expected calibration error" in README and "never trained on" in README
     assert "held out by early stopping" in README and "stopping epoch: " in README
+
+
+def test_readme_documents_the_compile_cache_and_its_opt_outs():
+    assert "`~/.cache/arm-jax/jax`" in README and "`$XDG_CACHE_HOME/arm-jax/jax`" in README
+    assert "`--no-compile-cache`" in README and "`ARM_JAX_NO_COMPILE_CACHE=1`" in README
