@@ -125,7 +125,7 @@ def test_epoch_cap_still_takes_min_steps():
     assert int(stats.steps_run) == 60
 
 
-EARLY = train.TrainConfig(steps=400, batch_size=32, learning_rate=3e-3, early_stopping=True, eval_every=10, patience=10,
+EARLY = train.TrainConfig(steps=400, batch_size=32, learning_rate=3e-3, early_stopping=True, refit=False, eval_every=10, patience=10,
                           min_steps=20)
 
 
