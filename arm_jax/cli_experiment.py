@@ -409,7 +409,8 @@ def cmd_figure1(args) -> int:
         config = experiment.ExperimentConfig(
             strategy=name, rounds=args.rounds, k=args.k, initial_labels=args.k, n_prompts=100,
             n_candidates=5000, pairs="cross-prompt", best_of_n=(100,), annotation_quality=5.0,
-            model=ModelConfig(depth=3, width=16), train=TrainConfig(steps=args.steps),
+            # the paper's protocol: a fixed number of steps
+            model=ModelConfig(depth=3, width=16), train=TrainConfig(steps=args.steps, early_stopping=False),
         )
         result = experiment.make_experiment(config, prepared).run(jax.random.PRNGKey(args.seed + 1))
         pairs = np.asarray(result.labelled.pairs)

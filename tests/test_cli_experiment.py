@@ -11,7 +11,7 @@ TINY = [
     "--preset", "demo", "--dim", "8", "--train-prompts", "30", "--test-prompts", "5", "--test-responses", "8",
     "--responses", "4", "--seeds", "2", "--rounds", "2", "--k", "10", "--initial-labels", "10",
     "--prompts-per-round", "6", "--candidates", "30", "--steps", "10", "--width", "8", "--depth", "2",
-    "--best-of-n", "4,8",
+    "--best-of-n", "4,8", "--schedule", "fixed",  # fixed: these test the CLI, and it compiles faster
 ]
 
 

@@ -10,7 +10,8 @@ from arm_jax.experiment import ExperimentConfig
 
 TINY = dict(
     rounds=3, k=12, initial_labels=10, n_prompts=8, n_candidates=60, best_of_n=(4, 8),
-    model=model.ModelConfig(depth=2, width=8), train=train.TrainConfig(steps=15, batch_size=16),
+    # the fixed schedule: these tests are about the experiment, and it compiles faster
+    model=model.ModelConfig(depth=2, width=8), train=train.TrainConfig(steps=15, batch_size=16, early_stopping=False),
 )
 
 

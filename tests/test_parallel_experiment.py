@@ -13,7 +13,7 @@ def _tiny():
                        n_test_responses=6, dim=8)
     cfg = experiment.ExperimentConfig(
         strategy="pa_dopt", rounds=2, k=8, initial_labels=8, n_prompts=6, n_candidates=30, best_of_n=(6,),
-        model=model.ModelConfig(depth=2, width=8), train=train.TrainConfig(steps=10, batch_size=8),
+        model=model.ModelConfig(depth=2, width=8), train=train.TrainConfig(steps=10, batch_size=8, early_stopping=False),
     )
     return ds, cfg
 
