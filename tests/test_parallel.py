@@ -9,7 +9,7 @@ import pytest
 from arm_jax import fisher, model, parallel, strategies, train
 
 SMALL = model.ModelConfig(depth=2, width=16)
-TRAIN = train.TrainConfig(steps=25, batch_size=32)
+TRAIN = train.TrainConfig(steps=25, batch_size=32, early_stopping=False)
 N_DEVICES = 4
 
 
@@ -33,10 +33,10 @@ def _pool(seed=0, n=1003, h=8, m=30):
 
 def _assert_same_fits(out, keys, items, buffer):
     """Sharded seeds equal separate one-device fits (tolerance as in test_train's vmap test)."""
-    params, losses = out
+    params, stats = out
     for i in range(keys.shape[0]):
-        single, single_losses = train.fit_jit(keys[i], items, buffer, SMALL, TRAIN)
-        np.testing.assert_allclose(losses[i], single_losses, rtol=1e-5, atol=1e-6)
+        single, single_stats = train.fit_jit(keys[i], items, buffer, SMALL, TRAIN)
+        np.testing.assert_allclose(stats.losses[i], single_stats.losses, rtol=1e-5, atol=1e-6)
         jax.tree_util.tree_map(
             lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-4, atol=1e-5), params, single
         )
@@ -95,9 +95,10 @@ def test_shard_seeds_fit_over_four_devices(four_devices):
     items, buffer = _task()
     keys = jax.random.split(jax.random.PRNGKey(7), 8)
     out = parallel.shard_seeds(_fit, keys, items, buffer)
-    assert _devices_of(out[1]) == N_DEVICES  # the seed axis really is split over 4 devices
-    assert out[1].sharding.spec == jax.sharding.PartitionSpec(parallel.SEED_AXIS)
-    assert out[1].addressable_shards[0].data.shape == (2, TRAIN.steps)
+    losses = out[1].losses
+    assert _devices_of(losses) == N_DEVICES  # the seed axis really is split over 4 devices
+    assert losses.sharding.spec == jax.sharding.PartitionSpec(parallel.SEED_AXIS)
+    assert losses.addressable_shards[0].data.shape == (2, TRAIN.steps)
     _assert_same_fits(out, keys, items, buffer)
 
 
