@@ -41,3 +41,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "multidevice" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def fail_second_replace(monkeypatch):
+    """``arm()`` makes the second ``os.replace`` from then on raise ``OSError("injected fault
+    between the renames")`` (a crash between two renames); ``monkeypatch.undo()`` ends it."""
+
+    def arm():
+        real_replace = os.replace
+        calls = []
+
+        def replace(src, dst):
+            calls.append(dst)
+            if len(calls) == 2:
+                raise OSError("injected fault between the renames")
+            return real_replace(src, dst)
+
+        monkeypatch.setattr(os, "replace", replace)
+
+    return arm

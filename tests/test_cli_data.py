@@ -414,7 +414,7 @@ def test_an_output_that_is_an_input_is_refused(world, capsys, monkeypatch, argv,
     assert {p.name: p.read_bytes() for p in tmp.iterdir()} == before
 
 
-def test_score_replaces_both_files_or_leaves_no_mixed_pair(world, monkeypatch):
+def test_score_replaces_both_files_or_leaves_no_mixed_pair(world, monkeypatch, fail_second_replace):
     """Item 12: a fault between the two renames never leaves a new .npy beside an old .csv."""
     tmp, _ = world
     for seed in (0, 1):
@@ -422,16 +422,7 @@ def test_score_replaces_both_files_or_leaves_no_mixed_pair(world, monkeypatch):
                                MODEL, DIM)
     realdata.score_pool(tmp / "m0.msgpack", tmp / "pool.npz", tmp / "scores")
     old = np.load(tmp / "scores.npy")
-    real_replace = os.replace
-    calls = []
-
-    def fault_between_renames(src, dst):
-        calls.append(dst)
-        if len(calls) == 2:
-            raise OSError("injected fault")
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", fault_between_renames)
+    fail_second_replace()
     with pytest.raises(OSError, match="injected fault"):
         realdata.score_pool(tmp / "m1.msgpack", tmp / "pool.npz", tmp / "scores")
     monkeypatch.undo()

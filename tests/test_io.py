@@ -80,21 +80,12 @@ def test_file_is_fsynced_before_the_rename_and_the_directory_after(tmp_path, mon
 # ----------------------------------------------------------------------------- several files
 
 
-def test_atomic_paths_writes_all_or_leaves_no_mixed_set(tmp_path, monkeypatch):
+def test_atomic_paths_writes_all_or_leaves_no_mixed_set(tmp_path, fail_second_replace):
     a, b = tmp_path / "s.npy", tmp_path / "s.csv"
     with io.atomic_paths([a, b]) as (ta, tb):
         ta.write_text("old")
         tb.write_text("old")
-    real_replace = os.replace
-    calls = []
-
-    def crash_on_second(src, dst):
-        calls.append(dst)
-        if len(calls) == 2:
-            raise OSError("injected fault between the renames")
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", crash_on_second)
+    fail_second_replace()
     with pytest.raises(OSError, match="injected"):
         with io.atomic_paths([a, b]) as (ta, tb):
             ta.write_text("new")
