@@ -28,7 +28,6 @@ pair list, for tests and small K).
 """
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -59,10 +58,6 @@ class AllPairsSelection(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- pieces
-
-
-#: σ(z)σ(−z): the one definition, from :mod:`arm_jax.fisher`.
-pair_variance = fisher.gap_variance
 
 
 class _Padded(NamedTuple):

@@ -144,10 +144,11 @@ def candidate_pairs(
     rng = np.random.default_rng(candidate_seed(seed, labelled))
     t = sample_distinct(rng, index.total, n_candidates)
     a, b = index.decode(t)
+    keys = pair_keys(a, b, pool.n)
     if allow_relabel:
         valid = np.ones(a.shape, bool)
     else:
-        valid = ~np.isin(pair_keys(a, b, pool.n), labelled, assume_unique=False)
+        valid = ~np.isin(keys, labelled, assume_unique=False)
     if never is not None and never.size:
-        valid &= ~np.isin(pair_keys(a, b, pool.n), never)
+        valid &= ~np.isin(keys, never)
     return CandidatePairs(a, b, valid, index.total)

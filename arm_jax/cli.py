@@ -121,16 +121,16 @@ def sigint_ends_the_process():
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from arm_jax import compile_cache
+    from arm_jax import compile_cache, io
 
     compile_cache.enable(disabled=getattr(args, "no_compile_cache", False), log=_note)
     try:
         with sigint_ends_the_process():
             return int(args.func(args) or 0)
     except InputError as err:
-        return fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return fail(io.one_line(err))
     except FILE_ERRORS as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        message = io.one_line(err)
         if err.filename:
             message = f"{err.filename}: {err.strerror or message}"
         return fail(message)

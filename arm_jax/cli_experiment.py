@@ -139,7 +139,7 @@ def register(sub) -> None:
 
 
 def parse_strategies(text: str) -> list[str]:
-    from arm_jax.strategies import PAPER_STRATEGIES, STRATEGIES
+    from arm_jax.strategies import PAPER_STRATEGIES, STRATEGIES, get_strategy
 
     if text == "all":
         return list(STRATEGIES)
@@ -149,8 +149,7 @@ def parse_strategies(text: str) -> list[str]:
     if not names:
         raise InputError("--strategies is empty")
     for name in names:
-        if name not in STRATEGIES:
-            raise InputError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
+        get_strategy(name)  # InputError naming the choices
     if len(set(names)) != len(names):
         raise InputError(f"--strategies names a strategy twice: {text}")
     return names

@@ -186,11 +186,6 @@ def item_features(params, model_config: ModelConfig, embeddings: np.ndarray, row
     return phi, rew
 
 
-def item_rewards(params, model_config: ModelConfig, embeddings: np.ndarray) -> np.ndarray:
-    """Reward of every item: (N,) float32."""
-    return item_features(params, model_config, embeddings)[1]
-
-
 def pairwise_accuracy(reward_winner: np.ndarray, reward_loser: np.ndarray) -> float:
     """Fraction of comparisons the rewards order correctly (an exact tie counts 1/2)."""
     if reward_winner.size == 0:

@@ -55,7 +55,8 @@ def require_file(path) -> Path:
 # ----------------------------------------------------------------------------- output checks
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (the same real path, or the same inode)."""
     if os.path.realpath(a) == os.path.realpath(b):
         return True
     try:
@@ -92,7 +93,7 @@ def check_output_file(path, inputs: dict | None = None, flag: str = "--out") -> 
     if path.is_dir():
         raise InputError(f"{shown}: is a directory; {flag} needs a file name")
     for name, given in (inputs or {}).items():
-        if given is not None and _same_file(path, Path(given)):
+        if given is not None and same_file(path, Path(given)):
             raise InputError(f"{shown}: {flag} is the input file {name} {os.fspath(given)}; choose another output")
     _check_parent_writable(path, shown)
     if path.exists() and not os.access(path.parent, os.W_OK | os.X_OK):
@@ -108,7 +109,7 @@ def check_output_dir(path, names: Sequence[str] = (), inputs: dict | None = None
     if path.exists() and not path.is_dir():
         raise InputError(f"{shown}: exists and is not a directory; {flag} names the output directory")
     for given in (inputs or {}).values():
-        if given is not None and _same_file(path, Path(given)):
+        if given is not None and same_file(path, Path(given)):
             raise InputError(f"{shown}: {flag} is an input file; choose another output directory")
     if path.is_dir():
         if not os.access(path, os.W_OK | os.X_OK):

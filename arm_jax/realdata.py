@@ -52,7 +52,6 @@ from arm_jax.fitting import (
     check_fit,
     fit_on_labels,
     item_features,
-    item_rewards,
     pair_metrics,
     select_key,
 )
@@ -71,7 +70,7 @@ __all__ = [
     "DEFAULT_CANDIDATES", "PAIR_MODES", "CandidatePairs", "DataError", "Labels", "Pool", "SavedModel",
     "ScoreResult", "SelectResult", "TrainResult", "candidate_pairs", "fit_on_labels", "item_features",
     "HELD_OUT_CAVEAT", "fit_summary",
-    "item_rewards", "load_labels", "load_model", "load_pool", "save_model",
+    "load_labels", "load_model", "load_pool", "save_model",
     "score_paths", "score_pool", "select_pairs", "train_model",
 ]
 
@@ -129,18 +128,11 @@ def fit_summary(fit: FitReport, n_labels: int) -> str:
     return f"{head}, the best held-out log-loss; training ran {fit.steps_run} steps){tail}"
 
 
-def _same_file(a, b) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return Path(a).resolve() == Path(b).resolve()
-
-
 def _load_val_labels(val_labels_path, labels_path, labels: Labels, pool: Pool, log: Log):
     """(evaluation labels or None, how many of their pairs are in ``labels`` too)."""
     if val_labels_path is None:
         return None, 0
-    if labels_path is not None and _same_file(val_labels_path, labels_path):
+    if labels_path is not None and io_lib.same_file(Path(val_labels_path), Path(labels_path)):
         raise InputError(
             f"{val_labels_path}: --val-labels is the --labels file; evaluation pairs must never be trained on"
         )
@@ -200,8 +192,7 @@ def select_pairs(
     """
     model_config = model_config or ModelConfig()
     train_config = train_config or TrainConfig()
-    if strategy not in strategies_lib.STRATEGIES:
-        raise InputError(f"unknown strategy {strategy!r}; choose one of: {', '.join(strategies_lib.STRATEGIES)}")
+    strategies_lib.get_strategy(strategy)  # InputError naming the choices
     if pairs not in PAIR_MODES:
         raise InputError(f"unknown --pairs {pairs!r}; choose one of {', '.join(PAIR_MODES)}")
     k = _check_k(k)

@@ -167,10 +167,7 @@ def pair_scores_from_information(
 
     NaN everywhere when M could not be factorised (the drivers check and raise).
     """
-    w = fisher.whitening(m, ridge)
-    z = fisher.whiten(phi_diff, w)
-    quad = jnp.sum(z * z, axis=-1)
-    return jnp.where(w.ok, spec.rank(gap, quad), jnp.nan)
+    return spec.rank(gap, fisher.leverages(phi_diff, m, ridge))  # NaN stays NaN
 
 
 @fisher.full_precision

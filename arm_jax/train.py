@@ -320,9 +320,7 @@ def _fit(key, items, buffer, model_config, train_config):
         idx = start + jnp.arange(every, dtype=jnp.int32)
         chunk_keys = jax.lax.dynamic_slice_in_dim(keys_padded, start, every)
         (p, state), losses = jax.lax.scan(step, (st.params, st.opt_state), (idx, chunk_keys))
-        losses = jax.lax.dynamic_update_slice_in_dim(
-            jnp.concatenate([st.losses, jnp.zeros(pad, jnp.float32)]), losses, start, 0
-        )[:steps]
+        losses = jax.lax.dynamic_update_slice_in_dim(st.losses, losses, start, 0)  # (n_chunks · every,)
         end = jnp.minimum(start + every, active_steps)
         loss, acc = held_out(p)
         improved = (n_val > 0) & (loss < st.best_loss - train_config.min_delta)
@@ -338,7 +336,7 @@ def _fit(key, items, buffer, model_config, train_config):
 
     init = State(
         jnp.int32(0), params, opt_state, params, jnp.float32(jnp.inf), jnp.float32(jnp.nan),
-        jnp.int32(0), jnp.int32(0), jnp.zeros(steps, jnp.float32), n_fit <= 0,
+        jnp.int32(0), jnp.int32(0), jnp.zeros(n_chunks * every, jnp.float32), n_fit <= 0,
     )
     st = jax.lax.while_loop(lambda st: ~st.done & (st.chunk < n_chunks), body, init)
     use_best = n_val > 0
@@ -369,7 +367,7 @@ def _fit(key, items, buffer, model_config, train_config):
         )
         params = jax.tree_util.tree_map(lambda r, e: jnp.where(n_val > 0, r, e), refitted, params)
     return params, FitStats(
-        st.losses, steps_run, steps_taken.astype(jnp.int32), epochs, n_fit, n_val, val_loss, st.best_acc
+        st.losses[:steps], steps_run, steps_taken.astype(jnp.int32), epochs, n_fit, n_val, val_loss, st.best_acc
     )
 
 
