@@ -83,7 +83,7 @@ class FitReport(NamedTuple):
 
     def as_dict(self) -> dict:
         """JSON-ready (NaN becomes None), ``refitted`` included."""
-        out = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in self._asdict().items()}
+        out = {k: finite_or_none(v) for k, v in self._asdict().items()}
         out["refitted"] = self.refitted
         return out
 
@@ -186,6 +186,19 @@ def item_features(params, model_config: ModelConfig, embeddings: np.ndarray, row
     return phi, rew
 
 
+def finite_or_none(value):
+    """A float that is NaN or infinite becomes None (JSON has neither); other values pass."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def sigmoid(z, dtype=np.float32) -> np.ndarray:
+    """σ(z) on the host in ``dtype``, stable for any z (via tanh)."""
+    z = np.asarray(z, dtype)
+    return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(dtype)
+
+
 def pairwise_accuracy(reward_winner: np.ndarray, reward_loser: np.ndarray) -> float:
     """Fraction of comparisons the rewards order correctly (an exact tie counts 1/2)."""
     if reward_winner.size == 0:
@@ -231,14 +244,14 @@ class PairMetrics(NamedTuple):
     ece: float
 
     def as_dict(self) -> dict:
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in self._asdict().items()}
+        return {k: finite_or_none(v) for k, v in self._asdict().items()}
 
 
 def pair_metrics(reward_winner: np.ndarray, reward_loser: np.ndarray) -> PairMetrics:
     """Pairwise accuracy, log-loss and ECE (:func:`expected_calibration_error`) of comparisons."""
     rw = np.asarray(reward_winner, np.float64)
     rl = np.asarray(reward_loser, np.float64)
-    p_winner = 0.5 * (1.0 + np.tanh(0.5 * (rw - rl)))  # σ(r_w − r_l), stable for any gap
+    p_winner = sigmoid(rw - rl, np.float64)  # σ(r_w − r_l)
     return PairMetrics(
         int(rw.size), pairwise_accuracy(rw, rl), pairwise_log_loss(rw, rl), expected_calibration_error(p_winner)
     )

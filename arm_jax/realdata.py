@@ -39,6 +39,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from arm_jax import fitting as fitting_lib
 from arm_jax import io as io_lib
 from arm_jax import model as model_lib
 from arm_jax import strategies as strategies_lib
@@ -81,10 +82,6 @@ def _quiet(_: str) -> None:
     pass
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    """σ(z) in float32, stable for any z."""
-    z = np.asarray(z, np.float32)
-    return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)
 
 
 def _fmt(x: float) -> float | None:
@@ -128,8 +125,9 @@ def fit_summary(fit: FitReport, n_labels: int) -> str:
     return f"{head}, the best held-out log-loss; training ran {fit.steps_run} steps){tail}"
 
 
-def _load_val_labels(val_labels_path, labels_path, labels: Labels, pool: Pool, log: Log):
-    """(evaluation labels or None, how many of their pairs are in ``labels`` too)."""
+def _load_val_labels(val_labels_path, labels_path, labelled: np.ndarray, pool: Pool, log: Log):
+    """(evaluation labels or None, how many of their pairs are labelled too); ``labelled``:
+    the keys of the training labels (:func:`labelled_keys`)."""
     if val_labels_path is None:
         return None, 0
     if labels_path is not None and io_lib.same_file(Path(val_labels_path), Path(labels_path)):
@@ -139,7 +137,7 @@ def _load_val_labels(val_labels_path, labels_path, labels: Labels, pool: Pool, l
     val = load_labels(val_labels_path, pool)
     if val.n == 0:
         raise InputError(f"{val.path}: no comparisons to evaluate on in --val-labels (ties are not scored)")
-    also = np.isin(pair_keys(val.winner, val.loser, pool.n), labelled_keys(labels, pool.n))
+    also = np.isin(pair_keys(val.winner, val.loser, pool.n), labelled)
     n_overlap = int(also.sum())
     if n_overlap:
         log(
@@ -204,7 +202,7 @@ def select_pairs(
     pool = load_pool(pool_path)
     labels = empty_labels() if labels_path is None else load_labels(labels_path, pool)
     labelled = labelled_keys(labels, pool.n)
-    val, n_overlap = _load_val_labels(val_labels_path, labels_path, labels, pool, log)
+    val, n_overlap = _load_val_labels(val_labels_path, labels_path, labelled, pool, log)
     val_keys = np.zeros(0, np.int64) if val is None else labelled_keys(val, pool.n)
     excluded = np.zeros(0, np.int64) if allow_relabel else labelled
     if pairs == "all-cross":
@@ -276,7 +274,7 @@ def select_pairs(
         or np.isin(chosen_keys, val_keys).any()
     ):
         raise RuntimeError("internal error: selection repeats or relabels a pair")  # never expected
-    p_a = _sigmoid(rew[local(a)] - rew[local(b)])
+    p_a = fitting_lib.sigmoid(rew[local(a)] - rew[local(b)])
     ids = pool.item_ids
     rows = [
         {"a": str(ids[i]), "b": str(ids[j]), "p_a_wins": _fmt(p), "score": _fmt(s), "rank": rank}
@@ -398,7 +396,7 @@ class TrainResult(NamedTuple):
 
 
 def _json_float(x: float) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
+    return None if x is None else fitting_lib.finite_or_none(float(x))
 
 
 def train_model(
@@ -442,7 +440,7 @@ def train_model(
     labels = load_labels(labels_path, pool)
     if labels.n == 0:
         raise InputError(f"{labels.path}: no labels to train on (ties are not used for training)")
-    val, n_overlap = _load_val_labels(val_labels_path, labels_path, labels, pool, log)
+    val, n_overlap = _load_val_labels(val_labels_path, labels_path, labelled_keys(labels, pool.n), pool, log)
     timings["load"] = time.perf_counter() - t0
 
     t = time.perf_counter()
