@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.arm-jax-installed
 
-.PHONY: demo test clean
+.PHONY: demo test clean ratings-data
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,3 +23,15 @@ test: $(STAMP)
 
 clean:
 	rm -rf results .pytest_cache
+
+# The real-rating benchmark (benchmarks/build_ratings.py): AFINN word ratings embedded with
+# all-MiniLM-L6-v2, written to data/afinn in the paper's .npy layout. Its own venv keeps torch
+# out of .venv; never part of `make test`. TORCH: the torch requirement installed first (plain
+# `torch` may take a large CUDA build; e.g. TORCH=torch==2.13.0 for a CPU wheel you have).
+RATINGS_VENV ?= .venv-ratings
+TORCH ?= torch
+ratings-data:
+	test -x $(RATINGS_VENV)/bin/python || $(PYTHON) -m venv $(RATINGS_VENV)
+	$(RATINGS_VENV)/bin/python -m pip install --quiet '$(TORCH)'
+	$(RATINGS_VENV)/bin/python -m pip install --quiet -e '.[ratings]'
+	$(RATINGS_VENV)/bin/python benchmarks/build_ratings.py --out data/afinn

@@ -64,7 +64,9 @@ class FitReport(NamedTuple):
     stopping (n_val 0 with the fixed schedule or too few labels); val_loss, val_accuracy:
     held-out Bradley–Terry log-loss and pairwise accuracy of the early-stopped parameters
     (NaN when nothing was held out); early_stopping, refit: the schedule; refitted: the
-    returned parameters were refit on all labels (held-out ones too) after early stopping.
+    returned parameters were refit on all labels (held-out ones too) after early stopping;
+    prior_precision: λ of the head's Gaussian prior (chosen on held-out labels by the linear
+    model's exact fit, whose steps count Newton steps and whose epochs are NaN).
     """
 
     steps_run: int
@@ -76,6 +78,12 @@ class FitReport(NamedTuple):
     val_accuracy: float
     early_stopping: bool
     refit: bool
+    prior_precision: float = float("nan")
+
+    @property
+    def exact_linear(self) -> bool:
+        """The linear model's exact fit (epochs NaN: no passes over the data; see train._fit_linear)."""
+        return self.epochs != self.epochs
 
     @property
     def refitted(self) -> bool:
@@ -94,6 +102,7 @@ def fit_report(stats, train_config: TrainConfig) -> FitReport:
     return FitReport(
         int(s.steps_run), int(s.steps_taken), float(s.epochs), int(s.n_fit), int(s.n_val),
         float(s.val_loss), float(s.val_accuracy), bool(train_config.early_stopping), bool(train_config.refit),
+        float(s.prior_precision),
     )
 
 

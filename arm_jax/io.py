@@ -20,6 +20,7 @@ import csv
 import errno
 import io
 import json
+import math
 import os
 import secrets
 import signal
@@ -237,8 +238,21 @@ def write_bytes(path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def json_ready(obj):
+    """``obj`` with every NaN or infinite float replaced by None (strict JSON has no NaN), in
+    nested dicts, lists and tuples."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    return obj
+
+
 def write_json(path, obj, indent: int | None = 2) -> None:
-    write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+    """Strict JSON (NaN and infinities written as null), atomically."""
+    write_text(path, json.dumps(json_ready(obj), indent=indent, sort_keys=False, allow_nan=False) + "\n")
 
 
 def jsonl_text(rows: Iterable[dict]) -> str:

@@ -113,6 +113,10 @@ def _schedule(train_config: TrainConfig) -> str:
 
 def fit_summary(fit: FitReport, n_labels: int) -> str:
     """Where training stopped, in one line: ``stopping epoch: E (...)``."""
+    if fit.exact_linear:
+        how = (f"chosen on {fit.n_val} held-out labels (one-standard-error rule), then refit on all {n_labels}"
+               if fit.n_val else "the default: too few labels to hold out")
+        return f"linear model fitted exactly ({fit.steps_run} Newton steps); prior precision {fit.prior_precision:.4g}, {how}"
     head = f"stopping epoch: {fit.epochs:.1f} (step {fit.steps_taken}"
     if not fit.early_stopping:
         return f"{head}, fixed schedule)"

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from arm_jax import model as model_lib
+from arm_jax import posterior
 from arm_jax.model import ModelConfig
 from arm_jax.errors import InputError
 
@@ -47,6 +48,13 @@ class TrainConfig:
       ``min_steps``). ``steps`` is then the largest number of steps, ``max_epochs`` a budget.
     refit: after early stopping, train again from the same initialisation on all the labels
       (held-out ones too) for the number of epochs the early stop chose.
+    linear_prior: the linear model's (depth 0) prior precision in labels' worth of information
+      (see ``_fit_linear``); ``None`` (the default) chooses it on held-out labels.
+
+    The linear model (``ModelConfig(depth=0)``) with ``early_stopping`` is not trained by AdamW
+    at all: it is fitted exactly (:data:`LINEAR_PRIOR_GRID`, ``_fit_linear``), its prior chosen
+    by the same held-out split; ``steps``, ``batch_size``, ``learning_rate``, ``weight_decay``
+    and ``max_epochs`` are then unused.
     """
 
     steps: int = 2000
@@ -63,6 +71,7 @@ class TrainConfig:
     patience: int = 10
     min_steps: int = 50
     min_delta: float = 1e-4
+    linear_prior: float | None = None
 
     def __post_init__(self):
         if self.steps < 1:
@@ -80,6 +89,8 @@ class TrainConfig:
         for name in ("eval_every", "patience", "max_val_labels"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
+        if self.linear_prior is not None and not self.linear_prior > 0:
+            raise InputError(f"linear prior must be > 0, got {self.linear_prior}")
         for name in ("min_steps", "min_val_labels"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name.replace('_', ' ')} must be >= 0, got {getattr(self, name)}")
@@ -192,6 +203,10 @@ class FitStats(NamedTuple):
     n_fit, n_val: () int32, labels trained on and held out.
     val_loss, val_accuracy: () float32, held-out BT loss and pairwise accuracy of the returned
       parameters (NaN when nothing is held out).
+    prior_precision: () float32, the precision λ of the Gaussian prior on the head β that the
+      fit used: chosen on held-out labels by the linear model's exact fit
+      (``_fit_linear``), else :data:`arm_jax.posterior.DEFAULT_PRIOR_PRECISION`. The
+      last-layer posterior (:func:`arm_jax.posterior.laplace`) takes it.
     """
 
     losses: jax.Array
@@ -202,6 +217,7 @@ class FitStats(NamedTuple):
     n_val: jax.Array
     val_loss: jax.Array
     val_accuracy: jax.Array
+    prior_precision: jax.Array
 
 
 def split_rows(key, buffer: LabelBuffer, val_fraction: float, min_val: int = 0):
@@ -225,7 +241,13 @@ def split_rows(key, buffer: LabelBuffer, val_fraction: float, min_val: int = 0):
     return order, buffer.count - n_val, n_val
 
 
+def _default_prior() -> jax.Array:
+    return jnp.float32(posterior.DEFAULT_PRIOR_PRECISION)
+
+
 def _fit(key, items, buffer, model_config, train_config):
+    if model_config.depth == 0 and (train_config.early_stopping or train_config.linear_prior is not None):
+        return _fit_linear(key, items, buffer, train_config)
     init_key, batch_key = jax.random.split(key)
     split_key = jax.random.fold_in(key, 7)
     params = model_lib.init_params(init_key, model_config, items.shape[-1])
@@ -277,7 +299,7 @@ def _fit(key, items, buffer, model_config, train_config):
         nan = jnp.float32(jnp.nan)
         epochs = taken.astype(jnp.float32) * b / n_rows
         taken = taken.astype(jnp.int32)
-        return params, FitStats(losses, taken, taken, epochs, n_fit, n_val, nan, nan)
+        return params, FitStats(losses, taken, taken, epochs, n_fit, n_val, nan, nan, _default_prior())
 
     # Early stopping: chunks of ``eval_every`` steps, then the held-out BT loss; the best
     # parameters are kept (jnp.where) and training stops after ``patience`` evaluations
@@ -367,7 +389,121 @@ def _fit(key, items, buffer, model_config, train_config):
         )
         params = jax.tree_util.tree_map(lambda r, e: jnp.where(n_val > 0, r, e), refitted, params)
     return params, FitStats(
-        st.losses[:steps], steps_run, steps_taken.astype(jnp.int32), epochs, n_fit, n_val, val_loss, st.best_acc
+        st.losses[:steps], steps_run, steps_taken.astype(jnp.int32), epochs, n_fit, n_val, val_loss, st.best_acc,
+        _default_prior(),
+    )
+
+
+#: The prior precisions the linear model's exact fit chooses from, in units of one label's
+#: information per direction (λ = c · s, s = mean |x|² / (4 D) over the fitted pairs'
+#: differences x): from a tenth of a label to a million labels, half a decade apart.
+LINEAR_PRIOR_GRID = tuple(float(10.0 ** (e / 2)) for e in range(-2, 13))
+#: The grid point used when too few labels are held out to choose (measured:
+#: benchmarks/bench_training.py --depth 0, RESULTS.md).
+LINEAR_DEFAULT_PRIOR = 10.0
+#: Newton steps per grid point (warm-started along the grid from the strongest prior) and for
+#: the final fit on all labels.
+NEWTON_STEPS = (4, 8)
+_STEP_SIZES = (1.0, 0.5, 0.25, 0.1)
+
+
+def _fit_linear(key, items, buffer, train_config):
+    """The linear reward model r = ψᵀβ (depth 0) fitted exactly: the MAP of Bradley–Terry
+    logistic regression with a Gaussian prior N(0, λ⁻¹I) on β, by damped Newton steps.
+
+    λ = c · s, with s = mean |x|² / (4 D) over the fitted pairs' differences x (one label's
+    Fisher information per direction at a zero gap), so c counts labels' worth of prior and
+    does not depend on the embeddings' scale. c is ``train_config.linear_prior`` when given;
+    otherwise it is chosen on held-out labels (the same seeded split as early stopping): the head is
+    fitted on the rest for every λ of :data:`LINEAR_PRIOR_GRID` (from the strongest prior
+    down, each warm-started from the last); the strongest prior whose held-out BT loss is within
+    one standard error of the smallest wins (the "one-standard-error rule" of cross-validated
+    penalties, as in glmnet's ``lambda.1se``: a few held-out labels cannot tell close priors
+    apart, and the stronger one ranked better in benchmarks/RESULTS.md), and the head is
+    refitted on all labels with it. With too few
+    labels to hold out, λ is :data:`LINEAR_DEFAULT_PRIOR`. Each Newton step solves with a
+    Cholesky factor of the (positive definite) regularised Hessian and keeps the best of a few
+    step sizes and no step, so the objective never rises and a failed factorisation (not finite)
+    leaves β where it was. FitStats: steps count Newton steps; losses hold the final training
+    BT loss; epochs are NaN (no passes over the data); prior_precision is λ.
+    """
+    init_key, _ = jax.random.split(key)
+    split_key = jax.random.fold_in(key, 7)
+    params = model_lib.init_params(init_key, model_lib.ModelConfig(depth=0), items.shape[-1])
+    c = buffer.capacity
+    d = items.shape[-1]
+    fixed = train_config.linear_prior is not None
+    val_fraction = 0.0 if fixed else train_config.val_fraction
+    order, n_fit, n_val = split_rows(split_key, buffer, val_fraction, train_config.min_val_labels)
+    position = jnp.zeros(c, jnp.int32).at[order].set(jnp.arange(c, dtype=jnp.int32))
+    filled = buffer.mask
+    fit_rows = filled & (position < n_fit)
+    val_rows = filled & (position >= n_fit)
+    x = (items[buffer.pairs[:, 0]] - items[buffer.pairs[:, 1]]).astype(jnp.float32)  # (C, D), winner − loser
+    x = jnp.where(filled[:, None], x, 0.0)
+    sq = jnp.sum(x * x, axis=-1)
+    scale = jnp.sum(jnp.where(fit_rows, sq, 0.0)) / jnp.maximum(jnp.sum(fit_rows), 1) / (4.0 * d)
+    scale = jnp.where(scale > 0, scale, 1.0)
+    grid = scale * jnp.asarray(LINEAR_PRIOR_GRID[::-1], jnp.float32)  # strongest prior first
+
+    def objective(beta, rows, lam):
+        nll = jnp.sum(jnp.where(rows, bt_loss(x @ beta, 0.0), 0.0))
+        return nll + 0.5 * lam * jnp.sum(beta * beta)
+
+    def newton(beta, rows, lam, n_steps):
+        def one(beta, _):
+            z = x @ beta
+            p = jax.nn.sigmoid(z)
+            w = jnp.where(rows, p * (1 - p), 0.0)
+            g = x.T @ jnp.where(rows, p - 1.0, 0.0) + lam * beta
+            h = (x * w[:, None]).T @ x + lam * jnp.eye(d, dtype=x.dtype)
+            chol = jnp.linalg.cholesky(h)
+            delta = -jax.scipy.linalg.cho_solve((chol, True), g)
+            delta = jnp.where(jnp.all(jnp.isfinite(delta)), delta, 0.0)
+            tries = jnp.concatenate([jnp.zeros(1), jnp.asarray(_STEP_SIZES)])
+            values = jax.vmap(lambda t: objective(beta + t * delta, rows, lam))(tries)
+            values = jnp.where(jnp.isfinite(values), values, jnp.inf)
+            return beta + tries[jnp.argmin(values)] * delta, None
+
+        beta, _ = jax.lax.scan(one, beta, None, length=n_steps)
+        return beta
+
+    with jax.default_matmul_precision("highest"):
+        def along_grid(beta, lam):
+            beta = newton(beta, fit_rows, lam, NEWTON_STEPS[0])
+            gap = x @ beta
+            n = jnp.maximum(n_val, 1)
+            per_label = jnp.where(val_rows, bt_loss(gap, 0.0), 0.0)
+            loss = jnp.sum(per_label) / n
+            spread = jnp.sum(jnp.where(val_rows, (per_label - loss) ** 2, 0.0)) / jnp.maximum(n - 1, 1)
+            acc = jnp.sum(jnp.where(val_rows, (gap > 0) + 0.5 * (gap == 0), 0.0)) / n
+            return beta, (loss, acc, jnp.sqrt(spread / n))
+
+        if fixed:
+            val_losses = val_accs = jnp.full(1, jnp.nan)
+            best = 0
+        else:
+            _, (val_losses, val_accs, val_se) = jax.lax.scan(along_grid, jnp.zeros(d, jnp.float32), grid)
+            val_losses = jnp.where(jnp.isfinite(val_losses), val_losses, jnp.inf)
+            lowest = jnp.argmin(val_losses)
+            # the one-standard-error rule: the strongest prior whose held-out loss is within one
+            # standard error of the lowest (grid[0] is the strongest)
+            within = val_losses <= val_losses[lowest] + val_se[lowest]
+            best = jnp.argmax(within)
+        c_default = train_config.linear_prior if fixed else LINEAR_DEFAULT_PRIOR
+        lam = jnp.where(n_val > 0, grid[best], scale * jnp.float32(c_default))
+        beta = newton(jnp.zeros(d, jnp.float32), filled, lam, NEWTON_STEPS[1])
+    params = {"params": {"head": beta[:, None].astype(params["params"]["head"].dtype)}}
+    nan = jnp.float32(jnp.nan)
+    n_newton = jnp.int32((0 if fixed else len(LINEAR_PRIOR_GRID) * NEWTON_STEPS[0]) + NEWTON_STEPS[1])
+    n_newton = n_newton * (buffer.count > 0)
+    # "losses": the final mean BT loss on all labels at every Newton step's place, so that
+    # final_loss reports the training loss as for the other fits
+    train_loss = jnp.sum(jnp.where(filled, bt_loss(x @ beta, 0.0), 0.0)) / jnp.maximum(buffer.count, 1)
+    losses = jnp.where(jnp.arange(train_config.steps) < n_newton, train_loss, 0.0).astype(jnp.float32)
+    return params, FitStats(
+        losses, n_newton, n_newton, nan, n_fit, n_val,
+        jnp.where(n_val > 0, val_losses[best], nan), jnp.where(n_val > 0, val_accs[best], nan), lam,
     )
 
 

@@ -1,6 +1,12 @@
 """How good is the reward model a training setting gives, at each label count?
 
     python benchmarks/bench_training.py [--counts 100,1000,10000] [--seeds 5] [--json out.json]
+    python benchmarks/bench_training.py --data data/afinn --depth 0 --settings linear   # real ratings
+
+With ``--data DIR`` the task is the paper's four .npy files in DIR (e.g. the real-rating
+benchmark that ``make ratings-data`` builds) instead of the built-in one. ``--settings linear``
+is the linear model's list: the exact fit at each fixed prior of the grid, AdamW schedules,
+and the default (the prior chosen on held-out labels).
 
 On the built-in LLM-like task (D = 64 by default), ``n`` labels of uniformly random pairs of
 training items, labelled by the simulated annotator (quality 1, the run default), train a fresh
@@ -38,6 +44,11 @@ SETTINGS = {
     "early stopping (no refit)": train.TrainConfig(refit=False),
     "default (early stopping + refit)": train.TrainConfig(),
 }
+LINEAR_SETTINGS = ["steps 1000 (old default)", "max-epochs 10", "weight-decay 1e-2"]
+for _c in train.LINEAR_PRIOR_GRID:
+    SETTINGS[f"exact, prior {_c:g} labels"] = train.TrainConfig(linear_prior=_c)
+    LINEAR_SETTINGS.append(f"exact, prior {_c:g} labels")
+LINEAR_SETTINGS.append("default (early stopping + refit)")
 
 
 def draw_labels(key, rewards, n_items, n, reward_std):
@@ -69,7 +80,7 @@ def run_setting(cfg, model_config, ds, n, keys):
         phi = model.features(params, model_config, train_x)
         x_fresh = phi[fresh.pairs[:, 0]] - phi[fresh.pairs[:, 1]]
         x_past = phi[buffer.pairs[:, 0]] - phi[buffer.pairs[:, 1]]
-        post = posterior.laplace(model.head(params), x_past)
+        post = posterior.laplace(model.head(params), x_past, buffer.mask, stats.prior_precision)
         plug_in = jax.nn.sigmoid(x_fresh @ model.head(params))
         return within, overall, stats.epochs, plug_in, posterior.predictive_probability(post, x_fresh)
 
@@ -87,20 +98,36 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--counts", default="100,1000,10000")
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated names from the list above")
+    p.add_argument("--settings", default=None,
+                   help="comma-separated names from the list above, or 'linear' (the linear model's list); "
+                        "default: every setting but the fixed linear priors")
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--depth", type=int, default=3, help="hidden layers; 0: the linear reward model")
     p.add_argument("--train-prompts", type=int, default=1000)
+    p.add_argument("--data", default=None, help="directory with embd_{train,test}.npy and reward_{train,test}.npy")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     counts = [int(c) for c in args.counts.split(",")]
-    names = [s.strip() for s in args.settings.split(",")]
-    ds = data.llm_like(jax.random.PRNGKey(0), n_train_prompts=args.train_prompts, n_responses=10,
-                       n_test_prompts=100, n_test_responses=50, dim=args.dim)
+    if args.settings is None:
+        names = [n for n in SETTINGS if not n.startswith("exact, prior")]
+    elif args.settings == "linear":
+        names = LINEAR_SETTINGS
+    else:
+        names = [s.strip() for s in args.settings.split(",")]
+    if args.data:
+        d = args.data.rstrip("/")
+        ds = data.load_paper_files(f"{d}/embd_train.npy", f"{d}/reward_train.npy", f"{d}/embd_test.npy",
+                                   f"{d}/reward_test.npy")
+        ds = jax.tree_util.tree_map(jnp.asarray, ds)
+        what = f"data {d}"
+    else:
+        ds = data.llm_like(jax.random.PRNGKey(0), n_train_prompts=args.train_prompts, n_responses=10,
+                           n_test_prompts=100, n_test_responses=50, dim=args.dim)
+        what = f"LLM-like task, D = {args.dim}"
     model_config = model.ModelConfig(depth=args.depth)
     keys = jax.random.split(jax.random.PRNGKey(1), args.seeds)
-    print(f"LLM-like task, D = {args.dim}, {args.train_prompts} x 10 training items, 100 x 50 test items; "
-          f"{args.seeds} seeds; model {model_config}; backend {jax.default_backend()}")
+    print(f"{what}: train {ds.train_embeddings.shape[:-1]}, test {ds.test_embeddings.shape[:-1]}, "
+          f"D = {ds.train_embeddings.shape[-1]}; {args.seeds} seeds; model {model_config}; backend {jax.default_backend()}")
     results = []
     for n in counts:
         rows = []
@@ -130,7 +157,8 @@ def main(argv=None):
     if args.json:
         from arm_jax import io
 
-        io.write_json(args.json, {"results": results, "seeds": args.seeds, "dim": args.dim})
+        io.write_json(args.json, {"results": results, "seeds": args.seeds, "data": args.data or "llm-like",
+                                  "dim": int(ds.train_embeddings.shape[-1]), "depth": args.depth})
 
 
 if __name__ == "__main__":
