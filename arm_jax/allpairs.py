@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arm_jax import fisher
+from arm_jax import fisher, posterior
 from arm_jax import strategies as strategies_lib
 from arm_jax.errors import InputError
 from arm_jax.strategies import STRATEGIES
@@ -150,6 +150,7 @@ def top_k_all_pairs(
     ridge: float = fisher.DEFAULT_RIDGE,
     exclude_u: jax.Array | None = None,
     exclude_v: jax.Array | None = None,
+    prior_precision: jax.Array | float = posterior.DEFAULT_PRIOR_PRECISION,
 ) -> AllPairsSelection:
     """The k best of all K(K−1)/2 unordered pairs of items under strategy ``name``.
 
@@ -157,12 +158,16 @@ def top_k_all_pairs(
     key: unused (the supported strategies are deterministic); kept for the common signature.
     phi: (K, H) float32 item features Φ; beta: (H,) head, so r = Φβ.
     k: number of pairs (static); must be ≤ the number of valid pairs (see :func:`select_all_pairs`).
-    past_phi_diff, past_mask: (M, H), (M,) labelled pairs; only ``pa_dopt`` uses them.
+    past_phi_diff, past_mask: (M, H), (M,) labelled pairs; the past-aware strategies use them.
     item_valid: optional (K,) bool; pairs with an invalid item are never picked nor counted in M.
     tile: block edge (static); K is padded to a multiple of it. Memory O(K·H + tile·K).
     ridge: relative ridge of M (:func:`arm_jax.fisher.whitening`).
     exclude_u, exclude_v: optional (E,) int item indices of pairs never to pick (labelled
       ones; either order; −1 marks unused rows). Each block masks them by one scatter, O(E).
+    prior_precision: λ of the head's prior, for the posterior-based scores (Λ = I_past + λI).
+    I-optimality's S over all pairs is ½·(n ΦᵀΦ − s sᵀ)/(n(n−1)/2) (the closed form of
+    ``xtx``), and x_uvᵀM⁻¹SM⁻¹x_uv = ‖y_u − y_v‖² with Y = Z G, G Gᵀ = L⁻¹SL⁻ᵀ (an eigen
+    factor), the same tile form as the leverage.
     Returns :class:`AllPairsSelection` with u < v, best first. Pure and jit-able; no pair list.
     Equal scores are broken by block order (row-major over tiles), not by global pair order.
     """
@@ -178,19 +183,32 @@ def top_k_all_pairs(
 
     leverage = spec.weight is not None
     ok = jnp.bool_(True)
+    h = phi.shape[1]
+    y = jnp.zeros((k_pad, 0), jnp.float32)
     if leverage:
-        if spec.weight is strategies_lib.unit_weight:
+        if not spec.pool:
+            m = jnp.zeros((h, h), jnp.float32)
+        elif spec.weight is strategies_lib.unit_weight:
             m = _unit_pair_information(items)
         else:
             m = _weighted_pair_information(items, tile, spec.weight)
         if spec.uses_past and past_phi_diff is not None:
             m = m + fisher.past_information(jnp.asarray(past_phi_diff, jnp.float32), beta, past_mask)
+        if spec.prior:
+            m = m + prior_precision * jnp.eye(h, dtype=m.dtype)
         white = fisher.whitening(m, ridge)
         ok = white.ok
         z = fisher.whiten(items.phi, white)  # (Kp, H): x_uvᵀ(M + ρI)⁻¹x_uv = ‖z_u − z_v‖²
+        if spec.spread:
+            n_pairs = jnp.maximum(items.n_valid * (items.n_valid - 1.0) / 2.0, 1.0)
+            spread = 0.5 * _unit_pair_information(items) / n_pairs
+            evals, evecs = jnp.linalg.eigh(white.w @ spread @ white.w.T)
+            y = z @ (evecs * jnp.sqrt(jnp.maximum(evals, 0.0))[None, :])  # ‖y_u − y_v‖² = x_uvᵀM⁻¹SM⁻¹x_uv
+            ok = ok & jnp.all(jnp.isfinite(evals))
     else:
         z = jnp.zeros((k_pad, 0), jnp.float32)
     sq = jnp.sum(z * z, axis=1)
+    sq_y = jnp.sum(y * y, axis=1)
 
     # labelled pairs never picked: an (E,) list of (u, v) item pairs, −1 for none
     if exclude_u is None:
@@ -200,6 +218,7 @@ def top_k_all_pairs(
     ex_ok = (ex_lo >= 0) & (ex_lo != ex_hi)
 
     z_t, sq_t, r_t, valid_t = _tiles(z, tile), _tiles(sq, tile), _tiles(items.reward, tile), _tiles(items.valid, tile)
+    y_t, sq_y_t = _tiles(y, tile), _tiles(sq_y, tile)
     block_i, block_j = _upper_blocks(n_tiles)
     local = jnp.arange(tile, dtype=jnp.int32)
     k_block = min(k, tile * tile)
@@ -210,6 +229,9 @@ def top_k_all_pairs(
         if leverage:
             quad = sq_t[i][:, None] + sq_t[j][None, :] - 2.0 * (z_t[i] @ z_t[j].T)
             quad = jnp.maximum(quad, 0.0)
+        if spec.spread:
+            q_s = jnp.maximum(sq_y_t[i][:, None] + sq_y_t[j][None, :] - 2.0 * (y_t[i] @ y_t[j].T), 0.0)
+            return spec.rank(gap, quad, q_s)
         return spec.rank(gap, quad)
 
     def excluded(i, j):
@@ -311,10 +333,12 @@ def select_all_pairs(
     item_valid=None,
     tile: int = DEFAULT_TILE,
     exclude=None,
+    prior_precision: float = posterior.DEFAULT_PRIOR_PRECISION,
 ) -> AllPairsSelection:
     """Validate on the host, then run the jit-compiled :func:`top_k_all_pairs`.
 
     exclude: optional ``(u, v)`` arrays of item pairs never to pick (labelled ones).
+    prior_precision: λ of the head's prior (the fit's ``FitStats.prior_precision``).
 
     Raises ValueError (one line) on a strategy all-pairs does not support (naming those it
     does), k ≤ 0, k > number of pairs, NaN/inf, or mismatched shapes.
@@ -331,7 +355,7 @@ def select_all_pairs(
         ex_u, ex_v = (jnp.asarray(np.asarray(e, np.int64), jnp.int32) for e in exclude)
     chosen = _top_k_all_pairs_jit(
         name, key, phi, jnp.asarray(beta, jnp.float32), int(k), past_phi_diff, past_mask, item_valid, tile,
-        exclude_u=ex_u, exclude_v=ex_v,
+        exclude_u=ex_u, exclude_v=ex_v, prior_precision=jnp.float32(prior_precision),
     )
     strategies_lib.check_selection(name, chosen.scores)
     return chosen

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arm_jax import allpairs, annotator, metrics, model as model_lib, pools, strategies, train
+from arm_jax import allpairs, annotator, metrics, model as model_lib, pools, posterior, strategies, train
 from arm_jax.data import Dataset
 from arm_jax.model import ModelConfig
 from arm_jax.train import LabelBuffer, TrainConfig
@@ -232,18 +232,28 @@ def past_inputs(params, config: ExperimentConfig, data: ExperimentData, buffer: 
     return past[:, 0] - past[:, 1], buffer.mask
 
 
-def selection_inputs(params, config: ExperimentConfig, data: ExperimentData, pool, buffer, strategy=None) -> strategies.SelectionInputs:
-    """Features of the round's items under the previous model, gathered into pair differences."""
+def selection_inputs(
+    params, config: ExperimentConfig, data: ExperimentData, pool, buffer, strategy=None,
+    prior_precision=posterior.DEFAULT_PRIOR_PRECISION,
+) -> strategies.SelectionInputs:
+    """Features of the round's items under the previous model, gathered into pair differences;
+    ``prior_precision``: the previous fit's λ (``FitStats.prior_precision``)."""
     phi_items = model_lib.features(params, config.model, data.train_items[pool.items])  # (K, H)
     phi_diff = phi_items[pool.pairs.a] - phi_items[pool.pairs.b]
     past_diff, past_mask = past_inputs(params, config, data, buffer, strategy or config.strategy)
-    return strategies.SelectionInputs(phi_diff, model_lib.head(params), pool.pairs.valid, past_diff, past_mask)
+    return strategies.SelectionInputs(
+        phi_diff, model_lib.head(params), pool.pairs.valid, past_diff, past_mask, jnp.float32(prior_precision)
+    )
 
 
-def choose_pairs(key, params, buffer: LabelBuffer, config: ExperimentConfig, data: ExperimentData, strategy: str, k: int):
+def choose_pairs(
+    key, params, buffer: LabelBuffer, config: ExperimentConfig, data: ExperimentData, strategy: str, k: int,
+    prior_precision=posterior.DEFAULT_PRIOR_PRECISION,
+):
     """The ``k`` pairs ``strategy`` picks this round: ``(a, b, ok)``, global item indices (k,)
     each, and ``ok`` () bool: every pick was a valid, scored candidate (False when a kernel
-    failed or fewer than k unlabelled candidates were left; the run then refuses its result)."""
+    failed or fewer than k unlabelled candidates were left; the run then refuses its result).
+    ``prior_precision``: the previous fit's λ, for the posterior-based strategies."""
     pool_key, select_key = jax.random.split(key)
     if config.pairs == "all-cross" and strategy != "random":
         p, r, _ = data.train_embeddings.shape
@@ -262,26 +272,30 @@ def choose_pairs(key, params, buffer: LabelBuffer, config: ExperimentConfig, dat
             ex_u, ex_v = jnp.where(both, ex_u, -1), jnp.where(both, ex_v, -1)
         chosen = allpairs.top_k_all_pairs(
             strategy, select_key, phi_items, model_lib.head(params), k, past_diff, past_mask, tile=tile,
-            exclude_u=ex_u, exclude_v=ex_v,
+            exclude_u=ex_u, exclude_v=ex_v, prior_precision=prior_precision,
         )
         return items[chosen.u], items[chosen.v], jnp.all(jnp.isfinite(chosen.scores))
     pool = draw_pool(pool_key, config, data)
     if not config.allow_relabel:
         seen = pools.labelled_mask(pool.items[pool.pairs.a], pool.items[pool.pairs.b], buffer.pairs, buffer.mask)
         pool = pool._replace(pairs=pool.pairs._replace(valid=pool.pairs.valid & ~seen))
-    inputs = selection_inputs(params, config, data, pool, buffer, strategy)
+    inputs = selection_inputs(params, config, data, pool, buffer, strategy, prior_precision)
     chosen = strategies.STRATEGIES[strategy].fn(select_key, inputs, k)
     ok = jnp.all(jnp.isfinite(chosen.scores) & inputs.valid[chosen.indices])
     return pool.items[pool.pairs.a[chosen.indices]], pool.items[pool.pairs.b[chosen.indices]], ok
 
 
-def acquire(key, params, buffer: LabelBuffer, config: ExperimentConfig, data: ExperimentData, strategy: str, k: int):
-    """Choose ``k`` pairs with ``strategy`` under ``params``, annotate, append.
+def acquire(
+    key, params, buffer: LabelBuffer, config: ExperimentConfig, data: ExperimentData, strategy: str, k: int,
+    prior_precision=posterior.DEFAULT_PRIOR_PRECISION,
+):
+    """Choose ``k`` pairs with ``strategy`` under ``params`` (and the fit's prior precision),
+    annotate, append.
 
     Returns ``(buffer, ok)``: the new buffer and whether the picks were sound (see
     :func:`choose_pairs`; also False if the buffer overflowed)."""
     choose_key, label_key = jax.random.split(key)
-    a, b, ok = choose_pairs(choose_key, params, buffer, config, data, strategy, k)
+    a, b, ok = choose_pairs(choose_key, params, buffer, config, data, strategy, k, prior_precision)
     winner, loser = annotator.annotate(
         label_key, data.train_rewards, a, b, config.annotation_quality, data.reward_std
     )
@@ -289,12 +303,26 @@ def acquire(key, params, buffer: LabelBuffer, config: ExperimentConfig, data: Ex
     return buffer, ok & ~buffer.overflow
 
 
+class Fitted(NamedTuple):
+    """The model a round hands to the next: its parameters and the prior precision λ of its
+    head (``FitStats.prior_precision``), which the posterior-based strategies use."""
+
+    params: object
+    prior_precision: jax.Array
+
+
+def initial_model(config: ExperimentConfig, data: ExperimentData) -> Fitted:
+    """The untrained model round 0 starts from (a fixed key: the same for every seed)."""
+    params = model_lib.init_params(jax.random.PRNGKey(0), config.model, data.train_items.shape[-1])
+    return Fitted(params, jnp.float32(posterior.DEFAULT_PRIOR_PRECISION))
+
+
 def retrain(key, buffer: LabelBuffer, config: ExperimentConfig, data: ExperimentData):
-    """Train from scratch on the buffer; returns (params, training loss, epochs trained).
+    """Train from scratch on the buffer; returns (:class:`Fitted`, training loss, epochs trained).
 
     The training loss is the mean minibatch loss over the last 10 % of the steps taken."""
     params, stats = train.fit(key, data.train_items, buffer, config.model, config.train)
-    return params, train.final_loss(stats), stats.epochs
+    return Fitted(params, stats.prior_precision), train.final_loss(stats), stats.epochs
 
 
 def evaluate(params, config: ExperimentConfig, data: ExperimentData):
@@ -357,8 +385,7 @@ def initial_buffer(key, config: ExperimentConfig, data: ExperimentData):
     buffer = train.empty_buffer(config.capacity)
     if not config.initial_labels:
         return buffer, jnp.bool_(True)
-    untrained = model_lib.init_params(jax.random.PRNGKey(0), config.model, data.train_items.shape[-1])
-    return acquire(key, untrained, buffer, config, data, "random", config.initial_labels)
+    return acquire(key, initial_model(config, data).params, buffer, config, data, "random", config.initial_labels)
 
 
 def _index(tree, i):
@@ -392,12 +419,13 @@ def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: Exp
     """One round for S strategies: each acquires with its own model (except in round 0), then
     all S models are retrained from scratch at once and evaluated.
 
-    carry: (buffers, params of the previous round, picks_ok), each with a leading (S,) axis;
+    carry: (buffers, :class:`Fitted` models of the previous round, picks_ok), each with a
+    leading (S,) axis;
     xs: (round index, key). Every strategy uses the same keys, as when run alone.
     Returns the new carry and (1 − Spearman (S,), Best-of-N (S, len(N)), training loss (S,),
     picks_ok (S,), epochs trained (S,)).
     """
-    buffers, params, picks_ok = carry
+    buffers, fitted, picks_ok = carry
     round_index, key = xs
     k_acquire, k_train = jax.random.split(key)
     base = configs[0]
@@ -408,28 +436,30 @@ def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: Exp
         # take every thread of XLA's CPU pool while each waits for work queued behind the
         # other, which hung a 2-core machine. In order, nothing is lost on a GPU either.
         branches = [
-            functools.partial(lambda p, b, c: acquire(k_acquire, p, b, c, data, c.strategy, c.k), c=config)
+            functools.partial(
+                lambda f, b, c: acquire(k_acquire, f.params, b, c, data, c.strategy, c.k, f.prior_precision), c=config
+            )
             for config in configs
         ]
 
         def one(_, s):
-            return None, jax.lax.switch(s, branches, _index(params, s), _index(buffers, s))
+            return None, jax.lax.switch(s, branches, _index(fitted, s), _index(buffers, s))
 
         return jax.lax.scan(one, None, jnp.arange(len(configs)))[1]
 
     # round 0's picks (the random initial set) are judged by the carry's initial flags
     buffers, picks_ok = jax.lax.cond(round_index > 0, acquire_all, lambda b: (b, picks_ok), buffers)
-    params, loss, epochs = jax.vmap(lambda b: retrain(k_train, b, base, data))(buffers)
+    fitted, loss, epochs = jax.vmap(lambda b: retrain(k_train, b, base, data))(buffers)
     # one strategy at a time: the test-set activations of one model at once, not of S
-    oms, bon = jax.lax.map(lambda p: evaluate(p, base, data), params)
+    oms, bon = jax.lax.map(lambda p: evaluate(p, base, data), fitted.params)
     _report(configs, round_index, oms, bon, key, sink)
-    return (buffers, params, picks_ok), (oms, bon, loss, picks_ok, epochs)
+    return (buffers, fitted, picks_ok), (oms, bon, loss, picks_ok, epochs)
 
 
 def round_step(carry, xs, config: ExperimentConfig, data: ExperimentData):
     """One round of one strategy's scan: acquire (except in round 0), retrain, evaluate.
 
-    carry: (buffer, params of the previous round, picks_ok); xs: (round index, key).
+    carry: (buffer, :class:`Fitted` model of the previous round, picks_ok); xs: (round index, key).
     Returns the new carry and (1 − Spearman, Best-of-N, training loss, picks_ok, epochs).
     """
     carry, out = study_round_step(_stack([carry]), xs, (config,), data)
@@ -444,10 +474,9 @@ def run_study_single(key, configs: tuple[ExperimentConfig, ...], data: Experimen
     check_data(data)
     init_key, round_key = jax.random.split(key)
     buffer, ok = initial_buffer(init_key, base, data)  # round 0 is random: the same for every strategy
-    params = model_lib.init_params(jax.random.PRNGKey(0), base.model, data.train_items.shape[-1])
     xs = (jnp.arange(base.rounds + 1, dtype=jnp.int32), jax.random.split(round_key, base.rounds + 1))
     step = functools.partial(study_round_step, configs=configs, data=data, sink=sink)
-    carry = _stack([(buffer, params, ok)] * len(configs))
+    carry = _stack([(buffer, initial_model(base, data), ok)] * len(configs))
     (buffers, _, _), (oms, bon, loss, picks_ok, epochs) = jax.lax.scan(step, carry, xs)
     by_strategy = lambda x: jnp.moveaxis(x, 0, 1)  # (rounds + 1, S, ...) -> (S, rounds + 1, ...)
     metrics = RoundMetrics(

@@ -30,7 +30,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from arm_jax import fisher, strategies
+from arm_jax import fisher, posterior, strategies
 from arm_jax.strategies import Selection
 from arm_jax.errors import InputError
 
@@ -189,7 +189,7 @@ def shard_seeds(fn: Callable, keys: jax.Array, *args, devices: Sequence[jax.Devi
 # ----------------------------------------------------------------------------- pools
 
 
-def _pool_setup(phi_diff, beta, valid, past_phi_diff, past_mask, devices):
+def _pool_setup(phi_diff, beta, valid, past_phi_diff, past_mask, devices, prior_precision=posterior.DEFAULT_PRIOR_PRECISION):
     mesh = make_mesh(POOL_AXIS, devices)
     n_dev = mesh.devices.size
     phi_diff = jnp.asarray(phi_diff, jnp.float32)
@@ -207,39 +207,36 @@ def _pool_setup(phi_diff, beta, valid, past_phi_diff, past_mask, devices):
     valid = _put(_pad_rows(valid, padded, False), by_row)
     h = phi_diff.shape[1]
     past = jnp.zeros((h, h), jnp.float32) if past is None else past
-    return mesh, n, x, valid, _put(beta, replicated), _put(past, replicated)
+    prior = _put(jnp.float32(prior_precision), replicated)
+    return mesh, n, x, valid, _put(beta, replicated), _put(past, replicated), prior
 
 
 @fisher.full_precision
-def _local_scores(name, x, valid, beta, past, ridge):
+def _local_scores(name, x, valid, beta, past, prior, ridge):
     """(rank scores, gaps) of this device's candidates: the registry's pair score, with the
-    pool's part of M all-reduced over the pool axis."""
+    pool's parts of M and S all-reduced over the pool axis."""
     spec = strategies.STRATEGIES[name].pair_score
     gap = x @ beta
-    if spec.weight is None:
-        return spec.rank(gap, None), gap
-    m = jax.lax.psum(strategies.pair_information(spec, x, gap, valid), POOL_AXIS)
-    if spec.uses_past:
-        m = m + past
-    return strategies.pair_scores_from_information(spec, x, gap, m, ridge), gap
+    psum = lambda a: jax.lax.psum(a, POOL_AXIS)
+    return strategies.explicit_pair_scores(spec, x, gap, valid, past, prior, ridge, reduce=psum), gap
 
 
 @functools.partial(jax.jit, static_argnames=("name", "mesh", "ridge"))
-def _sharded_scores(name, mesh, x, valid, beta, past, ridge):
+def _sharded_scores(name, mesh, x, valid, beta, past, prior, ridge):
     body = lambda *args: _local_scores(name, *args, ridge=ridge)[0]
     return jax.shard_map(
-        body, mesh=mesh, in_specs=(P(POOL_AXIS), P(POOL_AXIS), P(), P()), out_specs=P(POOL_AXIS)
-    )(x, valid, beta, past)
+        body, mesh=mesh, in_specs=(P(POOL_AXIS), P(POOL_AXIS), P(), P(), P()), out_specs=P(POOL_AXIS)
+    )(x, valid, beta, past, prior)
 
 
 @functools.partial(jax.jit, static_argnames=("name", "mesh", "k", "ridge"))
-def _sharded_top_k(name, mesh, x, valid, beta, past, k, ridge):
+def _sharded_top_k(name, mesh, x, valid, beta, past, prior, k, ridge):
     n_local = x.shape[0] // mesh.devices.size
     k_local = min(k, n_local)
     spec = strategies.STRATEGIES[name].pair_score
 
-    def body(x, valid, beta, past):
-        scores, gap = _local_scores(name, x, valid, beta, past, ridge)
+    def body(x, valid, beta, past, prior):
+        scores, gap = _local_scores(name, x, valid, beta, past, prior, ridge)
         local = strategies.top_k_valid(scores, valid, k_local)
         shown = strategies.report_scores(spec, gap[local.indices], local.scores)
         offset = jax.lax.axis_index(POOL_AXIS) * n_local
@@ -252,9 +249,9 @@ def _sharded_top_k(name, mesh, x, valid, beta, past, k, ridge):
     # after the all_gather every device holds the same candidates and takes the same top k,
     # so the outputs are replicated; the static replication check cannot see through top_k.
     indices, best = jax.shard_map(
-        body, mesh=mesh, in_specs=(P(POOL_AXIS), P(POOL_AXIS), P(), P()), out_specs=(P(), P()),
+        body, mesh=mesh, in_specs=(P(POOL_AXIS), P(POOL_AXIS), P(), P(), P()), out_specs=(P(), P()),
         check_vma=False,
-    )(x, valid, beta, past)
+    )(x, valid, beta, past, prior)
     return Selection(indices, best)
 
 
@@ -276,9 +273,9 @@ def sharded_dopt_scores(
     Returns (N,) float32 scores, sharded over ``devices``; equal to the one-device result.
     """
     fisher.check_shapes(phi_diff, beta, past_phi_diff, past_mask)
-    mesh, n, x, valid_s, beta_s, past = _pool_setup(phi_diff, beta, valid, past_phi_diff, past_mask, devices)
+    mesh, n, x, valid_s, beta_s, past, prior = _pool_setup(phi_diff, beta, valid, past_phi_diff, past_mask, devices)
     name = ("pa_dopt" if past_phi_diff is not None else "dopt") if weighted else "xtx"
-    scores = _sharded_scores(name, mesh, x, valid_s, beta_s, past, float(ridge))
+    scores = _sharded_scores(name, mesh, x, valid_s, beta_s, past, prior, float(ridge))
     return scores if scores.shape[0] == n else scores[:n]  # padded rows: strip
 
 
@@ -293,6 +290,7 @@ def sharded_select(
     past_mask=None,
     devices: Sequence[jax.Device] | None = None,
     ridge: float = fisher.DEFAULT_RIDGE,
+    prior_precision: float = posterior.DEFAULT_PRIOR_PRECISION,
 ) -> Selection:
     """:func:`arm_jax.strategies.select` for the pair-score strategies (:data:`SHARDED_STRATEGIES`)
     with the candidate axis split over devices: the same k picks (best first) and scores,
@@ -308,7 +306,9 @@ def sharded_select(
         )
     del key
     strategies.validate_selection(phi_diff, beta, k, valid, past_phi_diff, past_mask)
-    mesh, n, x, valid_s, beta_s, past = _pool_setup(phi_diff, beta, valid, past_phi_diff, past_mask, devices)
-    chosen = _sharded_top_k(name, mesh, x, valid_s, beta_s, past, int(k), float(ridge))
+    mesh, n, x, valid_s, beta_s, past, prior = _pool_setup(
+        phi_diff, beta, valid, past_phi_diff, past_mask, devices, prior_precision
+    )
+    chosen = _sharded_top_k(name, mesh, x, valid_s, beta_s, past, prior, int(k), float(ridge))
     strategies.check_selection(name, chosen.scores)
     return chosen

@@ -58,6 +58,7 @@ from arm_jax.fitting import (
 )
 from arm_jax.labels import Labels, empty_labels, labelled_keys, load_labels, pair_keys, split_labels
 from arm_jax.model import ModelConfig
+from arm_jax.posterior import DEFAULT_PRIOR_PRECISION
 from arm_jax.model_files import SavedModel, load_model, save_model
 from arm_jax.pool_io import Pool, load_pool
 from arm_jax.train import TrainConfig
@@ -253,17 +254,20 @@ def select_pairs(
         return rows if row_of is None else np.searchsorted(row_of, rows)
 
     past = phi[local(labels.winner)] - phi[local(labels.loser)] if labels.n else None
+    # the head's prior precision, for the posterior-based strategies (chosen on held-out
+    # labels by the linear model's exact fit)
+    prior = fit.prior_precision if labels.n and np.isfinite(fit.prior_precision) else DEFAULT_PRIOR_PRECISION
     val_metrics = None if val is None else pair_metrics(rew[local(val.winner)], rew[local(val.loser)])
 
     # 4. score the candidates, keep the best k
     t = time.perf_counter()
     if candidates is None:
-        a, b, scores = _select_all_pairs(strategy, seed, phi, beta, k, past, excluded, pool.n)
+        a, b, scores = _select_all_pairs(strategy, seed, phi, beta, k, past, excluded, pool.n, prior)
         n_cand, n_masked = pool.n * (pool.n - 1) // 2, excluded.size
     else:
         chosen = strategies_lib.select(
             strategy, select_key(seed), phi[local(candidates.a)] - phi[local(candidates.b)], beta, k,
-            valid=candidates.valid, past_phi_diff=past,
+            valid=candidates.valid, past_phi_diff=past, prior_precision=prior,
         )
         idx = np.asarray(chosen.indices)
         a, b, scores = candidates.a[idx], candidates.b[idx], np.asarray(chosen.scores)
@@ -327,7 +331,7 @@ def _load_allpairs():
     return allpairs
 
 
-def _select_all_pairs(strategy, seed, phi, beta, k, past, labelled, n_items):
+def _select_all_pairs(strategy, seed, phi, beta, k, past, labelled, n_items, prior=DEFAULT_PRIOR_PRECISION):
     """Top k over every pair of items, skipping the ``labelled`` keys. Returns (a, b, scores).
 
     :mod:`arm_jax.allpairs` has no pair mask, so it is asked for somewhat more than k pairs
@@ -348,7 +352,8 @@ def _select_all_pairs(strategy, seed, phi, beta, k, past, labelled, n_items):
         a, b = np.triu_indices(n_items, k=1)
         valid = ~np.isin(pair_keys(a, b, n_items), labelled)
         chosen = strategies_lib.select(
-            strategy, select_key(seed), phi[a] - phi[b], beta, k, valid=valid, past_phi_diff=past
+            strategy, select_key(seed), phi[a] - phi[b], beta, k, valid=valid, past_phi_diff=past,
+            prior_precision=prior,
         )
         idx = np.asarray(chosen.indices)
         return a[idx].astype(np.int64), b[idx].astype(np.int64), np.asarray(chosen.scores)
@@ -357,7 +362,9 @@ def _select_all_pairs(strategy, seed, phi, beta, k, past, labelled, n_items):
     # best k unlabelled as soon as there are k of them.
     k_try = int(min(k_req, k + min(labelled.size, max(k, 64))))
     while True:
-        result = allpairs.select_all_pairs(strategy, select_key(seed), phi, beta, k_try, past_phi_diff=past)
+        result = allpairs.select_all_pairs(
+            strategy, select_key(seed), phi, beta, k_try, past_phi_diff=past, prior_precision=prior
+        )
         u = np.asarray(result.u, np.int64)
         v = np.asarray(result.v, np.int64)
         keep = np.flatnonzero(~np.isin(pair_keys(u, v, n_items), labelled))

@@ -31,6 +31,10 @@ class SelectionInputs(NamedTuple):
     valid: (N,) bool, candidates that may be picked (padding and duplicates are False).
     past_phi_diff: (M, H) float32, feature differences of already labelled pairs.
     past_mask: (M,) bool, which rows of ``past_phi_diff`` are real.
+    prior_precision: () λ of the Gaussian prior on β (the fit's ``FitStats.prior_precision``:
+      chosen on held-out labels for the linear model, else
+      :data:`arm_jax.posterior.DEFAULT_PRIOR_PRECISION`). The last-layer posterior the
+      posterior-based strategies use has precision Λ = I_past + λI.
     """
 
     phi_diff: jax.Array
@@ -38,6 +42,7 @@ class SelectionInputs(NamedTuple):
     valid: jax.Array
     past_phi_diff: jax.Array
     past_mask: jax.Array
+    prior_precision: jax.Array | float = posterior.DEFAULT_PRIOR_PRECISION
 
 
 class Selection(NamedTuple):
@@ -55,7 +60,8 @@ class PairScore(NamedTuple):
     """How an additive strategy scores one candidate pair: the one definition every driver uses.
 
     A pair enters only through its reward gap ``gap = x·β̂`` and, for the design strategies,
-    its leverage ``quad = xᵀ(M + ρI)⁻¹x``, where M = Σ_pool w(gap) x xᵀ (+ I_past). The pool
+    its leverage ``quad = xᵀ(M + ρI)⁻¹x``, where M = Σ_pool w(gap) x xᵀ (+ I_past) (+ λI), and
+    for I-optimality its spread ``xᵀM⁻¹SM⁻¹x`` (S: :func:`spread_matrix` of the pool). The pool
     driver (:func:`select`, the experiment), the all-pairs driver (:mod:`arm_jax.allpairs`) and
     the sharded driver (:mod:`arm_jax.parallel`) compute ``gap``, M and ``quad`` each in their
     own way (explicit pairs, item tiles, a ``psum`` over devices) and then call these functions,
@@ -65,15 +71,23 @@ class PairScore(NamedTuple):
       each pair's weight in M (``fisher.gap_variance`` for the Fisher information, ones for
       the design matrix).
     uses_past: M also holds the labelled pairs' information I_past.
-    rank: ``rank(gap, quad) -> score`` that top k ranks (larger is better).
+    rank: ``rank(gap, quad) -> score`` (``rank(gap, quad, spread)`` when ``spread``) that
+      top k ranks (larger is better).
     report: ``report(gap, quad) -> score`` shown to the user for the picked pairs; ``None``:
       the rank score itself.
+    pool: M holds the pool's information Σ_pool w(gap) x xᵀ. False for the posterior-based
+      scores, whose M is the posterior precision Λ = I_past + λI of the labelled pairs alone.
+    prior: M holds the prior's precision λI (``SelectionInputs.prior_precision``).
+    spread: the score also reads xᵀM⁻¹SM⁻¹x (I-optimality).
     """
 
     weight: Callable | None
     uses_past: bool
     rank: Callable
     report: Callable | None = None
+    pool: bool = True
+    prior: bool = False
+    spread: bool = False
 
 
 class Strategy(NamedTuple):
@@ -99,8 +113,11 @@ class Strategy(NamedTuple):
         return ("pool", "all-pairs", "sharded") if self.pair_score is not None else ("pool",)
 
 
-def make_inputs(phi_diff, beta, valid=None, past_phi_diff=None, past_mask=None) -> SelectionInputs:
-    """Fill in the optional parts: all candidates valid, an empty past."""
+def make_inputs(
+    phi_diff, beta, valid=None, past_phi_diff=None, past_mask=None,
+    prior_precision: float = posterior.DEFAULT_PRIOR_PRECISION,
+) -> SelectionInputs:
+    """Fill in the optional parts: all candidates valid, an empty past, the default prior."""
     phi_diff = jnp.asarray(phi_diff, jnp.float32)
     beta = jnp.asarray(beta, jnp.float32)
     n, h = phi_diff.shape
@@ -113,7 +130,7 @@ def make_inputs(phi_diff, beta, valid=None, past_phi_diff=None, past_mask=None) 
         past_mask = (
             jnp.ones(past_phi_diff.shape[0], bool) if past_mask is None else jnp.asarray(past_mask, bool)
         )
-    return SelectionInputs(phi_diff, beta, valid, past_phi_diff, past_mask)
+    return SelectionInputs(phi_diff, beta, valid, past_phi_diff, past_mask, jnp.float32(prior_precision))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -153,6 +170,66 @@ XTX = PairScore(unit_weight, False, lambda gap, quad: quad)
 DOPT = PairScore(fisher.gap_variance, False, lambda gap, quad: fisher.gap_variance(gap) * quad)
 PA_DOPT = DOPT._replace(uses_past=True)
 
+#: Width w of the confidence bounds μ ± w·s of a pair's reward gap (s² = xᵀΛ⁻¹x, the
+#: last-layer posterior's predictive variance): ``delta_ucb`` and ``infomax``.
+UCB_WIDTH = 1.0
+
+
+def iopt_gain_from_variance(v, quad, spread):
+    """The drop of tr(S·M⁻¹) when a pair of Bernoulli variance v joins M:
+    v·xᵀM⁻¹SM⁻¹x / (1 + v·xᵀM⁻¹x) (Sherman–Morrison)."""
+    return v * jnp.maximum(spread, 0.0) / (1.0 + v * jnp.maximum(quad, 0.0))
+
+
+def iopt_gain(gap, quad, spread):
+    """:func:`iopt_gain_from_variance` with v = σ(gap)σ(−gap)."""
+    return iopt_gain_from_variance(fisher.gap_variance(gap), quad, spread)
+
+
+def _gap_std(quad):
+    return jnp.sqrt(jnp.maximum(quad, 0.0))
+
+
+# The posterior-based scores: M is the last-layer posterior precision Λ = I_past + λI.
+_POSTERIOR = dict(pool=False, prior=True)
+IOPT = PairScore(fisher.gap_variance, True, iopt_gain, spread=True, **_POSTERIOR)
+DELTA_UCB = PairScore(
+    fisher.gap_variance, True, lambda gap, quad: jnp.abs(gap) + UCB_WIDTH * _gap_std(quad), **_POSTERIOR
+)
+INFOMAX = PairScore(
+    fisher.gap_variance, True,
+    lambda gap, quad: jax.nn.sigmoid(jnp.abs(gap) + UCB_WIDTH * _gap_std(quad))
+    - jax.nn.sigmoid(jnp.abs(gap) - UCB_WIDTH * _gap_std(quad)),
+    **_POSTERIOR,
+)
+
+
+def _same(x):
+    return x
+
+
+def spread_matrix(phi_diff: jax.Array, valid: jax.Array, reduce: Callable = _same) -> jax.Array:
+    """S = ½ · mean of x xᵀ over the valid pairs of the pool: for random pairs of items, the
+    covariance of the items' features, whose trace against Λ⁻¹ is the average predictive
+    variance of a reward (I-optimality's criterion tr(S·Λ⁻¹)). One pass. ``-> (H, H)``.
+    ``reduce`` sums a pool-wide quantity over the devices of a sharded pool (a ``psum``)."""
+    w = valid.astype(phi_diff.dtype)
+    return reduce(fisher.information_matrix(phi_diff, w)) / (2.0 * jnp.maximum(reduce(jnp.sum(w)), 1.0))
+
+
+def score_matrix(
+    spec: PairScore, phi_diff, gap, valid, past_information, prior_precision, reduce: Callable = _same
+) -> jax.Array:
+    """The M of ``spec`` on an explicit pool: its pool part (summed by ``reduce`` over the
+    devices of a sharded pool), I_past, the prior. ``-> (H, H)``."""
+    h = phi_diff.shape[-1]
+    m = reduce(pair_information(spec, phi_diff, gap, valid)) if spec.pool else jnp.zeros((h, h), phi_diff.dtype)
+    if spec.uses_past:
+        m = m + past_information
+    if spec.prior:
+        m = m + prior_precision * jnp.eye(h, dtype=m.dtype)
+    return m
+
 
 def pair_information(spec: PairScore, phi_diff: jax.Array, gap: jax.Array, valid: jax.Array) -> jax.Array:
     """Σ_i w(gap_i) x_i x_iᵀ over the valid explicit pairs (the pool's part of M). ``-> (H, H)``."""
@@ -161,25 +238,43 @@ def pair_information(spec: PairScore, phi_diff: jax.Array, gap: jax.Array, valid
 
 
 def pair_scores_from_information(
-    spec: PairScore, phi_diff: jax.Array, gap: jax.Array, m: jax.Array, ridge: float = fisher.DEFAULT_RIDGE
+    spec: PairScore, phi_diff: jax.Array, gap: jax.Array, m: jax.Array, ridge: float = fisher.DEFAULT_RIDGE,
+    spread: jax.Array | None = None,
 ) -> jax.Array:
-    """Rank scores of explicit pairs given the complete M (pool part + I_past). ``-> (N,)``.
+    """Rank scores of explicit pairs given the complete M (pool part + I_past + prior) and,
+    for ``spec.spread``, S. ``-> (N,)``.
 
     NaN everywhere when M could not be factorised (the drivers check and raise).
     """
-    return spec.rank(gap, fisher.leverages(phi_diff, m, ridge))  # NaN stays NaN
+    if not spec.spread:
+        return spec.rank(gap, fisher.leverages(phi_diff, m, ridge))  # NaN stays NaN
+    white = fisher.whitening(m, ridge)
+    z = fisher.whiten(phi_diff, white)
+    s_white = white.w @ spread @ white.w.T  # L⁻¹ S L⁻ᵀ: xᵀM⁻¹SM⁻¹x = zᵀ S' z
+    quad = jnp.sum(z * z, axis=-1)
+    q_s = jnp.sum(z * (z @ s_white), axis=-1)
+    return jnp.where(white.ok, spec.rank(gap, quad, q_s), jnp.nan)
+
+
+def explicit_pair_scores(
+    spec: PairScore, phi_diff, gap, valid, past_information, prior_precision,
+    ridge: float = fisher.DEFAULT_RIDGE, reduce: Callable = _same,
+) -> jax.Array:
+    """Rank scores of explicit pairs (the pool driver, and each device of the sharded one,
+    whose ``reduce`` is a ``psum`` over the pool axis). ``-> (N,)``."""
+    if spec.weight is None:
+        return spec.rank(gap, None)
+    m = score_matrix(spec, phi_diff, gap, valid, past_information, prior_precision, reduce)
+    spread = spread_matrix(phi_diff, valid, reduce) if spec.spread else None
+    return pair_scores_from_information(spec, phi_diff, gap, m, ridge, spread)
 
 
 @fisher.full_precision
 def pair_scores(spec: PairScore, inputs: SelectionInputs, ridge: float = fisher.DEFAULT_RIDGE) -> jax.Array:
     """Every candidate's rank score under ``spec`` on an explicit pool. ``-> (N,)``."""
     gap = inputs.phi_diff @ inputs.beta
-    if spec.weight is None:
-        return spec.rank(gap, None)
-    m = pair_information(spec, inputs.phi_diff, gap, inputs.valid)
-    if spec.uses_past:
-        m = m + _past_information(inputs)
-    return pair_scores_from_information(spec, inputs.phi_diff, gap, m, ridge)
+    past = _past_information(inputs) if spec.uses_past and spec.weight is not None else None
+    return explicit_pair_scores(spec, inputs.phi_diff, gap, inputs.valid, past, inputs.prior_precision, ridge)
 
 
 def report_scores(spec: PairScore, gap: jax.Array, rank_scores: jax.Array) -> jax.Array:
@@ -210,7 +305,7 @@ def random_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
     return top_k_valid(u, inputs.valid, k)
 
 
-def greedy_dopt_strategy(key, inputs: SelectionInputs, k: int, ridge: float = 1.0) -> Selection:
+def greedy_dopt_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
     """Exact greedy D-optimal batch: one pair at a time, kept by Sherman–Morrison.
 
     Maximises log det(ridge·I + I_past + Σ_{j∈batch} v_j x_j x_jᵀ) greedily. The gain of
@@ -219,13 +314,14 @@ def greedy_dopt_strategy(key, inputs: SelectionInputs, k: int, ridge: float = 1.
     retries): there M₀ = I and the batch's M⁻¹ starts as I, so the rank-one updates stay well
     conditioned whatever the scale of the features. After adding j, with u = P z_j,
     quad_i ← quad_i − v_j (z_i·u)² / (1 + v_j z_j·u). O(k·N·H) time, O(N·H) memory.
-    ``ridge`` is the prior precision (the paper's Bayesian D-optimality |I + I/σ²|).
+    ``ridge`` is the prior precision λ (``inputs.prior_precision``; 1 is the paper's Bayesian
+    D-optimality |I + I/σ²|): M₀ is the last-layer posterior precision Λ.
     """
     del key
     x = inputs.phi_diff
     h = x.shape[1]
     v = fisher.bernoulli_variance(x, inputs.beta)
-    white = fisher.whitening(_past_information(inputs) + ridge * jnp.eye(h, dtype=x.dtype))
+    white = fisher.whitening(_past_information(inputs) + inputs.prior_precision * jnp.eye(h, dtype=x.dtype))
     z = fisher.whiten(x, white)
     quad = jnp.sum(z * z, axis=1)
     available = inputs.valid
@@ -244,6 +340,46 @@ def greedy_dopt_strategy(key, inputs: SelectionInputs, k: int, ridge: float = 1.
 
     init = (jnp.eye(h, dtype=x.dtype), quad, available, jnp.zeros(k, jnp.int32), jnp.zeros(k, x.dtype))
     _, _, _, indices, gains = jax.lax.fori_loop(0, k, pick, init)
+    return Selection(indices, jnp.where(white.ok, gains, jnp.nan))
+
+
+def greedy_iopt_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
+    """Greedy I-optimal batch: one pair at a time, each the largest drop of tr(S·M⁻¹), M the
+    posterior precision Λ = I_past + λI plus the batch's information so far.
+
+    The gain of pair i is v_i qS_i / (1 + v_i quad_i), quad_i = x_iᵀM⁻¹x_i, qS_i =
+    x_iᵀM⁻¹SM⁻¹x_i (S: :func:`spread_matrix` of the pool). In coordinates whitened by Λ
+    (z = L⁻¹x, S' = L⁻¹SL⁻ᵀ) M⁻¹ starts as P = I; adding j with u = P z_j, c = 1 + v_j z_j·u,
+    α = v_j / c gives P ← P − α u uᵀ, so with Y = Z P (kept by the same rank-one update) quad_i ← quad_i − α (z_i·u)²
+    and qS_i ← qS_i − 2α (z_i·u)(Y_i·S'u) + α² (z_i·u)² uᵀS'u. O(k·N·H) time, O(N·H) memory.
+    """
+    del key
+    x = inputs.phi_diff
+    h = x.shape[1]
+    v = fisher.bernoulli_variance(x, inputs.beta)
+    white = fisher.whitening(_past_information(inputs) + inputs.prior_precision * jnp.eye(h, dtype=x.dtype))
+    z = fisher.whiten(x, white)
+    s_white = white.w @ spread_matrix(x, inputs.valid) @ white.w.T
+    quad = jnp.sum(z * z, axis=1)
+    q_s = jnp.sum(z * (z @ s_white), axis=1)
+
+    def pick(i, carry):
+        y, quad, q_s, available, indices, gains = carry
+        gain = jnp.where(available, iopt_gain_from_variance(v, quad, q_s), -jnp.inf)
+        j = jnp.argmax(gain)
+        u = y[j]  # P z_j (P symmetric)
+        c = 1.0 + v[j] * (z[j] @ u)
+        alpha = v[j] / c
+        proj = z @ u
+        su = s_white @ u
+        q_s = q_s - 2.0 * alpha * proj * (y @ su) + alpha * alpha * proj * proj * (u @ su)
+        quad = quad - alpha * proj * proj
+        y = y - alpha * proj[:, None] * u[None, :]
+        available = available.at[j].set(False)
+        return y, quad, q_s, available, indices.at[i].set(j), gains.at[i].set(gain[j])
+
+    init = (z, quad, q_s, inputs.valid, jnp.zeros(k, jnp.int32), jnp.zeros(k, x.dtype))
+    _, _, _, _, indices, gains = jax.lax.fori_loop(0, k, pick, init)
     return Selection(indices, jnp.where(white.ok, gains, jnp.nan))
 
 
@@ -339,7 +475,6 @@ def batchbald_strategy(
     k: int,
     n_samples: int = 32,
     n_configs: int = 64,
-    prior_precision: float = posterior.DEFAULT_PRIOR_PRECISION,
 ) -> Selection:
     """BatchBALD (Kirsch et al. 2019) with a Laplace posterior on the last layer.
 
@@ -351,7 +486,7 @@ def batchbald_strategy(
     """
     x = inputs.phi_diff
     beta_key, model_key, label_key = jax.random.split(key, 3)
-    post = posterior.laplace(inputs.beta, inputs.past_phi_diff, inputs.past_mask, prior_precision)
+    post = posterior.laplace(inputs.beta, inputs.past_phi_diff, inputs.past_mask, inputs.prior_precision)
     white = post.white
     betas = posterior.sample_heads(post, beta_key, n_samples)  # (H, S) ~ N(β̂, Λ⁻¹)
     logits = x @ betas  # (N, S)
@@ -395,6 +530,14 @@ _ENTRIES = [
     Strategy("coreset", coreset_strategy, "Huggins et al. 2016 logistic-regression coreset, sampled by sensitivity"),
     Strategy("batchbald", batchbald_strategy, "BatchBALD greedy mutual information, Laplace posterior on the last layer", uses_past=True),
     Strategy("greedy_dopt", greedy_dopt_strategy, "exact greedy D-optimal batch via Sherman-Morrison", uses_past=True),
+    Strategy("iopt", None, "I-optimal: largest drop of the mean predictive reward variance tr(S Lambda^-1) over the pool "
+             "(Lambda: last-layer posterior precision)", IOPT, uses_past=True),
+    Strategy("greedy_iopt", greedy_iopt_strategy, "greedy I-optimal batch via Sherman-Morrison (each pick updates "
+             "the posterior)", uses_past=True),
+    Strategy("delta_ucb", None, "DeltaUCB (ActiveUltraFeedback): largest upper confidence bound |mu| + w s of the reward "
+             "gap under the posterior", DELTA_UCB, uses_past=True),
+    Strategy("infomax", None, "InfoMax (ActiveUltraFeedback): widest confidence interval of P(a beats b) under the "
+             "posterior", INFOMAX, uses_past=True),
 ]
 STRATEGIES: dict[str, Strategy] = {
     s.name: s._replace(fn=fisher.full_precision(s.fn if s.pair_score is None else pair_score_strategy(s.pair_score)))
@@ -473,18 +616,21 @@ def select(
     valid=None,
     past_phi_diff=None,
     past_mask=None,
+    prior_precision: float = posterior.DEFAULT_PRIOR_PRECISION,
 ) -> Selection:
     """Validate the inputs, then run strategy ``name`` (jit-compiled) and return k picks.
 
     phi_diff: (N, H) feature differences; beta: (H,); valid: optional (N,) bool;
-    past_phi_diff / past_mask: optional labelled pairs (used by pa_dopt, greedy_dopt and
-    batchbald). Raises :class:`~arm_jax.errors.InputError` on an unknown name, k ≤ 0, k > number
+    past_phi_diff / past_mask: optional labelled pairs (used by the past-aware strategies);
+    prior_precision: λ of the head's prior (the fit's ``FitStats.prior_precision``). Raises :class:`~arm_jax.errors.InputError` on an unknown name, k ≤ 0, k > number
     of valid candidates, NaN/inf, or mismatched shapes; :class:`SelectionFailed` rather than
     returning picks whose scores are not finite.
     """
     get_strategy(name)
     validate_selection(phi_diff, beta, k, valid, past_phi_diff, past_mask)
-    inputs = make_inputs(phi_diff, beta, valid, past_phi_diff, past_mask)
+    if not (np.isfinite(prior_precision) and prior_precision > 0):
+        raise InputError(f"prior precision must be a positive number, got {prior_precision}")
+    inputs = make_inputs(phi_diff, beta, valid, past_phi_diff, past_mask, prior_precision)
     chosen = _select_jit(name, key, inputs, int(k))
     check_selection(name, chosen.scores)
     return chosen

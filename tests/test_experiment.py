@@ -39,12 +39,12 @@ def test_scan_equals_python_loop(prepared, strategy):
 
     init_key, round_key = jax.random.split(key)
     buffer, ok = experiment.initial_buffer(init_key, cfg, prepared)
-    params = model.init_params(jax.random.PRNGKey(0), cfg.model, prepared.train_items.shape[-1])
+    fitted = experiment.initial_model(cfg, prepared)
     round_keys = jax.random.split(round_key, cfg.rounds + 1)
     step = jax.jit(lambda c, xs: experiment.round_step(c, xs, cfg, prepared))
     outs = []
     for r in range(cfg.rounds + 1):
-        (buffer, params, ok), out = step((buffer, params, ok), (jnp.int32(r), round_keys[r]))
+        (buffer, fitted, ok), out = step((buffer, fitted, ok), (jnp.int32(r), round_keys[r]))
         outs.append(out)
     oms, bon, loss, picks_ok, epochs = (jnp.stack(x) for x in zip(*outs))
     assert bool(jnp.all(picks_ok)) and bool(jnp.all(scanned.metrics.picks_ok))

@@ -14,8 +14,9 @@ def _pool(seed=0, n=120, h=6, m=15):
     return jax.random.normal(k1, (n, h)), 0.5 * jax.random.normal(k2, (h,)), jax.random.normal(k3, (m, h))
 
 
-def test_registry_has_the_papers_eight_and_greedy():
-    assert set(strategies.PAPER_STRATEGIES) | {"greedy_dopt"} == set(STRATEGIES)
+def test_registry_has_the_papers_eight_greedy_and_the_posterior_rules():
+    new = {"greedy_dopt", "iopt", "greedy_iopt", "delta_ucb", "infomax"}
+    assert set(strategies.PAPER_STRATEGIES) | new == set(STRATEGIES)
     assert len(strategies.PAPER_STRATEGIES) == 8
 
 

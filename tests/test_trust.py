@@ -230,7 +230,7 @@ def test_registry_is_the_one_place_a_strategy_is_defined():
         assert ("all-pairs" in s.drivers) == (s.pair_score is not None), name
     from arm_jax import experiment
 
-    assert experiment.PAST_AWARE == {"pa_dopt", "greedy_dopt", "batchbald"}
+    assert experiment.PAST_AWARE == {"pa_dopt", "greedy_dopt", "batchbald", "iopt", "greedy_iopt", "delta_ucb", "infomax"}
 
 
 # ----------------------------------------------------------------------------- item 3
