@@ -46,9 +46,10 @@ SETTINGS = {
 }
 LINEAR_SETTINGS = ["steps 1000 (old default)", "max-epochs 10", "weight-decay 1e-2"]
 for _c in train.LINEAR_PRIOR_GRID:
-    SETTINGS[f"exact, prior {_c:g} labels"] = train.TrainConfig(linear_prior=_c)
-    LINEAR_SETTINGS.append(f"exact, prior {_c:g} labels")
-LINEAR_SETTINGS.append("default (early stopping + refit)")
+    SETTINGS[f"exact (prior {_c:g})"] = train.TrainConfig(linear_prior=_c)
+    LINEAR_SETTINGS.append(f"exact (prior {_c:g})")
+SETTINGS["exact (prior by held-out 1-s.e. rule)"] = train.TrainConfig(linear_prior_rule="held-out")
+LINEAR_SETTINGS += ["exact (prior by held-out 1-s.e. rule)", "default (early stopping + refit)"]
 
 
 def draw_labels(key, rewards, n_items, n, reward_std):
@@ -109,7 +110,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     counts = [int(c) for c in args.counts.split(",")]
     if args.settings is None:
-        names = [n for n in SETTINGS if not n.startswith("exact, prior")]
+        names = [n for n in SETTINGS if not n.startswith("exact (prior")]
     elif args.settings == "linear":
         names = LINEAR_SETTINGS
     else:

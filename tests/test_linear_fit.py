@@ -64,22 +64,49 @@ def test_fit_does_not_depend_on_the_embeddings_scale():
         np.testing.assert_allclose(stats_s.prior_precision / (s * s), stats.prior_precision, rtol=1e-3)
 
 
-def test_noise_gets_the_strongest_prior_and_clean_labels_a_weak_one():
+@pytest.mark.parametrize("rule", ["evidence", "held-out"])
+def test_noise_gets_a_prior_stronger_than_the_data_and_clean_labels_a_weak_one(rule):
     grid = np.asarray(train.LINEAR_PRIOR_GRID)
     x, _, winner, loser = _labels(2, quality=0.0)  # coin flips
-    _, noisy = _fit(x, winner, loser)
-    # (the scale s is taken over the fitted rows only: within a few per cent of all rows)
-    assert noisy.prior_precision / _scale(x, winner, loser) == pytest.approx(grid[-1], rel=0.1)
+    _, noisy = _fit(x, winner, loser, linear_prior_rule=rule)
+    c_noisy = noisy.prior_precision / _scale(x, winner, loser)
+    if rule == "held-out":
+        # (the scale s is taken over the fitted rows only: within a few per cent of all rows)
+        assert c_noisy == pytest.approx(grid[-1], rel=0.1)
+    else:
+        assert c_noisy >= len(winner)  # the prior outweighs the 300 labels' information
     x, w, winner, loser = _labels(2, quality=50.0)  # nearly noiseless
-    head, clean = _fit(x, winner, loser)
+    head, clean = _fit(x, winner, loser, linear_prior_rule=rule)
     assert clean.prior_precision / _scale(x, winner, loser) <= 10.0
     assert np.corrcoef(head, w)[0, 1] > 0.95
-    assert noisy.n_val > 0 and clean.n_val > 0 and 0.5 < clean.val_accuracy <= 1.0
+    if rule == "held-out":
+        assert noisy.n_val > 0 and clean.n_val > 0 and 0.5 < clean.val_accuracy <= 1.0
+    else:
+        assert noisy.n_val == 0 and clean.n_val == 0  # the evidence uses every label
+
+
+def test_evidence_picks_the_grid_point_of_the_float64_laplace_evidence():
+    x, _, winner, loser = _labels(6, quality=2.0, n_pairs=200)
+    _, stats = _fit(x, winner, loser)
+    s = _scale(x, winner, loser)
+    d = np.asarray(x[winner] - x[loser], np.float64)
+    log_ev = []
+    for c in train.LINEAR_PRIOR_GRID:
+        lam = c * s
+        beta = _map_float64(x, winner, loser, lam)
+        z = d @ beta
+        p = 1.0 / (1.0 + np.exp(-z))
+        h = (d * (p * (1 - p))[:, None]).T @ d + lam * np.eye(d.shape[1])
+        log_ev.append(-np.sum(np.logaddexp(0.0, -z)) - 0.5 * lam * beta @ beta
+                      + 0.5 * d.shape[1] * np.log(lam) - 0.5 * np.linalg.slogdet(h)[1])
+    best = int(np.argmax(log_ev))
+    assert np.max(log_ev) - sorted(log_ev)[-2] > 1e-3  # a clear winner, so float32 must agree
+    np.testing.assert_allclose(stats.prior_precision, train.LINEAR_PRIOR_GRID[best] * s, rtol=1e-4)
 
 
 def test_too_few_labels_to_hold_out_use_the_default_prior():
     x, _, winner, loser = _labels(3, n_pairs=20)
-    head, stats = _fit(x, winner, loser, capacity=64)
+    head, stats = _fit(x, winner, loser, capacity=64, linear_prior_rule="held-out")
     assert stats.n_val == 0 and np.isnan(stats.val_loss)
     np.testing.assert_allclose(stats.prior_precision, train.LINEAR_DEFAULT_PRIOR * _scale(x, winner, loser), rtol=1e-4)
     np.testing.assert_allclose(head, _map_float64(x, winner, loser, stats.prior_precision), rtol=2e-3, atol=1e-5)
