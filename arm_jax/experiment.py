@@ -241,8 +241,14 @@ def selection_inputs(
     phi_items = model_lib.features(params, config.model, data.train_items[pool.items])  # (K, H)
     phi_diff = phi_items[pool.pairs.a] - phi_items[pool.pairs.b]
     past_diff, past_mask = past_inputs(params, config, data, buffer, strategy or config.strategy)
+    items = None
+    if (strategy or config.strategy) in strategies.RESPONSE_RULES:
+        # in-prompt candidates are grouped by prompt (item index = prompt · R + response)
+        r = data.train_embeddings.shape[1]
+        group = pool.items[pool.pairs.a] // r if config.pairs == "in-prompt" else jnp.zeros_like(pool.pairs.a)
+        items = strategies.PairItems(phi_items, pool.pairs.a, pool.pairs.b, group.astype(jnp.int32))
     return strategies.SelectionInputs(
-        phi_diff, model_lib.head(params), pool.pairs.valid, past_diff, past_mask, jnp.float32(prior_precision)
+        phi_diff, model_lib.head(params), pool.pairs.valid, past_diff, past_mask, jnp.float32(prior_precision), items
     )
 
 

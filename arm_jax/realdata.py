@@ -265,9 +265,16 @@ def select_pairs(
         a, b, scores = _select_all_pairs(strategy, seed, phi, beta, k, past, excluded, pool.n, prior)
         n_cand, n_masked = pool.n * (pool.n - 1) // 2, excluded.size
     else:
+        items = None
+        if strategy in strategies_lib.RESPONSE_RULES:
+            # the rules run per prompt on in-prompt candidates, over the whole pool otherwise
+            group = np.zeros(candidates.a.size, np.int32)
+            if pairs == "in-prompt":
+                group = np.unique(pool.prompt_ids[candidates.a], return_inverse=True)[1].astype(np.int32)
+            items = strategies_lib.PairItems(phi, local(candidates.a), local(candidates.b), group)
         chosen = strategies_lib.select(
             strategy, select_key(seed), phi[local(candidates.a)] - phi[local(candidates.b)], beta, k,
-            valid=candidates.valid, past_phi_diff=past, prior_precision=prior,
+            valid=candidates.valid, past_phi_diff=past, prior_precision=prior, items=items,
         )
         idx = np.asarray(chosen.indices)
         a, b, scores = candidates.a[idx], candidates.b[idx], np.asarray(chosen.scores)

@@ -23,6 +23,22 @@ from arm_jax import fisher, posterior
 from arm_jax.errors import InputError
 
 
+class PairItems(NamedTuple):
+    """The items behind the candidate pairs, for the rules defined over a prompt's responses
+    (``dts``, ``drts``, ``maxmin_lcb``).
+
+    phi: (K, H) float32 last-layer features of the items the candidates touch.
+    a, b: (N,) int32 rows of ``phi`` of each candidate's two items (x_i = phi[a_i] − phi[b_i]).
+    group: (N,) int32, the candidate's group: its prompt for in-prompt pools (the published
+      rules run per prompt), one group (0) for cross-prompt and all-cross pools.
+    """
+
+    phi: jax.Array
+    a: jax.Array
+    b: jax.Array
+    group: jax.Array
+
+
 class SelectionInputs(NamedTuple):
     """What a strategy sees about the candidate pool.
 
@@ -35,6 +51,7 @@ class SelectionInputs(NamedTuple):
       chosen on held-out labels for the linear model, else
       :data:`arm_jax.posterior.DEFAULT_PRIOR_PRECISION`). The last-layer posterior the
       posterior-based strategies use has precision Λ = I_past + λI.
+    items: :class:`PairItems` or None; the response-level rules need it.
     """
 
     phi_diff: jax.Array
@@ -43,6 +60,7 @@ class SelectionInputs(NamedTuple):
     past_phi_diff: jax.Array
     past_mask: jax.Array
     prior_precision: jax.Array | float = posterior.DEFAULT_PRIOR_PRECISION
+    items: PairItems | None = None
 
 
 class Selection(NamedTuple):
@@ -115,9 +133,10 @@ class Strategy(NamedTuple):
 
 def make_inputs(
     phi_diff, beta, valid=None, past_phi_diff=None, past_mask=None,
-    prior_precision: float = posterior.DEFAULT_PRIOR_PRECISION,
+    prior_precision: float = posterior.DEFAULT_PRIOR_PRECISION, items: PairItems | None = None,
 ) -> SelectionInputs:
-    """Fill in the optional parts: all candidates valid, an empty past, the default prior."""
+    """Fill in the optional parts: all candidates valid, an empty past, the default prior,
+    no item view."""
     phi_diff = jnp.asarray(phi_diff, jnp.float32)
     beta = jnp.asarray(beta, jnp.float32)
     n, h = phi_diff.shape
@@ -130,7 +149,12 @@ def make_inputs(
         past_mask = (
             jnp.ones(past_phi_diff.shape[0], bool) if past_mask is None else jnp.asarray(past_mask, bool)
         )
-    return SelectionInputs(phi_diff, beta, valid, past_phi_diff, past_mask, jnp.float32(prior_precision))
+    if items is not None:
+        items = PairItems(
+            jnp.asarray(items.phi, jnp.float32), jnp.asarray(items.a, jnp.int32), jnp.asarray(items.b, jnp.int32),
+            jnp.asarray(items.group, jnp.int32),
+        )
+    return SelectionInputs(phi_diff, beta, valid, past_phi_diff, past_mask, jnp.float32(prior_precision), items)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -383,6 +407,122 @@ def greedy_iopt_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
     return Selection(indices, jnp.where(white.ok, gains, jnp.nan))
 
 
+#: Thompson draws per pick of the second response in ``dts``/``drts`` before falling back
+#: to a uniform partner (ActiveUltraFeedback's ``max_iterations``; its class default).
+THOMPSON_TRIES = 10
+#: Absolute tolerance within which ``maxmin_lcb`` breaks ties at random (ActiveUltraFeedback).
+MAXMIN_TOL = 1e-4
+
+
+def _need_items(inputs: SelectionInputs, name: str) -> PairItems:
+    if inputs.items is None:
+        raise InputError(
+            f"strategy {name!r} chooses among a prompt's responses and needs the candidates' items "
+            "(SelectionInputs.items: arm-jax run and select provide them)"
+        )
+    return inputs.items
+
+
+def _random_argmax(key, scores, mask, tol=0.0):
+    """Index of the largest masked score; ties within ``tol`` broken uniformly at random."""
+    s = jnp.where(mask, scores, -jnp.inf)
+    top = jnp.max(s)
+    near = mask & (s >= top - tol)
+    return jnp.argmax(jnp.where(near, jax.random.uniform(key, s.shape), -1.0))
+
+
+def response_rule_strategy(kind: str):
+    """The response-level rules, on a pool of candidate pairs grouped by prompt.
+
+    Each of the k picks: a group is drawn (that of a uniformly random available candidate,
+    among groups not yet used in the batch while any is left: a random prompt for in-prompt
+    pools, one pair per prompt as in the published rules; the whole pool otherwise), then, among the group's
+    available candidates (valid, not yet picked), the published rule chooses two responses
+    (a first one i* among the items that still have an available partner, then its partner
+    j* among those), and the candidate (i*, j*) is picked. Posterior draws are
+    β̃ ~ N(β̂, Λ⁻¹), Λ = I_past + λI (:func:`arm_jax.posterior.sample_heads`), r̃ = Φβ̃,
+    fresh for every pick, so a batch never repeats a pair.
+
+    - ``dts`` (double Thompson sampling; Wu & Liu 2016, ActiveUltraFeedback): i* = argmax r̃¹;
+      j* = argmax r̃² of a fresh draw, redrawn up to :data:`THOMPSON_TRIES` times until it is
+      not i*, restricted to i*'s available partners; then a uniform partner.
+    - ``drts`` (double reversed Thompson sampling, ActiveUltraFeedback): i* as in dts, j* =
+      argmin r̃² (a Thompson draw of the worst response), redrawn until it is not i*.
+    - ``maxmin_lcb`` (Pásztor et al. 2024, ActiveUltraFeedback): with LCB(i, j) = μ_ij − w·s_ij
+      (μ_ij = r̂_i − r̂_j, s_ij the posterior std of the pair's gap, w = :data:`UCB_WIDTH`),
+      i* = argmax_i min_j LCB(i, j) over available partners, j* = argmin_j LCB(i*, j); ties
+      within :data:`MAXMIN_TOL` broken at random. Without the candidate-set filter (as in
+      ActiveUltraFeedback's experiments).
+
+    Differences from ActiveUltraFeedback's code (an ensemble's per-response widths): its draws
+    are r_i + β·z_i·s_i with independent z_i ~ U(−1, 1) and its pair width is s_i + s_j; here
+    the draws and the pair std come from the one last-layer posterior, which correlates
+    responses. The score shown is the pick's posterior std of the gap (``maxmin_lcb``: its
+    LCB).
+    """
+
+    def fn(key, inputs: SelectionInputs, k: int) -> Selection:
+        it = _need_items(inputs, kind)
+        x = inputs.phi_diff
+        n, h = x.shape
+        n_items = it.phi.shape[0]
+        post = posterior.laplace(inputs.beta, inputs.past_phi_diff, inputs.past_mask, inputs.prior_precision)
+        gap, std = posterior.gap_mean_and_std(post, x)
+        item_ids = jnp.arange(n_items)
+
+        def pick(t, carry):
+            available, fresh, indices, scores = carry
+            k_group, k_first, k_second, k_tie = jax.random.split(jax.random.fold_in(key, t), 4)
+            # a group not used yet in this batch while there is one (one pair per prompt first)
+            pool_g = jnp.where(jnp.any(available & fresh), available & fresh, available)
+            g = it.group[_random_argmax(k_group, jnp.zeros(n), pool_g)]
+            cand = available & (it.group == g)
+            has_partner = jnp.zeros(n_items, bool).at[it.a].max(cand).at[it.b].max(cand)
+            if kind == "maxmin_lcb":
+                lcb_ab = gap - UCB_WIDTH * std  # LCB(a, b)
+                lcb_ba = -gap - UCB_WIDTH * std  # LCB(b, a)
+                big = jnp.float32(jnp.inf)
+                row_min = jnp.full(n_items, big).at[it.a].min(jnp.where(cand, lcb_ab, big))
+                row_min = row_min.at[it.b].min(jnp.where(cand, lcb_ba, big))
+                k1, k2 = jax.random.split(k_tie)
+                first = _random_argmax(k1, row_min, has_partner, MAXMIN_TOL)
+                mine = cand & ((it.a == first) | (it.b == first))
+                lcb_first = jnp.where(it.a == first, lcb_ab, lcb_ba)
+                p = _random_argmax(k2, -lcb_first, mine, MAXMIN_TOL)
+                score = lcb_first[p]
+            else:
+                draw1 = it.phi @ posterior.sample_heads(post, k_first, 1)[:, 0]
+                first = _random_argmax(k_tie, draw1, has_partner)
+                mine = cand & ((it.a == first) | (it.b == first))
+                partner = jnp.where(it.a == first, it.b, it.a)  # (N,)
+                is_partner = jnp.zeros(n_items, bool).at[partner].max(mine)
+                draws = it.phi @ posterior.sample_heads(post, k_second, THOMPSON_TRIES)  # (K, T)
+                sign = 1.0 if kind == "dts" else -1.0
+                allowed = is_partner | (item_ids == first)
+                best = jnp.argmax(jnp.where(allowed[:, None], sign * draws, -jnp.inf), axis=0)  # (T,)
+                hit = best != first
+                second = jnp.where(jnp.any(hit), best[jnp.argmax(hit)], -1)
+                # no try without i* on top: a uniform available partner
+                fallback = partner[_random_argmax(jax.random.fold_in(k_second, 1), jnp.zeros(n), mine)]
+                second = jnp.where(second >= 0, second, fallback)
+                p = jnp.argmax(mine & (partner == second))
+                score = std[p]
+            ok = jnp.any(cand)
+            return (
+                available.at[p].set(False),
+                fresh & (it.group != g),
+                indices.at[t].set(p.astype(jnp.int32)),
+                scores.at[t].set(jnp.where(ok & available[p], score, jnp.nan)),
+            )
+
+        init = (inputs.valid, jnp.ones(n, bool), jnp.zeros(k, jnp.int32), jnp.zeros(k, x.dtype))
+        _, _, indices, scores = jax.lax.fori_loop(0, k, pick, init)
+        return Selection(indices, jnp.where(post.white.ok, scores, jnp.nan))
+
+    fn.__name__ = f"{kind}_strategy"
+    return fn
+
+
 def kmeans_plus_plus(key, x: jax.Array, valid: jax.Array, n_clusters: int) -> jax.Array:
     """k-means++ seeding (Arthur & Vassilvitskii 2007) among the valid rows. ``-> (C, H)``.
 
@@ -538,6 +678,12 @@ _ENTRIES = [
              "gap under the posterior", DELTA_UCB, uses_past=True),
     Strategy("infomax", None, "InfoMax (ActiveUltraFeedback): widest confidence interval of P(a beats b) under the "
              "posterior", INFOMAX, uses_past=True),
+    Strategy("dts", response_rule_strategy("dts"), "double Thompson sampling: per prompt, the argmaxes of two "
+             "posterior draws that differ", uses_past=True),
+    Strategy("drts", response_rule_strategy("drts"), "double reversed Thompson sampling: per prompt, the argmax of "
+             "one posterior draw against the argmin of another", uses_past=True),
+    Strategy("maxmin_lcb", response_rule_strategy("maxmin_lcb"), "MaxMinLCB (Pasztor et al. 2024): per prompt, the "
+             "response whose worst lower confidence bound is largest, against its worst opponent", uses_past=True),
 ]
 STRATEGIES: dict[str, Strategy] = {
     s.name: s._replace(fn=fisher.full_precision(s.fn if s.pair_score is None else pair_score_strategy(s.pair_score)))
@@ -545,6 +691,8 @@ STRATEGIES: dict[str, Strategy] = {
 }
 #: Strategies defined by a per-pair score: every driver runs them (pool, all pairs, sharded).
 PAIR_SCORE_STRATEGIES = tuple(name for name, s in STRATEGIES.items() if s.pair_score is not None)
+#: Strategies that choose among a prompt's responses: they need ``SelectionInputs.items``.
+RESPONSE_RULES = ("dts", "drts", "maxmin_lcb")
 #: Strategies that read the labelled pairs.
 PAST_AWARE = frozenset(name for name, s in STRATEGIES.items() if s.uses_past)
 
@@ -571,6 +719,20 @@ def validate_selection(phi_diff, beta, k, valid=None, past_phi_diff=None, past_m
     n_valid = n if valid is None else int(np.count_nonzero(np.asarray(valid)))
     if k > n_valid:
         raise InputError(f"k = {k} is larger than the pool of {n_valid} candidate pairs")
+
+
+def _check_items(items: PairItems, diff_shape) -> None:
+    n, h = diff_shape
+    k_items = np.shape(items.phi)[0]
+    if np.shape(items.phi)[1:] != (h,):
+        raise InputError(f"items.phi must have shape (K, {h}), got {np.shape(items.phi)}")
+    for field in ("a", "b", "group"):
+        if np.shape(getattr(items, field)) != (n,):
+            raise InputError(f"items.{field} must have shape ({n},) to match phi_diff {diff_shape}, "
+                             f"got {np.shape(getattr(items, field))}")
+    a, b = np.asarray(items.a), np.asarray(items.b)
+    if n and (a.min() < 0 or b.min() < 0 or a.max() >= k_items or b.max() >= k_items or np.any(a == b)):
+        raise InputError(f"items.a and items.b must be distinct rows of items.phi (0..{k_items - 1})")
 
 
 def check_inputs(inputs: SelectionInputs) -> None:
@@ -617,12 +779,14 @@ def select(
     past_phi_diff=None,
     past_mask=None,
     prior_precision: float = posterior.DEFAULT_PRIOR_PRECISION,
+    items: PairItems | None = None,
 ) -> Selection:
     """Validate the inputs, then run strategy ``name`` (jit-compiled) and return k picks.
 
     phi_diff: (N, H) feature differences; beta: (H,); valid: optional (N,) bool;
     past_phi_diff / past_mask: optional labelled pairs (used by the past-aware strategies);
-    prior_precision: λ of the head's prior (the fit's ``FitStats.prior_precision``). Raises :class:`~arm_jax.errors.InputError` on an unknown name, k ≤ 0, k > number
+    prior_precision: λ of the head's prior (the fit's ``FitStats.prior_precision``);
+    items: the candidates' items (:class:`PairItems`; required by :data:`RESPONSE_RULES`). Raises :class:`~arm_jax.errors.InputError` on an unknown name, k ≤ 0, k > number
     of valid candidates, NaN/inf, or mismatched shapes; :class:`SelectionFailed` rather than
     returning picks whose scores are not finite.
     """
@@ -630,7 +794,11 @@ def select(
     validate_selection(phi_diff, beta, k, valid, past_phi_diff, past_mask)
     if not (np.isfinite(prior_precision) and prior_precision > 0):
         raise InputError(f"prior precision must be a positive number, got {prior_precision}")
-    inputs = make_inputs(phi_diff, beta, valid, past_phi_diff, past_mask, prior_precision)
+    if items is not None:
+        _check_items(items, np.shape(phi_diff))
+    elif name in RESPONSE_RULES:
+        _need_items(SelectionInputs(None, None, None, None, None), name)
+    inputs = make_inputs(phi_diff, beta, valid, past_phi_diff, past_mask, prior_precision, items)
     chosen = _select_jit(name, key, inputs, int(k))
     check_selection(name, chosen.scores)
     return chosen

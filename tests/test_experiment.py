@@ -97,7 +97,8 @@ def test_study_rejects_configs_that_differ_beyond_strategy(prepared, configs, me
 
 @pytest.mark.parametrize(
     "strategy, pairs",
-    [("dopt", "in-prompt"), ("greedy_dopt", "cross-prompt"), ("batchbald", "in-prompt"), ("coreset", "cross-prompt")],
+    [("dopt", "in-prompt"), ("greedy_dopt", "cross-prompt"), ("batchbald", "in-prompt"), ("coreset", "cross-prompt"),
+     ("dts", "in-prompt"), ("maxmin_lcb", "cross-prompt"), ("greedy_iopt", "in-prompt")],
 )
 def test_labelled_buffer_has_no_pair_twice(prepared, strategy, pairs):
     """No pair is labelled twice, within a round or across rounds (as in ``arm-jax select``),
@@ -119,6 +120,27 @@ def test_labelled_buffer_has_no_pair_twice(prepared, strategy, pairs):
             assert np.all(rows[:, 0] // r != rows[:, 1] // r)
     assert buf.min() >= 0 and buf.max() < p * r
     assert len({tuple(sorted(row)) for row in buf.tolist()}) == cfg.capacity
+    assert bool(np.all(np.asarray(result.metrics.picks_ok)))
+
+
+def test_the_fits_prior_reaches_the_posterior_rules(prepared):
+    """A round's picks use the previous fit's prior precision (Fitted.prior_precision): with
+    the same parameters and buffer, iopt picks differently under λ = 1e-3 and λ = 1e3, while
+    dopt (no prior in its score) picks the same; and the linear model's study runs soundly."""
+    cfg = ExperimentConfig(strategy="iopt", **TINY)
+    buffer, _ = experiment.initial_buffer(jax.random.PRNGKey(0), cfg, prepared)
+    fitted, _, _ = experiment.retrain(jax.random.PRNGKey(1), buffer, cfg, prepared)
+    picks = {}
+    for name in ("iopt", "dopt"):
+        for lam in (1e-3, 1e3):
+            a, b, ok = experiment.choose_pairs(jax.random.PRNGKey(2), fitted.params, buffer, cfg, prepared, name,
+                                               cfg.k, lam)
+            assert bool(ok)
+            picks[name, lam] = (np.asarray(a).tolist(), np.asarray(b).tolist())
+    assert picks["iopt", 1e-3] != picks["iopt", 1e3]
+    assert picks["dopt", 1e-3] == picks["dopt", 1e3]
+    linear = dict(TINY, model=model.ModelConfig(depth=0), train=train.TrainConfig())
+    result = experiment.make_experiment(ExperimentConfig(strategy="iopt", **linear), prepared).run(jax.random.PRNGKey(4))
     assert bool(np.all(np.asarray(result.metrics.picks_ok)))
 
 

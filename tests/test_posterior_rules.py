@@ -146,3 +146,66 @@ def test_bad_prior_is_a_one_line_error():
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(Exception, match="prior precision"):
             strategies.select("iopt", None, x, beta, 3, prior_precision=bad)
+
+
+# ----------------------------------------------------------------------------- response-level rules
+
+
+def _one_prompt(rewards, lam):
+    """Items with features e_i·r_i along one axis (H = 2: the second feature is 0), β = (1, 0):
+    r̂_i = rewards[i]; all pairs of one prompt."""
+    phi = np.array([[r, 0.0] for r in rewards], np.float32)
+    pairs = list(itertools.combinations(range(len(rewards)), 2))
+    a = np.array([p[0] for p in pairs]); b = np.array([p[1] for p in pairs])
+    items = strategies.PairItems(phi, a, b, np.zeros(len(pairs), np.int32))
+    return phi[a] - phi[b], np.array([1.0, 0.0], np.float32), items, pairs, lam
+
+
+def test_thompson_rules_with_a_certain_posterior_pick_best_against_second_or_worst():
+    """λ = 1e8: every posterior draw is β̂, so dts compares the best with the second best and
+    drts the best with the worst (rewards 0, 1, 2, 3)."""
+    x, beta, items, pairs, lam = _one_prompt([0.0, 1.0, 3.0, 2.0], 1e8)
+    for name, expected in (("dts", {2, 3}), ("drts", {2, 0})):
+        chosen = strategies.select(name, jax.random.PRNGKey(0), x, beta, 1, prior_precision=lam, items=items)
+        assert set(pairs[int(chosen.indices[0])]) == expected, name
+
+
+def test_maxmin_lcb_hand_computed():
+    """Rewards 0, 1, 3 and λ = 1 (Λ = I, no labels), x_ij = (r_i − r_j, 0): s_ij = |r_i − r_j|,
+    LCB(i, j) = (r_i − r_j) − |r_i − r_j|: 0 when i is the better, 2(r_i − r_j) otherwise. Row
+    minima: item 0: min(−2, −6) = −6; item 1: min(0, −4) = −4; item 2: min(0, 0) = 0 → i* = 2,
+    and its worst opponent: LCB(2, ·) = 0 for both, a tie broken at random — either pair of item 2."""
+    x, beta, items, pairs, lam = _one_prompt([0.0, 1.0, 3.0], 1.0)
+    seen = set()
+    for seed in range(6):
+        chosen = strategies.select("maxmin_lcb", jax.random.PRNGKey(seed), x, beta, 1, prior_precision=lam, items=items)
+        pair = pairs[int(chosen.indices[0])]
+        assert 2 in pair
+        np.testing.assert_allclose(float(chosen.scores[0]), 0.0, atol=1e-5)
+        seen.add(pair)
+    assert len(seen) == 2  # the tie is broken at random, not always the same way
+
+
+@pytest.mark.parametrize("name", strategies.RESPONSE_RULES)
+def test_response_rules_take_one_pair_per_prompt_first_and_never_repeat(name):
+    rng = np.random.default_rng(5)
+    n_prompts, r, h = 7, 5, 4
+    phi = rng.normal(size=(n_prompts * r, h)).astype(np.float32)
+    pairs = [(p * r + i, p * r + j) for p in range(n_prompts) for i, j in itertools.combinations(range(r), 2)]
+    a = np.array([p[0] for p in pairs]); b = np.array([p[1] for p in pairs])
+    group = a // r
+    valid = rng.random(len(pairs)) > 0.2
+    items = strategies.PairItems(phi, a, b, group.astype(np.int32))
+    past = rng.normal(size=(6, h)).astype(np.float32)
+    chosen = strategies.select(name, jax.random.PRNGKey(1), phi[a] - phi[b], rng.normal(size=h).astype(np.float32),
+                               12, valid, past, None, 0.5, items)
+    idx = np.asarray(chosen.indices)
+    assert len(set(idx.tolist())) == 12 and valid[idx].all()
+    assert sorted(set(group[idx[:n_prompts]].tolist())) == list(range(n_prompts))
+    assert np.all(np.isfinite(np.asarray(chosen.scores)))
+
+
+def test_response_rules_need_the_items():
+    x, beta, _, _ = _case("healthy")
+    with pytest.raises(Exception, match="needs the candidates' items"):
+        strategies.select("dts", None, x, beta, 3)
