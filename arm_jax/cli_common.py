@@ -85,7 +85,8 @@ CONFIG_FLAGS = (
      "early-stopping: hold out 20%% of the labels, stop when their loss stops improving, then "
      "refit on all labels for the epochs chosen (the default: as good as the best hand-tuned "
      "setting from 100 to 10 000 labels, see benchmarks/RESULTS.md); fixed: exactly --steps "
-     "steps (or --max-epochs), the paper's protocol"),
+     "steps (or --max-epochs), the paper's protocol. With --depth 0 the default is an exact fit "
+     "instead (Newton's method), its Gaussian prior chosen by the Laplace evidence of the labels"),
     ("--steps", TrainConfig, "steps", positive_int, "AdamW steps per training (early stopping: the most)"),
     ("--batch-size", TrainConfig, "batch_size", positive_int, "comparisons per step"),
     ("--lr", TrainConfig, "learning_rate", positive_float, "AdamW learning rate"),
@@ -94,7 +95,8 @@ CONFIG_FLAGS = (
      "stop updating after this many passes over the labelled pairs, but not before 50 steps "
      "(default: no cap beyond --steps)"),
     ("--depth", ModelConfig, "depth", non_negative_int,
-     "hidden layers of the reward MLP; 0: a linear reward on the embeddings (BT logistic regression)"),
+     "hidden layers of the reward MLP; 0: a linear reward on the embeddings (BT logistic regression, "
+     "fitted exactly with its prior chosen by the evidence)"),
     ("--width", ModelConfig, "width", positive_int, "units per hidden layer = feature dimension H"),
     ("--activation", ModelConfig, "activation", None, "hidden activation"),
 )
