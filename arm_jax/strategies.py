@@ -367,7 +367,7 @@ def greedy_dopt_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
     return Selection(indices, jnp.where(white.ok, gains, jnp.nan))
 
 
-def greedy_iopt_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
+def greedy_iopt_strategy(key, inputs: SelectionInputs, k: int, candidates: jax.Array | None = None) -> Selection:
     """Greedy I-optimal batch: one pair at a time, each the largest drop of tr(S·M⁻¹), M the
     posterior precision Λ = I_past + λI plus the batch's information so far.
 
@@ -376,6 +376,8 @@ def greedy_iopt_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
     (z = L⁻¹x, S' = L⁻¹SL⁻ᵀ) M⁻¹ starts as P = I; adding j with u = P z_j, c = 1 + v_j z_j·u,
     α = v_j / c gives P ← P − α u uᵀ, so with Y = Z P (kept by the same rank-one update) quad_i ← quad_i − α (z_i·u)²
     and qS_i ← qS_i − 2α (z_i·u)(Y_i·S'u) + α² (z_i·u)² uᵀS'u. O(k·N·H) time, O(N·H) memory.
+    ``candidates``: optional (N,) bool, the pairs it may pick (default: the valid ones); S is
+    always the whole valid pool's.
     """
     del key
     x = inputs.phi_diff
@@ -402,9 +404,27 @@ def greedy_iopt_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
         available = available.at[j].set(False)
         return y, quad, q_s, available, indices.at[i].set(j), gains.at[i].set(gain[j])
 
-    init = (z, quad, q_s, inputs.valid, jnp.zeros(k, jnp.int32), jnp.zeros(k, x.dtype))
+    available = inputs.valid if candidates is None else inputs.valid & candidates
+    init = (z, quad, q_s, available, jnp.zeros(k, jnp.int32), jnp.zeros(k, x.dtype))
     _, _, _, _, indices, gains = jax.lax.fori_loop(0, k, pick, init)
     return Selection(indices, jnp.where(white.ok, gains, jnp.nan))
+
+
+#: ``uncertain_iopt`` narrows the pool to this many times k candidates before its greedy batch.
+HYBRID_POOL_FACTOR = 4
+
+
+def uncertain_iopt_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
+    """A hybrid of the two views: the greedy I-optimal batch (:func:`greedy_iopt_strategy`)
+    among the ``HYBRID_POOL_FACTOR · k`` candidates whose preference P(a ≻ b) is most
+    uncertain under the posterior (the widest intervals, ``infomax``'s score). The design
+    view spreads the batch over the pool's directions; the uncertainty view keeps it on pairs
+    the model cannot yet call. S is the whole pool's."""
+    width = pair_scores(INFOMAX, inputs)
+    n = width.shape[0]
+    top = top_k_valid(width, inputs.valid, min(HYBRID_POOL_FACTOR * k, n))
+    narrowed = jnp.zeros(n, bool).at[top.indices].set(jnp.isfinite(top.scores))
+    return greedy_iopt_strategy(key, inputs, k, candidates=narrowed)  # a pick outside them scores −inf
 
 
 #: Thompson draws per pick of the second response in ``dts``/``drts`` before falling back
@@ -678,6 +698,8 @@ _ENTRIES = [
              "gap under the posterior", DELTA_UCB, uses_past=True),
     Strategy("infomax", None, "InfoMax (ActiveUltraFeedback): widest confidence interval of P(a beats b) under the "
              "posterior", INFOMAX, uses_past=True),
+    Strategy("uncertain_iopt", uncertain_iopt_strategy, "hybrid: the greedy I-optimal batch among the 4k pairs whose "
+             "preference is most uncertain under the posterior", uses_past=True),
     Strategy("dts", response_rule_strategy("dts"), "double Thompson sampling: per prompt, the argmaxes of two "
              "posterior draws that differ", uses_past=True),
     Strategy("drts", response_rule_strategy("drts"), "double reversed Thompson sampling: per prompt, the argmax of "

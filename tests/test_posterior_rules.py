@@ -8,7 +8,7 @@ import pytest
 
 from arm_jax import allpairs, strategies
 
-NEW = ("iopt", "greedy_iopt", "delta_ucb", "infomax")
+NEW = ("iopt", "greedy_iopt", "delta_ucb", "infomax", "uncertain_iopt")
 
 
 def _sig(z):
@@ -83,6 +83,29 @@ def test_greedy_iopt_is_the_explicit_greedy_batch(kind):
         m = m + v[j] * np.outer(x64[j], x64[j])
     assert np.asarray(chosen.indices).tolist() == picks
     np.testing.assert_allclose(np.asarray(chosen.scores), gains, rtol=2e-3, atol=1e-5 * max(gains))
+
+
+def test_uncertain_iopt_is_greedy_iopt_among_the_most_uncertain_pairs():
+    x, beta, past, lam = _case("healthy", seed=8, n=80)
+    k = 5
+    chosen = strategies.select("uncertain_iopt", None, x, beta, k, None, past, None, lam)
+    x64 = x.astype(np.float64)
+    lam_m = _posterior64(past, beta, lam)
+    mu = x64 @ beta.astype(np.float64)
+    s = np.sqrt(np.einsum("ij,jk,ik->i", x64, np.linalg.inv(lam_m), x64))
+    width = _sig(np.abs(mu) + s) - _sig(np.abs(mu) - s)
+    narrowed = np.argsort(-width)[: strategies.HYBRID_POOL_FACTOR * k]
+    spread = x64.T @ x64 / (2 * x.shape[0])  # the whole pool's S
+    v = _sig(mu) * _sig(-mu)
+    m, picks = lam_m, []
+    for _ in range(k):
+        gain = np.full(x.shape[0], -np.inf)
+        gain[narrowed] = _iopt_gain_by_trace(x, beta, m, spread)[narrowed]
+        gain[picks] = -np.inf
+        j = int(np.argmax(gain))
+        picks.append(j)
+        m = m + v[j] * np.outer(x64[j], x64[j])
+    assert np.asarray(chosen.indices).tolist() == picks
 
 
 def test_confidence_rules_are_their_definitions():

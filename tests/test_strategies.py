@@ -4,9 +4,26 @@ import numpy as np
 import pytest
 
 from arm_jax import fisher, strategies
-from arm_jax.strategies import STRATEGIES, make_inputs, select
+from arm_jax.strategies import STRATEGIES, make_inputs
+from arm_jax.strategies import select as _select
 
 ALL = list(STRATEGIES)
+
+
+def _items_of(x):
+    """Items behind explicit pairs x_i: item 2i has features x_i, item 2i+1 zeros; groups of 8."""
+    x = np.asarray(x, np.float32)
+    n = x.shape[0]
+    phi = np.zeros((2 * n, x.shape[1]), np.float32)
+    phi[0::2] = x
+    return strategies.PairItems(phi, np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2), np.arange(n) // 8)
+
+
+def select(name, key, phi_diff, beta, k, *args, **kwargs):
+    """strategies.select, with the candidates' items for the rules that need them."""
+    if name in strategies.RESPONSE_RULES and "items" not in kwargs:
+        kwargs["items"] = _items_of(phi_diff)
+    return _select(name, key, phi_diff, beta, k, *args, **kwargs)
 
 
 def _pool(seed=0, n=120, h=6, m=15):
@@ -15,7 +32,7 @@ def _pool(seed=0, n=120, h=6, m=15):
 
 
 def test_registry_has_the_papers_eight_greedy_and_the_posterior_rules():
-    new = {"greedy_dopt", "iopt", "greedy_iopt", "delta_ucb", "infomax"}
+    new = {"greedy_dopt", "iopt", "greedy_iopt", "delta_ucb", "infomax", "uncertain_iopt", "dts", "drts", "maxmin_lcb"}
     assert set(strategies.PAPER_STRATEGIES) | new == set(STRATEGIES)
     assert len(strategies.PAPER_STRATEGIES) == 8
 

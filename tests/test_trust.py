@@ -230,7 +230,10 @@ def test_registry_is_the_one_place_a_strategy_is_defined():
         assert ("all-pairs" in s.drivers) == (s.pair_score is not None), name
     from arm_jax import experiment
 
-    assert experiment.PAST_AWARE == {"pa_dopt", "greedy_dopt", "batchbald", "iopt", "greedy_iopt", "delta_ucb", "infomax"}
+    assert experiment.PAST_AWARE == {
+        "pa_dopt", "greedy_dopt", "batchbald", "iopt", "greedy_iopt", "delta_ucb", "infomax", "uncertain_iopt", "dts",
+        "drts", "maxmin_lcb",
+    }
 
 
 # ----------------------------------------------------------------------------- item 3
