@@ -329,6 +329,16 @@ def random_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
     return top_k_valid(u, inputs.valid, k)
 
 
+def _posterior_whitened(inputs: SelectionInputs):
+    """(v, whitening of Λ = I_past + λI, z = L⁻¹x, ‖z‖² = xᵀΛ⁻¹x) for the greedy batches."""
+    x = inputs.phi_diff
+    h = x.shape[1]
+    v = fisher.bernoulli_variance(x, inputs.beta)
+    white = fisher.whitening(_past_information(inputs) + inputs.prior_precision * jnp.eye(h, dtype=x.dtype))
+    z = fisher.whiten(x, white)
+    return v, white, z, jnp.sum(z * z, axis=1)
+
+
 def greedy_dopt_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
     """Exact greedy D-optimal batch: one pair at a time, kept by Sherman–Morrison.
 
@@ -343,11 +353,8 @@ def greedy_dopt_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
     """
     del key
     x = inputs.phi_diff
+    v, white, z, quad = _posterior_whitened(inputs)
     h = x.shape[1]
-    v = fisher.bernoulli_variance(x, inputs.beta)
-    white = fisher.whitening(_past_information(inputs) + inputs.prior_precision * jnp.eye(h, dtype=x.dtype))
-    z = fisher.whiten(x, white)
-    quad = jnp.sum(z * z, axis=1)
     available = inputs.valid
 
     def pick(i, carry):
@@ -381,12 +388,8 @@ def greedy_iopt_strategy(key, inputs: SelectionInputs, k: int, candidates: jax.A
     """
     del key
     x = inputs.phi_diff
-    h = x.shape[1]
-    v = fisher.bernoulli_variance(x, inputs.beta)
-    white = fisher.whitening(_past_information(inputs) + inputs.prior_precision * jnp.eye(h, dtype=x.dtype))
-    z = fisher.whiten(x, white)
+    v, white, z, quad = _posterior_whitened(inputs)
     s_white = white.w @ spread_matrix(x, inputs.valid) @ white.w.T
-    quad = jnp.sum(z * z, axis=1)
     q_s = jnp.sum(z * (z @ s_white), axis=1)
 
     def pick(i, carry):

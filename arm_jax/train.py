@@ -412,7 +412,9 @@ LINEAR_DEFAULT_PRIOR = 10.0
 #: evidence is within 0.02 of the best fixed prior on both the built-in task and real ratings,
 #: the held-out rule was 0.1 worse on the built-in task below 300 labels (20–60 held-out labels
 #: cannot pick a prior).
-LINEAR_PRIOR_RULES = ("held-out", "evidence")
+LINEAR_PRIOR_RULES = ("held-out", "evidence", "cross-validation")
+#: Folds of the "cross-validation" rule.
+LINEAR_CV_FOLDS = 5
 #: Newton steps per grid point (warm-started along the grid from the strongest prior) and for
 #: the final fit on all labels.
 NEWTON_STEPS = (4, 8)
@@ -450,7 +452,8 @@ def _fit_linear(key, items, buffer, train_config):
     d = items.shape[-1]
     fixed = train_config.linear_prior is not None
     evidence = train_config.linear_prior_rule == "evidence" and not fixed
-    val_fraction = 0.0 if fixed or evidence else train_config.val_fraction
+    cv = train_config.linear_prior_rule == "cross-validation" and not fixed
+    val_fraction = 0.0 if fixed or evidence or cv else train_config.val_fraction
     order, n_fit, n_val = split_rows(split_key, buffer, val_fraction, train_config.min_val_labels)
     position = jnp.zeros(c, jnp.int32).at[order].set(jnp.arange(c, dtype=jnp.int32))
     filled = buffer.mask
@@ -507,9 +510,34 @@ def _fit_linear(key, items, buffer, train_config):
             nll = jnp.sum(jnp.where(filled, bt_loss(z, 0.0), 0.0))
             return beta, -nll - 0.5 * lam * jnp.sum(beta * beta) + 0.5 * d * jnp.log(lam) - 0.5 * logdet
 
+        def cv_path(rows, held):
+            """Held-out per-label losses along the grid for one fold: (G,) sums of loss, loss²."""
+            def step(beta, lam):
+                beta = newton(beta, rows, lam, NEWTON_STEPS[0])
+                loss = jnp.where(held, bt_loss(x @ beta, 0.0), 0.0)
+                acc = jnp.where(held, (x @ beta > 0) + 0.5 * (x @ beta == 0), 0.0)
+                return beta, (jnp.sum(loss), jnp.sum(loss * loss), jnp.sum(acc))
+
+            return jax.lax.scan(step, jnp.zeros(d, jnp.float32), grid)[1]
+
         if fixed:
             val_losses = val_accs = jnp.full(1, jnp.nan)
             best = 0
+        elif cv:
+            fold = jnp.floor(jax.random.uniform(split_key, (c,)) * LINEAR_CV_FOLDS).astype(jnp.int32)
+            folds = jnp.arange(LINEAR_CV_FOLDS)
+            held = filled[None, :] & (fold[None, :] == folds[:, None])  # (F, C)
+            sums, squares, hits = jax.vmap(cv_path)(filled[None, :] & ~held, held)  # (F, G) each
+            n_all = jnp.maximum(buffer.count, 1).astype(jnp.float32)
+            val_losses = jnp.sum(sums, axis=0) / n_all
+            val_accs = jnp.sum(hits, axis=0) / n_all
+            variance = jnp.maximum(jnp.sum(squares, axis=0) / n_all - val_losses ** 2, 0.0)
+            val_se = jnp.sqrt(variance / n_all)
+            val_losses = jnp.where(jnp.isfinite(val_losses), val_losses, jnp.inf)
+            lowest = jnp.argmin(val_losses)
+            best = jnp.argmax(val_losses <= val_losses[lowest] + val_se[lowest])
+            n_val = jnp.where(buffer.count >= 2 * LINEAR_CV_FOLDS, buffer.count, 0).astype(jnp.int32)
+            n_fit = buffer.count
         elif evidence:
             _, log_ev = jax.lax.scan(log_evidence_along, jnp.zeros(d, jnp.float32), grid)
             best = jnp.argmax(jnp.where(jnp.isfinite(log_ev), log_ev, -jnp.inf))
@@ -524,10 +552,13 @@ def _fit_linear(key, items, buffer, train_config):
             best = jnp.argmax(within)
         c_default = train_config.linear_prior if fixed else LINEAR_DEFAULT_PRIOR
         lam = jnp.where((n_val > 0) | evidence, grid[best], scale * jnp.float32(c_default))
+        if cv:  # the cross-validated figures describe the rule, not the refitted head
+            n_val = jnp.int32(0)
         beta = newton(jnp.zeros(d, jnp.float32), filled, lam, NEWTON_STEPS[1])
     params = {"params": {"head": beta[:, None].astype(params["params"]["head"].dtype)}}
     nan = jnp.float32(jnp.nan)
-    n_newton = jnp.int32((0 if fixed else len(LINEAR_PRIOR_GRID) * NEWTON_STEPS[0]) + NEWTON_STEPS[1])
+    path_fits = 0 if fixed else (LINEAR_CV_FOLDS if cv else 1)
+    n_newton = jnp.int32(path_fits * len(LINEAR_PRIOR_GRID) * NEWTON_STEPS[0] + NEWTON_STEPS[1])
     n_newton = n_newton * (buffer.count > 0)
     # "losses": the final mean BT loss on all labels at every Newton step's place, so that
     # final_loss reports the training loss as for the other fits

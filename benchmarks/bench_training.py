@@ -49,7 +49,10 @@ for _c in train.LINEAR_PRIOR_GRID:
     SETTINGS[f"exact (prior {_c:g})"] = train.TrainConfig(linear_prior=_c)
     LINEAR_SETTINGS.append(f"exact (prior {_c:g})")
 SETTINGS["exact (prior by held-out 1-s.e. rule)"] = train.TrainConfig(linear_prior_rule="held-out")
-LINEAR_SETTINGS += ["exact (prior by held-out 1-s.e. rule)", "default (early stopping + refit)"]
+SETTINGS["exact (prior by 5-fold 1-s.e. rule)"] = train.TrainConfig(linear_prior_rule="cross-validation")
+SETTINGS["exact (prior by evidence)"] = train.TrainConfig(linear_prior_rule="evidence")
+LINEAR_SETTINGS += ["exact (prior by held-out 1-s.e. rule)", "exact (prior by 5-fold 1-s.e. rule)",
+                    "exact (prior by evidence)", "default (early stopping + refit)"]
 
 
 def draw_labels(key, rewards, n_items, n, reward_std):
