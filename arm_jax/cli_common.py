@@ -86,7 +86,7 @@ CONFIG_FLAGS = (
      "refit on all labels for the epochs chosen (the default: as good as the best hand-tuned "
      "setting from 100 to 10 000 labels, see benchmarks/RESULTS.md); fixed: exactly --steps "
      "steps (or --max-epochs), the paper's protocol. With --depth 0 the default is an exact fit "
-     "instead (Newton's method), its Gaussian prior chosen by the Laplace evidence of the labels"),
+     "instead (Newton's method), its Gaussian prior chosen by 5-fold cross-validation"),
     ("--steps", TrainConfig, "steps", positive_int, "AdamW steps per training (early stopping: the most)"),
     ("--batch-size", TrainConfig, "batch_size", positive_int, "comparisons per step"),
     ("--lr", TrainConfig, "learning_rate", positive_float, "AdamW learning rate"),
@@ -96,7 +96,7 @@ CONFIG_FLAGS = (
      "(default: no cap beyond --steps)"),
     ("--depth", ModelConfig, "depth", non_negative_int,
      "hidden layers of the reward MLP; 0: a linear reward on the embeddings (BT logistic regression, "
-     "fitted exactly with its prior chosen by the evidence)"),
+     "fitted exactly, its prior chosen by cross-validation)"),
     ("--width", ModelConfig, "width", positive_int, "units per hidden layer = feature dimension H"),
     ("--activation", ModelConfig, "activation", None, "hidden activation"),
 )

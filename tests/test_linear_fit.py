@@ -64,7 +64,7 @@ def test_fit_does_not_depend_on_the_embeddings_scale():
         np.testing.assert_allclose(stats_s.prior_precision / (s * s), stats.prior_precision, rtol=1e-3)
 
 
-@pytest.mark.parametrize("rule", ["evidence", "held-out"])
+@pytest.mark.parametrize("rule", ["cross-validation", "evidence", "held-out"])
 def test_noise_gets_a_prior_stronger_than_the_data_and_clean_labels_a_weak_one(rule):
     grid = np.asarray(train.LINEAR_PRIOR_GRID)
     x, _, winner, loser = _labels(2, quality=0.0)  # coin flips
@@ -73,6 +73,8 @@ def test_noise_gets_a_prior_stronger_than_the_data_and_clean_labels_a_weak_one(r
     if rule == "held-out":
         # (the scale s is taken over the fitted rows only: within a few per cent of all rows)
         assert c_noisy == pytest.approx(grid[-1], rel=0.1)
+    elif rule == "cross-validation":
+        assert c_noisy == pytest.approx(grid[-1], rel=1e-3)
     else:
         assert c_noisy >= len(winner)  # the prior outweighs the 300 labels' information
     x, w, winner, loser = _labels(2, quality=50.0)  # nearly noiseless
@@ -82,12 +84,12 @@ def test_noise_gets_a_prior_stronger_than_the_data_and_clean_labels_a_weak_one(r
     if rule == "held-out":
         assert noisy.n_val > 0 and clean.n_val > 0 and 0.5 < clean.val_accuracy <= 1.0
     else:
-        assert noisy.n_val == 0 and clean.n_val == 0  # the evidence uses every label
+        assert noisy.n_val == 0 and clean.n_val == 0  # every label is fitted in the end
 
 
 def test_evidence_picks_the_grid_point_of_the_float64_laplace_evidence():
     x, _, winner, loser = _labels(6, quality=2.0, n_pairs=200)
-    _, stats = _fit(x, winner, loser)
+    _, stats = _fit(x, winner, loser, linear_prior_rule="evidence")
     s = _scale(x, winner, loser)
     d = np.asarray(x[winner] - x[loser], np.float64)
     log_ev = []
@@ -104,9 +106,10 @@ def test_evidence_picks_the_grid_point_of_the_float64_laplace_evidence():
     np.testing.assert_allclose(stats.prior_precision, train.LINEAR_PRIOR_GRID[best] * s, rtol=1e-4)
 
 
-def test_too_few_labels_to_hold_out_use_the_default_prior():
-    x, _, winner, loser = _labels(3, n_pairs=20)
-    head, stats = _fit(x, winner, loser, capacity=64, linear_prior_rule="held-out")
+@pytest.mark.parametrize("rule, n", [("held-out", 20), ("cross-validation", 9)])
+def test_too_few_labels_to_hold_out_use_the_default_prior(rule, n):
+    x, _, winner, loser = _labels(3, n_pairs=n)
+    head, stats = _fit(x, winner, loser, capacity=64, linear_prior_rule=rule)
     assert stats.n_val == 0 and np.isnan(stats.val_loss)
     np.testing.assert_allclose(stats.prior_precision, train.LINEAR_DEFAULT_PRIOR * _scale(x, winner, loser), rtol=1e-4)
     np.testing.assert_allclose(head, _map_float64(x, winner, loser, stats.prior_precision), rtol=2e-3, atol=1e-5)
