@@ -96,8 +96,11 @@ def test_strategies_command_lists_the_registry(capsys):
     assert main(["strategies"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [l.split()[0] for l in lines] == [
-        "random", "entropy", "maxdiff", "xtx", "dopt", "pa_dopt", "coreset", "batchbald", "greedy_dopt"
+        "random", "entropy", "maxdiff", "xtx", "dopt", "pa_dopt", "coreset", "batchbald", "greedy_dopt",
+        "iopt", "greedy_iopt", "delta_ucb", "infomax", "uncertain_iopt", "dts", "drts", "maxmin_lcb",
     ]
+    # every rule beyond the paper's eight says so, with a one-line definition
+    assert all("[beyond the paper]" in line for line in lines[8:]) and len(lines) == len(set(lines))
 
 
 def test_figure1_draws_a_png(tmp_path):

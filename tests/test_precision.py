@@ -36,7 +36,11 @@ def pool():
     x = jnp.asarray(rng.normal(size=(40, 6)), jnp.float32)
     beta = jnp.asarray(rng.normal(size=6), jnp.float32)
     past = jnp.asarray(rng.normal(size=(10, 6)), jnp.float32)
-    return strategies.make_inputs(x, beta, past_phi_diff=past, past_mask=jnp.arange(10) < 7)
+    # the items behind the pairs (item 2i has features x_i, item 2i+1 zeros), for the
+    # response-level rules; groups of 8 pairs
+    phi = jnp.zeros((80, 6), jnp.float32).at[0::2].set(x)
+    items = strategies.PairItems(phi, np.arange(0, 80, 2), np.arange(1, 80, 2), np.arange(40) // 8)
+    return strategies.make_inputs(x, beta, past_phi_diff=past, past_mask=jnp.arange(10) < 7, items=items)
 
 
 def test_the_check_sees_default_precision(pool):
@@ -79,8 +83,8 @@ def test_fisher_functions_multiply_at_full_precision(pool):
 
 
 def test_sharded_scores_multiply_at_full_precision(pool):
-    mesh, _, x, valid, beta, past = parallel._pool_setup(
+    mesh, _, x, valid, beta, past, prior = parallel._pool_setup(
         pool.phi_diff, pool.beta, None, None, None, jax.devices()[:1]
     )
-    for name in ("dopt", "entropy"):
-        assert_all_highest(parallel._sharded_top_k.lower(name, mesh, x, valid, beta, past, 5, 1e-6))
+    for name in ("dopt", "entropy", "iopt"):
+        assert_all_highest(parallel._sharded_top_k.lower(name, mesh, x, valid, beta, past, prior, 5, 1e-6))
