@@ -10,9 +10,10 @@ For each strategy it reports, from metrics.json:
 - 1 − Spearman and Best-of-N after the last round, mean ± s.e. over seeds;
 - the paired difference to random over seeds (strategy − random, seed by seed) with its
   s.e.; ``better``/``worse`` where it exceeds two standard errors, else ``level``;
-- labels needed to reach random's final 1 − Spearman (per seed, linear interpolation
-  between rounds; mean ± s.e. over the seeds that reach it, and how many do), and the saving
-  against random's label count;
+- labels needed to reach random's final 1 − Spearman (its mean over seeds): per seed, linear
+  interpolation between rounds, censored at the last round's count where a seed never gets
+  there (how many do is shown); the saving is the paired difference to random's own per-seed
+  count (random − strategy, seed by seed), mean ± s.e.;
 - the selection kernel's time per round: ``strategies.select`` on a pool of the run's
   candidate count and feature dimension with the run's final number of labels as the past,
   median of 3 calls after a warm-up (``block_until_ready``).
@@ -64,6 +65,9 @@ def analyse(payload: dict) -> list[dict]:
     rand = np.asarray(res["random"]["one_minus_spearman"], float)  # (seeds, rounds + 1)
     rand_bon = np.asarray(res["random"]["best_of_n"][n], float)
     target = float(rand[:, -1].mean())
+    censored = lambda curves: np.array([labels_to_reach(c, ann, target) for c in curves])
+    rand_reach = censored(rand)
+    rand_reach = np.where(np.isfinite(rand_reach), rand_reach, ann[-1])
     rows = []
     for name, rec in res.items():
         oms = np.asarray(rec["one_minus_spearman"], float)
@@ -72,9 +76,11 @@ def analyse(payload: dict) -> list[dict]:
         bm, bs = mean_and_stderr(bon[:, -1])
         d, ds = mean_and_stderr(oms[:, -1] - rand[:, -1])
         bd, bds = mean_and_stderr(bon[:, -1] - rand_bon[:, -1])
-        reach = np.array([labels_to_reach(c, ann, target) for c in oms])
+        reach = censored(oms)
         ok = np.isfinite(reach)
-        rm, rs = mean_and_stderr(reach[ok]) if ok.any() else (float("nan"), float("nan"))
+        reach = np.where(ok, reach, ann[-1])  # never reached: censored at the last count
+        rm, rs = mean_and_stderr(reach)
+        sv, svs = mean_and_stderr(rand_reach - reach)
         verdict = lambda diff, se, lower_better: (
             "level" if name == "random" or abs(diff) <= 2 * se or se != se
             else ("better" if (diff < 0) == lower_better else "worse")
@@ -84,7 +90,7 @@ def analyse(payload: dict) -> list[dict]:
             diff_vs_random=float(d), diff_se=float(ds), verdict=verdict(d, ds, True),
             bon_diff_vs_random=float(bd), bon_diff_se=float(bds), bon_verdict=verdict(bd, bds, False),
             labels_to_random_final=float(rm), labels_se=float(rs), seeds_reaching=int(ok.sum()),
-            seeds=int(oms.shape[0]), saving=float(ann[-1] - rm) if ok.any() else float("nan"),
+            seeds=int(oms.shape[0]), saving=float(sv), saving_se=float(svs),
             curve_mean=mean_and_stderr(oms)[0].tolist(), curve_se=mean_and_stderr(oms)[1].tolist(),
         ))
     return rows
@@ -121,12 +127,11 @@ def markdown(label: str, payload: dict, rows: list[dict], times: dict[str, float
     lines = [f"**{label}** ({last} labels; paired differences to random over {rows[0]['seeds']} seeds; "
              f"better/worse: beyond two standard errors)", "",
              f"| strategy | 1 − Spearman | vs random | Best-of-{n} | vs random | labels to random's final | "
-             f"saving | select s/round |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             f"saved vs random | select s/round |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         reach = (f"{r['labels_to_random_final']:.0f} ± {r['labels_se']:.0f}"
-                 + ("" if r["seeds_reaching"] == r["seeds"] else f" ({r['seeds_reaching']}/{r['seeds']} seeds)")
-                 if r["seeds_reaching"] else f"not reached (0/{r['seeds']})")
-        saving = f"{r['saving']:+.0f}" if r["seeds_reaching"] else "—"
+                 + ("" if r["seeds_reaching"] == r["seeds"] else f" ({r['seeds_reaching']}/{r['seeds']} reach)"))
+        saving = f"{r['saving']:+.0f} ± {r['saving_se']:.0f}"
         lines.append(
             f"| {r['strategy']} | {r['one_minus_spearman']:.4f} ± {r['se']:.4f} | "
             f"{r['diff_vs_random']:+.4f} ± {r['diff_se']:.4f} {r['verdict']} | "
