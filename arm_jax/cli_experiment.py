@@ -90,8 +90,8 @@ def register(sub) -> None:
     data.add_argument("--test-responses", type=int, help="responses per test prompt of a built-in task " + _from_preset("test_responses"))
     data.add_argument("--data-seed", type=int, default=0, help="seed of the built-in task's data")
     exp = p.add_argument_group("experiment")
-    exp.add_argument("--strategies", help="comma-separated names, 'paper' (the paper's eight) or 'all' (with "
-                                           "greedy_dopt) " + _from_preset("strategies"))
+    exp.add_argument("--strategies", help="comma-separated names, 'paper' (the paper's eight) or 'all' (every "
+                                           "rule of 'arm-jax strategies') " + _from_preset("strategies"))
     exp.add_argument("--seeds", type=int, help="number of seeds (run together with vmap) " + _from_preset("seeds"))
     exp.add_argument("--seed", type=int, default=0, help="base PRNG seed; seed i uses split(PRNGKey(seed))[i]")
     exp.add_argument("--rounds", type=int, help="active rounds after the random round 0 " + _from_preset("rounds"))

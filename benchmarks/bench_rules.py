@@ -108,9 +108,17 @@ def selection_times(payload: dict, names: list[str], feature_dim: int) -> dict[s
     x = rng.normal(size=(n, feature_dim)).astype(np.float32)
     beta = (rng.normal(size=feature_dim) / np.sqrt(feature_dim)).astype(np.float32)
     past_x = rng.normal(size=(past, feature_dim)).astype(np.float32)
+    # the items behind the pairs, for the response-level rules: item 2i has features x_i and
+    # item 2i+1 zeros, in groups of 45 pairs (a prompt of 10 responses)
+    phi = np.zeros((2 * n, feature_dim), np.float32)
+    phi[0::2] = x
+    items = strategies.PairItems(phi, np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2), np.arange(n) // 45)
     out = {}
     for name in names:
-        call = lambda: jax.block_until_ready(strategies.select(name, jax.random.PRNGKey(0), x, beta, k, None, past_x))
+        extra = {"items": items} if name in strategies.RESPONSE_RULES else {}
+        call = lambda: jax.block_until_ready(
+            strategies.select(name, jax.random.PRNGKey(0), x, beta, k, None, past_x, **extra)
+        )
         call()
         times = []
         for _ in range(3):
