@@ -180,9 +180,12 @@ def main(argv=None) -> int:
             payload = run(mode, run_dir, base + ["--pairs", mode])
         payloads[mode] = payload
         rows = analyse(payload)
-        h = payload["config"]["model"]["width"] if args.depth else payload["config"]["dim"]
-        if args.data:
-            h = h if args.depth else int(np.load(f"{args.data.rstrip('/')}/embd_train.npy", mmap_mode="r").shape[-1])
+        if args.depth:
+            h = payload["config"]["model"]["width"]
+        elif args.data:
+            h = int(np.load(f"{args.data.rstrip('/')}/embd_train.npy", mmap_mode="r").shape[-1])
+        else:
+            h = payload["config"]["dim"]
         times = selection_times(payload, [r["strategy"] for r in rows], h)
         sections.append(markdown(f"{name}, depth {args.depth}, {mode}", payload, rows, times))
         summary["runs"][mode] = {"rows": rows, "select_seconds": times, "wall_time_s": payload["wall_time_s"],
