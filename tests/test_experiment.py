@@ -98,7 +98,7 @@ def test_study_rejects_configs_that_differ_beyond_strategy(prepared, configs, me
 @pytest.mark.parametrize(
     "strategy, pairs",
     [("dopt", "in-prompt"), ("greedy_dopt", "cross-prompt"), ("batchbald", "in-prompt"), ("coreset", "cross-prompt"),
-     ("dts", "in-prompt"), ("maxmin_lcb", "cross-prompt"), ("greedy_iopt", "in-prompt")],
+     ("dts", "in-prompt")],
 )
 def test_labelled_buffer_has_no_pair_twice(prepared, strategy, pairs):
     """No pair is labelled twice, within a round or across rounds (as in ``arm-jax select``),
