@@ -118,16 +118,17 @@ def test_every_preset_traces_for_every_strategy(preset):
 
     from arm_jax.cli import build_parser
     from arm_jax.cli_experiment import abstract_data, build_config, resolve_presets
-    from arm_jax.experiment import make_experiment
+    from arm_jax.experiment import make_study
     from arm_jax.strategies import STRATEGIES
 
     args = resolve_presets(build_parser().parse_args(["run", "--preset", preset]))
     data_shapes = abstract_data(args)
     keys = jax.ShapeDtypeStruct((args.seeds, 2), np.uint32)
-    for name in STRATEGIES:
-        lowered = make_experiment(build_config(args, name), data_shapes, devices=jax.devices()[:1]).lower_seeds(keys)
-        out = lowered.out_info.metrics.one_minus_spearman
-        assert out.shape == (args.seeds, args.rounds + 1), (preset, name, out.shape)
+    # one program with every strategy, as `arm-jax run --strategies all` builds it
+    configs = [build_config(args, name) for name in STRATEGIES]
+    lowered = make_study(configs, data_shapes, devices=jax.devices()[:1]).lower_seeds(keys)
+    out = lowered.out_info.metrics.one_minus_spearman
+    assert out.shape == (args.seeds, len(STRATEGIES), args.rounds + 1), (preset, out.shape)
 
 
 def test_a_study_of_two_lapack_strategies_finishes_on_a_small_cpu(tmp_path):
