@@ -183,12 +183,22 @@ def _cmd_train(args) -> int:
         val_labels_path=args.val_labels,
     )
     if result.n_val:
-        source = {"early-stopping": "held out by early stopping", "split": "the --val-fraction split"}[result.held_out]
+        source = {
+            "early-stopping": "held out by early stopping", "split": "the --val-fraction split",
+            "cross-validation": "5-fold cross-validation of the linear model's prior: each label held out once",
+        }[result.held_out]
         print(f"held-out pairwise accuracy: {result.val_accuracy:.4f} ({result.n_val} of {result.n_labels} labels, {source})")
         print(f"held-out log-loss: {result.val_loss:.4f}")
     else:
         why = "--val-fraction 0"
-        if args.val_fraction and train_config.early_stopping:
+        exact = model_config.depth == 0 and train_config.early_stopping and train_config.linear_prior is None
+        if exact and train_config.linear_prior_rule == "cross-validation":
+            from arm_jax.train import LINEAR_CV_FOLDS
+
+            why = f"too few labels: the linear model's cross-validation needs at least {2 * LINEAR_CV_FOLDS}"
+        elif exact and train_config.linear_prior_rule == "evidence":
+            why = "the linear model's prior is chosen by the evidence of all labels; none are held out"
+        elif args.val_fraction and train_config.early_stopping:
             why = (f"too few labels: early stopping holds out none when {args.val_fraction:g} of them "
                    f"is under {train_config.min_val_labels}")
         elif args.val_fraction:

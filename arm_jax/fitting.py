@@ -65,8 +65,9 @@ class FitReport(NamedTuple):
     held-out Bradley–Terry log-loss and pairwise accuracy of the early-stopped parameters
     (NaN when nothing was held out); early_stopping, refit: the schedule; refitted: the
     returned parameters were refit on all labels (held-out ones too) after early stopping;
-    prior_precision: λ of the head's Gaussian prior (chosen on held-out labels by the linear
-    model's exact fit, whose steps count Newton steps and whose epochs are NaN).
+    prior_precision: λ of the head's Gaussian prior (chosen by the linear model's exact fit,
+    whose steps count Newton steps and whose epochs are NaN); prior_rule: how the exact fit
+    chose it ("cross-validation", "evidence", "held-out" or "fixed"; meaningless otherwise).
     """
 
     steps_run: int
@@ -79,6 +80,7 @@ class FitReport(NamedTuple):
     early_stopping: bool
     refit: bool
     prior_precision: float = float("nan")
+    prior_rule: str = ""
 
     @property
     def exact_linear(self) -> bool:
@@ -103,6 +105,7 @@ def fit_report(stats, train_config: TrainConfig) -> FitReport:
         int(s.steps_run), int(s.steps_taken), float(s.epochs), int(s.n_fit), int(s.n_val),
         float(s.val_loss), float(s.val_accuracy), bool(train_config.early_stopping), bool(train_config.refit),
         float(s.prior_precision),
+        "fixed" if train_config.linear_prior is not None else train_config.linear_prior_rule,
     )
 
 

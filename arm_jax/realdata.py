@@ -104,8 +104,14 @@ HELD_OUT_CAVEAT = (
 )
 
 
-def _schedule(train_config: TrainConfig) -> str:
+def _schedule(train_config: TrainConfig, model_config: ModelConfig) -> str:
     """The training schedule in a few words (for the progress line)."""
+    if model_config.depth == 0 and (train_config.early_stopping or train_config.linear_prior is not None):
+        rule = ("a fixed prior" if train_config.linear_prior is not None
+                else {"cross-validation": "its prior chosen by 5-fold cross-validation",
+                      "evidence": "its prior chosen by the evidence",
+                      "held-out": "its prior chosen on a hold-out"}[train_config.linear_prior_rule])
+        return f"the linear model fitted exactly, {rule}"
     cap = f", at most {train_config.max_epochs:g} epochs" if train_config.max_epochs is not None else ""
     if train_config.early_stopping:
         return f"early stopping on a {train_config.val_fraction:g} hold-out, at most {train_config.steps} steps{cap}"
@@ -115,8 +121,17 @@ def _schedule(train_config: TrainConfig) -> str:
 def fit_summary(fit: FitReport, n_labels: int) -> str:
     """Where training stopped, in one line: ``stopping epoch: E (...)``."""
     if fit.exact_linear:
-        how = (f"chosen on {fit.n_val} held-out labels (one-standard-error rule), then refit on all {n_labels}"
-               if fit.n_val else "the default: too few labels to hold out")
+        if fit.prior_rule == "fixed":
+            how = "fixed (TrainConfig.linear_prior)"
+        elif fit.prior_rule == "evidence":
+            how = f"chosen by the Laplace evidence of all {n_labels} labels"
+        elif not fit.n_val:
+            how = "the default: too few labels to choose it"
+        elif fit.prior_rule == "cross-validation":
+            how = (f"chosen by 5-fold cross-validation over all {n_labels} labels (one-standard-error rule), "
+                   f"then refit on all {n_labels}")
+        else:
+            how = f"chosen on {fit.n_val} held-out labels (one-standard-error rule), then refit on all {n_labels}"
         return f"linear model fitted exactly ({fit.steps_run} Newton steps); prior precision {fit.prior_precision:.4g}, {how}"
     head = f"stopping epoch: {fit.epochs:.1f} (step {fit.steps_taken}"
     if not fit.early_stopping:
@@ -229,7 +244,7 @@ def select_pairs(
             "random features (D-optimal design on the random-init features)"
         )
     else:
-        log(f"training the reward model on {labels.n} labels ({_schedule(train_config)})")
+        log(f"training the reward model on {labels.n} labels ({_schedule(train_config, model_config)})")
     params, fit = fit_on_labels(seed, pool.embeddings, labels.winner, labels.loser, model_config, train_config)
     check_fit(params, pool, np.concatenate([labels.winner, labels.loser]))
     if labels.n:
@@ -390,7 +405,8 @@ class TrainResult(NamedTuple):
     n_train, n_val: labels fitted and held out (by early stopping inside the fit, or by the
     fixed schedule's ``val_fraction`` split); val_accuracy, val_loss: pairwise accuracy and
     Bradley–Terry log-loss on the held-out ones (NaN when none); held_out: where they come
-    from, ``"early-stopping"``, ``"split"`` or None; train_accuracy: the saved model's
+    from, ``"early-stopping"``, ``"cross-validation"`` (the linear model's prior, every label
+    held out once), ``"split"`` or None; train_accuracy: the saved model's
     accuracy on every label of the labels file (n_trained_on of which it was trained on);
     fit: the saved model's :class:`~arm_jax.fitting.FitReport`; val: accuracy, log-loss and
     ECE on ``--val-labels`` (None without), n_val_overlap of whose pairs are in the labels.
@@ -464,17 +480,19 @@ def train_model(
     t = time.perf_counter()
     nan = float("nan")
     if early:
-        log(f"training the reward model on {labels.n} labels ({_schedule(train_config)})")
+        log(f"training the reward model on {labels.n} labels ({_schedule(train_config, model_config)})")
         params, fit = fit_on_labels(seed, pool.embeddings, labels.winner, labels.loser, model_config, train_config)
         check_fit(params, pool, np.concatenate([labels.winner, labels.loser]))
         n_train, n_val = fit.n_fit, fit.n_val
         val_acc, val_loss = (fit.val_accuracy, fit.val_loss) if n_val else (nan, nan)
         did_refit = fit.refitted
-        held_out = "early-stopping" if n_val else None
+        held_out = None
+        if n_val:
+            held_out = "cross-validation" if fit.exact_linear and fit.prior_rule == "cross-validation" else "early-stopping"
         timings["train"] = time.perf_counter() - t
     else:
         tr, va = split_labels(labels.n, train_config.val_fraction, seed)
-        log(f"training the reward model on {tr.size} labels ({_schedule(train_config)})")
+        log(f"training the reward model on {tr.size} labels ({_schedule(train_config, model_config)})")
         params, fit = fit_on_labels(seed, pool.embeddings, labels.winner[tr], labels.loser[tr], model_config, train_config)
         check_fit(params, pool, np.concatenate([labels.winner[tr], labels.loser[tr]]))
         n_train, n_val = int(tr.size), int(va.size)

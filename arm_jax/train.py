@@ -449,7 +449,9 @@ def _fit_linear(key, items, buffer, train_config):
     Cholesky factor of the (positive definite) regularised Hessian and keeps the best of a few
     step sizes and no step, so the objective never rises and a failed factorisation (not finite)
     leaves β where it was. FitStats: steps count Newton steps; losses hold the final training
-    BT loss; epochs are NaN (no passes over the data); prior_precision is λ.
+    BT loss; epochs are NaN (no passes over the data); prior_precision is λ; val_loss and
+    val_accuracy are the held-out figures of the chosen λ (cross-validation: over every label,
+    each held out once, and n_val is the label count; evidence: none).
     """
     init_key, _ = jax.random.split(key)
     split_key = jax.random.fold_in(key, 7)
@@ -542,6 +544,7 @@ def _fit_linear(key, items, buffer, train_config):
             val_losses = jnp.where(jnp.isfinite(val_losses), val_losses, jnp.inf)
             lowest = jnp.argmin(val_losses)
             best = jnp.argmax(val_losses <= val_losses[lowest] + val_se[lowest])
+            # every label is held out once: n_val reports the cross-validated labels
             n_val = jnp.where(buffer.count >= 2 * LINEAR_CV_FOLDS, buffer.count, 0).astype(jnp.int32)
             n_fit = buffer.count
         elif evidence:
@@ -558,8 +561,6 @@ def _fit_linear(key, items, buffer, train_config):
             best = jnp.argmax(within)
         c_default = train_config.linear_prior if fixed else LINEAR_DEFAULT_PRIOR
         lam = jnp.where((n_val > 0) | evidence, grid[best], scale * jnp.float32(c_default))
-        if cv:  # the cross-validated figures describe the rule, not the refitted head
-            n_val = jnp.int32(0)
         beta = newton(jnp.zeros(d, jnp.float32), filled, lam, NEWTON_STEPS[1])
     params = {"params": {"head": beta[:, None].astype(params["params"]["head"].dtype)}}
     nan = jnp.float32(jnp.nan)

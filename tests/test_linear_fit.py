@@ -83,8 +83,10 @@ def test_noise_gets_a_prior_stronger_than_the_data_and_clean_labels_a_weak_one(r
     assert np.corrcoef(head, w)[0, 1] > 0.95
     if rule == "held-out":
         assert noisy.n_val > 0 and clean.n_val > 0 and 0.5 < clean.val_accuracy <= 1.0
+    elif rule == "cross-validation":  # every label held out once
+        assert noisy.n_val == len(winner) and clean.n_val == len(winner) and 0.5 < clean.val_accuracy <= 1.0
     else:
-        assert noisy.n_val == 0 and clean.n_val == 0  # every label is fitted in the end
+        assert noisy.n_val == 0 and clean.n_val == 0 and np.isnan(clean.val_loss)
 
 
 def test_evidence_picks_the_grid_point_of_the_float64_laplace_evidence():
