@@ -274,7 +274,7 @@ def pair_scores_from_information(
         return spec.rank(gap, fisher.leverages(phi_diff, m, ridge))  # NaN stays NaN
     white = fisher.whitening(m, ridge)
     z = fisher.whiten(phi_diff, white)
-    s_white = white.w @ spread @ white.w.T  # L⁻¹ S L⁻ᵀ: xᵀM⁻¹SM⁻¹x = zᵀ S' z
+    s_white = _whitened_spread(white, spread)
     quad = jnp.sum(z * z, axis=-1)
     q_s = jnp.sum(z * (z @ s_white), axis=-1)
     return jnp.where(white.ok, spec.rank(gap, quad, q_s), jnp.nan)
@@ -329,14 +329,22 @@ def random_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
     return top_k_valid(u, inputs.valid, k)
 
 
+def _posterior(inputs: SelectionInputs) -> posterior.Posterior:
+    """The last-layer posterior of the inputs: Λ = I_past + λI (:func:`arm_jax.posterior.laplace`)."""
+    return posterior.laplace(inputs.beta, inputs.past_phi_diff, inputs.past_mask, inputs.prior_precision)
+
+
+def _whitened_spread(white: fisher.Whitening, spread: jax.Array) -> jax.Array:
+    """S' = L⁻¹ S L⁻ᵀ, so that xᵀM⁻¹SM⁻¹x = zᵀS'z with z = L⁻¹x."""
+    return white.w @ spread @ white.w.T
+
+
 def _posterior_whitened(inputs: SelectionInputs):
     """(v, whitening of Λ = I_past + λI, z = L⁻¹x, ‖z‖² = xᵀΛ⁻¹x) for the greedy batches."""
     x = inputs.phi_diff
-    h = x.shape[1]
-    v = fisher.bernoulli_variance(x, inputs.beta)
-    white = fisher.whitening(_past_information(inputs) + inputs.prior_precision * jnp.eye(h, dtype=x.dtype))
+    white = _posterior(inputs).white
     z = fisher.whiten(x, white)
-    return v, white, z, jnp.sum(z * z, axis=1)
+    return fisher.bernoulli_variance(x, inputs.beta), white, z, jnp.sum(z * z, axis=1)
 
 
 def greedy_dopt_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
@@ -389,7 +397,7 @@ def greedy_iopt_strategy(key, inputs: SelectionInputs, k: int, candidates: jax.A
     del key
     x = inputs.phi_diff
     v, white, z, quad = _posterior_whitened(inputs)
-    s_white = white.w @ spread_matrix(x, inputs.valid) @ white.w.T
+    s_white = _whitened_spread(white, spread_matrix(x, inputs.valid))
     q_s = jnp.sum(z * (z @ s_white), axis=1)
 
     def pick(i, carry):
@@ -437,13 +445,13 @@ THOMPSON_TRIES = 10
 MAXMIN_TOL = 1e-4
 
 
-def _need_items(inputs: SelectionInputs, name: str) -> PairItems:
-    if inputs.items is None:
+def _need_items(items: PairItems | None, name: str) -> PairItems:
+    if items is None:
         raise InputError(
             f"strategy {name!r} chooses among a prompt's responses and needs the candidates' items "
             "(SelectionInputs.items: arm-jax run and select provide them)"
         )
-    return inputs.items
+    return items
 
 
 def _random_argmax(key, scores, mask, tol=0.0):
@@ -485,11 +493,11 @@ def response_rule_strategy(kind: str):
     """
 
     def fn(key, inputs: SelectionInputs, k: int) -> Selection:
-        it = _need_items(inputs, kind)
+        it = _need_items(inputs.items, kind)
         x = inputs.phi_diff
         n, h = x.shape
         n_items = it.phi.shape[0]
-        post = posterior.laplace(inputs.beta, inputs.past_phi_diff, inputs.past_mask, inputs.prior_precision)
+        post = _posterior(inputs)
         gap, std = posterior.gap_mean_and_std(post, x)
         item_ids = jnp.arange(n_items)
 
@@ -649,7 +657,7 @@ def batchbald_strategy(
     """
     x = inputs.phi_diff
     beta_key, model_key, label_key = jax.random.split(key, 3)
-    post = posterior.laplace(inputs.beta, inputs.past_phi_diff, inputs.past_mask, inputs.prior_precision)
+    post = _posterior(inputs)
     white = post.white
     betas = posterior.sample_heads(post, beta_key, n_samples)  # (H, S) ~ N(β̂, Λ⁻¹)
     logits = x @ betas  # (N, S)
@@ -822,7 +830,7 @@ def select(
     if items is not None:
         _check_items(items, np.shape(phi_diff))
     elif name in RESPONSE_RULES:
-        _need_items(SelectionInputs(None, None, None, None, None), name)
+        _need_items(None, name)
     inputs = make_inputs(phi_diff, beta, valid, past_phi_diff, past_mask, prior_precision, items)
     chosen = _select_jit(name, key, inputs, int(k))
     check_selection(name, chosen.scores)

@@ -497,16 +497,6 @@ def _fit_linear(key, items, buffer, train_config):
         return beta
 
     with jax.default_matmul_precision("highest"):
-        def along_grid(beta, lam):
-            beta = newton(beta, fit_rows, lam, NEWTON_STEPS[0])
-            gap = x @ beta
-            n = jnp.maximum(n_val, 1)
-            per_label = jnp.where(val_rows, bt_loss(gap, 0.0), 0.0)
-            loss = jnp.sum(per_label) / n
-            spread = jnp.sum(jnp.where(val_rows, (per_label - loss) ** 2, 0.0)) / jnp.maximum(n - 1, 1)
-            acc = jnp.sum(jnp.where(val_rows, (gap > 0) + 0.5 * (gap == 0), 0.0)) / n
-            return beta, (loss, acc, jnp.sqrt(spread / n))
-
         def log_evidence_along(beta, lam):
             """Laplace log evidence of all the labels at λ: −NLL − λ|β̂|²/2 + D/2 log λ − ½ log det(H)."""
             beta = newton(beta, filled, lam, NEWTON_STEPS[0])
@@ -518,15 +508,28 @@ def _fit_linear(key, items, buffer, train_config):
             nll = jnp.sum(jnp.where(filled, bt_loss(z, 0.0), 0.0))
             return beta, -nll - 0.5 * lam * jnp.sum(beta * beta) + 0.5 * d * jnp.log(lam) - 0.5 * logdet
 
-        def cv_path(rows, held):
-            """Held-out per-label losses along the grid for one fold: (G,) sums of loss, loss²."""
+        def held_out_path(rows, held):
+            """Fit on ``rows`` along the grid (warm-started); the ``held`` labels' BT losses:
+            (G,) sums of loss, of loss² and of pairwise hits."""
             def step(beta, lam):
                 beta = newton(beta, rows, lam, NEWTON_STEPS[0])
-                loss = jnp.where(held, bt_loss(x @ beta, 0.0), 0.0)
-                acc = jnp.where(held, (x @ beta > 0) + 0.5 * (x @ beta == 0), 0.0)
+                gap = x @ beta
+                loss = jnp.where(held, bt_loss(gap, 0.0), 0.0)
+                acc = jnp.where(held, (gap > 0) + 0.5 * (gap == 0), 0.0)
                 return beta, (jnp.sum(loss), jnp.sum(loss * loss), jnp.sum(acc))
 
             return jax.lax.scan(step, jnp.zeros(d, jnp.float32), grid)[1]
+
+        def one_standard_error(sums, squares, hits, n, ddof):
+            """(mean held-out loss, accuracy, best grid index): the strongest prior whose loss is
+            within one standard error of the lowest (grid[0] is the strongest)."""
+            n = jnp.maximum(n, 1).astype(jnp.float32)
+            losses = sums / n
+            variance = jnp.maximum(squares - n * losses ** 2, 0.0) / jnp.maximum(n - ddof, 1.0)
+            se = jnp.sqrt(variance / n)
+            losses = jnp.where(jnp.isfinite(losses), losses, jnp.inf)
+            lowest = jnp.argmin(losses)
+            return losses, hits / n, jnp.argmax(losses <= losses[lowest] + se[lowest])
 
         if fixed:
             val_losses = val_accs = jnp.full(1, jnp.nan)
@@ -535,15 +538,10 @@ def _fit_linear(key, items, buffer, train_config):
             fold = jnp.floor(jax.random.uniform(split_key, (c,)) * LINEAR_CV_FOLDS).astype(jnp.int32)
             folds = jnp.arange(LINEAR_CV_FOLDS)
             held = filled[None, :] & (fold[None, :] == folds[:, None])  # (F, C)
-            sums, squares, hits = jax.vmap(cv_path)(filled[None, :] & ~held, held)  # (F, G) each
-            n_all = jnp.maximum(buffer.count, 1).astype(jnp.float32)
-            val_losses = jnp.sum(sums, axis=0) / n_all
-            val_accs = jnp.sum(hits, axis=0) / n_all
-            variance = jnp.maximum(jnp.sum(squares, axis=0) / n_all - val_losses ** 2, 0.0)
-            val_se = jnp.sqrt(variance / n_all)
-            val_losses = jnp.where(jnp.isfinite(val_losses), val_losses, jnp.inf)
-            lowest = jnp.argmin(val_losses)
-            best = jnp.argmax(val_losses <= val_losses[lowest] + val_se[lowest])
+            per_fold = jax.vmap(held_out_path)(filled[None, :] & ~held, held)  # (F, G) each
+            val_losses, val_accs, best = one_standard_error(
+                *(jnp.sum(a, axis=0) for a in per_fold), buffer.count, ddof=0
+            )
             # every label is held out once: n_val reports the cross-validated labels
             n_val = jnp.where(buffer.count >= 2 * LINEAR_CV_FOLDS, buffer.count, 0).astype(jnp.int32)
             n_fit = buffer.count
@@ -552,13 +550,7 @@ def _fit_linear(key, items, buffer, train_config):
             best = jnp.argmax(jnp.where(jnp.isfinite(log_ev), log_ev, -jnp.inf))
             val_losses = val_accs = jnp.full(grid.shape[0], jnp.nan)
         else:
-            _, (val_losses, val_accs, val_se) = jax.lax.scan(along_grid, jnp.zeros(d, jnp.float32), grid)
-            val_losses = jnp.where(jnp.isfinite(val_losses), val_losses, jnp.inf)
-            lowest = jnp.argmin(val_losses)
-            # the one-standard-error rule: the strongest prior whose held-out loss is within one
-            # standard error of the lowest (grid[0] is the strongest)
-            within = val_losses <= val_losses[lowest] + val_se[lowest]
-            best = jnp.argmax(within)
+            val_losses, val_accs, best = one_standard_error(*held_out_path(fit_rows, val_rows), n_val, ddof=1)
         c_default = train_config.linear_prior if fixed else LINEAR_DEFAULT_PRIOR
         lam = jnp.where((n_val > 0) | evidence, grid[best], scale * jnp.float32(c_default))
         beta = newton(jnp.zeros(d, jnp.float32), filled, lam, NEWTON_STEPS[1])
