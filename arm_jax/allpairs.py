@@ -151,6 +151,8 @@ def top_k_all_pairs(
     exclude_u: jax.Array | None = None,
     exclude_v: jax.Array | None = None,
     prior_precision: jax.Array | float = posterior.DEFAULT_PRIOR_PRECISION,
+    past_weight: jax.Array | None = None,
+    tie: jax.Array | None = None,
 ) -> AllPairsSelection:
     """The k best of all K(K−1)/2 unordered pairs of items under strategy ``name``.
 
@@ -165,6 +167,8 @@ def top_k_all_pairs(
     exclude_u, exclude_v: optional (E,) int item indices of pairs never to pick (labelled
       ones; either order; −1 marks unused rows). Each block masks them by one scatter, O(E).
     prior_precision: λ of the head's prior, for the posterior-based scores (Λ = I_past + λI).
+    past_weight, tie: the labelled rows' votes and Davidson's ν, when the labels have them
+    (:class:`arm_jax.strategies.SelectionInputs`).
     I-optimality's S over all pairs is ½·(n ΦᵀΦ − s sᵀ)/(n(n−1)/2) (the closed form of
     ``xtx``), and x_uvᵀM⁻¹SM⁻¹x_uv = ‖y_u − y_v‖² with Y = Z G, G Gᵀ = L⁻¹SL⁻ᵀ (an eigen
     factor), the same tile form as the leverage.
@@ -174,7 +178,7 @@ def top_k_all_pairs(
     if name not in ALLPAIRS_STRATEGIES:
         raise InputError(_unsupported_message(name))
     del key
-    spec = STRATEGIES[name].pair_score
+    spec = strategies_lib.with_tie(STRATEGIES[name].pair_score, tie)
     phi = jnp.asarray(phi, jnp.float32)
     beta = jnp.asarray(beta, jnp.float32)
     items = _pad_and_centre(phi, beta, item_valid, tile)
@@ -193,7 +197,9 @@ def top_k_all_pairs(
         else:
             m = _weighted_pair_information(items, tile, spec.weight)
         if spec.uses_past and past_phi_diff is not None:
-            m = m + fisher.past_information(jnp.asarray(past_phi_diff, jnp.float32), beta, past_mask)
+            m = m + fisher.past_information(
+                jnp.asarray(past_phi_diff, jnp.float32), beta, past_mask, past_weight, tie
+            )
         if spec.prior:
             m = m + prior_precision * jnp.eye(h, dtype=m.dtype)
         white = fisher.whitening(m, ridge)
@@ -334,6 +340,8 @@ def select_all_pairs(
     tile: int = DEFAULT_TILE,
     exclude=None,
     prior_precision: float = posterior.DEFAULT_PRIOR_PRECISION,
+    past_weight=None,
+    tie=None,
 ) -> AllPairsSelection:
     """Validate on the host, then run the jit-compiled :func:`top_k_all_pairs`.
 
@@ -356,6 +364,8 @@ def select_all_pairs(
     chosen = _top_k_all_pairs_jit(
         name, key, phi, jnp.asarray(beta, jnp.float32), int(k), past_phi_diff, past_mask, item_valid, tile,
         exclude_u=ex_u, exclude_v=ex_v, prior_precision=jnp.float32(prior_precision),
+        past_weight=None if past_weight is None else jnp.asarray(past_weight, jnp.float32),
+        tie=None if tie is None else jnp.float32(tie),
     )
     strategies_lib.check_selection(name, chosen.scores)
     return chosen

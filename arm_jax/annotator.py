@@ -17,7 +17,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-__all__ = ["preference_probability", "annotate"]
+__all__ = ["preference_probability", "annotate", "annotate_votes", "majority_vote", "panel_tie_strength"]
 
 
 def _resolve_std(golden_rewards_flat: jax.Array, reward_std) -> jax.Array:
@@ -94,3 +94,70 @@ def annotate(
       with ``winner = a`` with probability :func:`preference_probability`.
     """
     return _annotate(key, golden_rewards_flat, a, b, quality, _resolve_std(golden_rewards_flat, reward_std))
+
+
+# ------------------------------------------------------- ties, panels and several raters
+
+
+def _clipped_logit(quality, golden_rewards_flat, a, b, reward_std):
+    """q·(r*_a − r*_b)/std with q = ±inf kept finite (±1e4: a sure label) and 0 gap kept 0."""
+    diff = (golden_rewards_flat[a] - golden_rewards_flat[b]).astype(jnp.float32)
+    scaled = jnp.where(diff == 0, 0.0, diff / reward_std)
+    d = jnp.where(scaled == 0, 0.0, quality * scaled)
+    return jnp.clip(jnp.nan_to_num(d, nan=0.0), -1e4, 1e4)
+
+
+def panel_tie_strength(golden_rewards_flat, qualities, tie_rate: float, reward_std) -> jax.Array:
+    """The Davidson ν at which the panel ties on ``tie_rate`` of uniformly random pairs of the
+    training items (4 096 pairs, each with a random member; a fixed key). ``-> ()``."""
+    from arm_jax import likelihood
+
+    if tie_rate <= 0:
+        return jnp.float32(0.0)
+    k_pairs, k_member = jax.random.split(jax.random.PRNGKey(0))
+    n = golden_rewards_flat.shape[0]
+    a, b = jax.random.randint(k_pairs, (2, 4096), 0, n)
+    q = jnp.asarray(qualities, jnp.float32)[jax.random.randint(k_member, (4096,), 0, len(qualities))]
+    return likelihood.tie_strength_for_rate(tie_rate, _clipped_logit(q, golden_rewards_flat, a, b, reward_std))
+
+
+def annotate_votes(
+    key: jax.Array,
+    golden_rewards_flat: jax.Array,
+    a: jax.Array,
+    b: jax.Array,
+    qualities,
+    tie_strength,
+    reward_std,
+    raters: int = 1,
+) -> tuple[jax.Array, jax.Array]:
+    """Label pairs by a panel, with ties: ``raters`` members per pair (each drawn uniformly
+    from the panel, independently), each answering from Davidson's likelihood with logit
+    d = q_m (r*_a − r*_b)/std and tie strength ν (:mod:`arm_jax.likelihood`; ν = 0 is the
+    annotator of :func:`annotate`).
+
+    qualities: (M,) the members' qualities (a tuple; may hold ±inf). Returns ``(counts (C, 3)
+    float32`` votes for a, b and ties, ``annotator (C,) int32``: the member of a single rater,
+    −1 when ``raters`` > 1).
+    """
+    from arm_jax import likelihood
+
+    c = a.shape[0]
+    k_member, k_draw = jax.random.split(key)
+    qualities = jnp.asarray(qualities, jnp.float32)
+    member = jax.random.randint(k_member, (raters, c), 0, qualities.shape[0])
+    d = _clipped_logit(qualities[member], golden_rewards_flat, a[None, :], b[None, :], reward_std)  # (R, C)
+    probs = likelihood.outcome_probabilities(d, tie_strength)  # (R, C, 3)
+    outcome = jax.random.categorical(k_draw, jnp.log(jnp.maximum(probs, 1e-38)), axis=-1)
+    outcome = jnp.where(probs[..., 2] > 0, outcome, jnp.minimum(outcome, 1))  # never a tie of probability 0
+    counts = jnp.sum(jax.nn.one_hot(outcome, 3, dtype=jnp.float32), axis=0)
+    return counts, (member[0] if raters == 1 else jnp.full((c,), -1, jnp.int32)).astype(jnp.int32)
+
+
+def majority_vote(key: jax.Array, counts: jax.Array) -> jax.Array:
+    """One decided vote per row: the majority of a and b (ties and equal counts: a fair coin).
+    ``(C, 3) -> (C, 3)``."""
+    margin = counts[:, 0] - counts[:, 1]
+    coin = jax.random.bernoulli(key, 0.5, margin.shape)
+    a_wins = jnp.where(margin == 0, coin, margin > 0)
+    return jnp.stack([a_wins, ~a_wins, jnp.zeros_like(a_wins)], axis=-1).astype(jnp.float32)

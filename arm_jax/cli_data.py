@@ -30,8 +30,10 @@ VAL_LABELS_HELP = (
 )
 LABELS_HELP = (
     'labelled comparisons, JSON Lines (UTF-8): {"winner": ID, "loser": ID} per line; ids are '
-    'strings or integers, compared as strings; blank lines skipped, extra fields ignored; a line '
-    'with "tie": true is not trained on but its pair counts as labelled'
+    'strings or integers, compared as strings; blank lines skipped, extra fields ignored. Also: '
+    'ties {"a": ID, "b": ID, "tie": true}, soft labels {"a": ID, "b": ID, "p_a": 0.7}, vote counts '
+    '{"a": ID, "b": ID, "votes_a": 7, "votes_b": 3}, and "annotator": ID on any line (several raters: '
+    'a reliability is fitted for each). Ties, soft labels and votes train with the Davidson likelihood'
 )
 
 
@@ -82,7 +84,7 @@ def _cmd_select(args) -> int:
     )
     if result.val is not None:
         _log(_val_labels_line(result.val, args.val_labels))
-    ties = f" (+{result.n_ties} ties)" if result.n_ties else ""
+    ties = _extra_lines(result)
     _log(
         f"select: {result.n_items} items, {result.n_labels} labels{ties}, "
         f"{result.n_candidates} candidate pairs ({args.pairs}, {result.n_masked} already labelled"
@@ -220,10 +222,16 @@ def _cmd_train(args) -> int:
     what = (
         f"refit on all {result.n_labels} labels" if result.refit else f"trained on {result.n_trained_on} labels"
     )
-    ties = f" ({result.n_ties} ties not used)" if result.n_ties else ""
+    ties = _extra_lines(result)
     _log(f"train: {result.n_items} items, {result.n_labels} labels{ties}; saved model ({what}) -> {args.out}")
     _log(_timings(result.timings))
     return 0
+
+
+def _extra_lines(result) -> str:
+    """" (+12 ties, +8 soft)" for the lines besides decided labels (all trained on)."""
+    extra = [f"+{n} {what}" for n, what in ((result.n_ties, "ties"), (result.n_soft, "soft")) if n]
+    return f" ({', '.join(extra)})" if extra else ""
 
 
 TRAIN_EPILOG = """\

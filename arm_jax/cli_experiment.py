@@ -52,6 +52,28 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(v != v for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers (or inf), got {text!r}")
+    return values
+
+
+def _panel(args) -> tuple[float, ...]:
+    """The panel's qualities from --annotators / --annotator-quality (empty: one annotator)."""
+    qualities, n = args.annotator_quality, args.annotators
+    if n is not None and n < 1:
+        raise InputError(f"--annotators must be >= 1, got {n}")
+    if qualities is None:
+        return (args.annotation_quality,) * n if n and n > 1 else ()
+    if n is not None and n != len(qualities):
+        raise InputError(f"--annotators {n} but --annotator-quality lists {len(qualities)} qualities")
+    return qualities
+
+
 def _quality(text: str) -> float:
     value = float(text)
     if value != value:
@@ -112,6 +134,28 @@ def register(sub) -> None:
     exp.add_argument("--annotation-quality", type=_quality, default=1.0,
                      help="annotator's beta: P(a wins) = sigmoid(beta (r_a - r_b) / std r); inf = noiseless")
     exp.add_argument("--best-of-n", type=_int_list, help="comma-separated N for Best-of-N " + _from_preset("best_of_n"))
+    ann = p.add_argument_group(
+        "annotators as they really are",
+        "ties, a panel of raters of unequal quality, several raters per pair. Any of these makes the "
+        "labels vote counts trained with the Davidson likelihood (see README, 'Ties, raters and soft labels')",
+    )
+    ann.add_argument("--tie-rate", type=float, default=0.0, metavar="F",
+                     help="the raters answer 'tie' on this share of uniformly random pairs (Davidson's model; "
+                          "default 0: never)")
+    ann.add_argument("--annotators", type=int, default=None, metavar="N",
+                     help="a panel of N raters; each label comes from a random member (its id is recorded)")
+    ann.add_argument("--annotator-quality", type=_float_list, default=None, metavar="Q1,Q2,...",
+                     help="the panel members' qualities (beta each; 0 = labels at random, inf = noiseless); "
+                          "default: --annotation-quality for every member")
+    ann.add_argument("--raters-per-pair", type=int, default=1, metavar="R",
+                     help="each picked pair is labelled by R random members, stored as vote counts (default 1)")
+    ann.add_argument("--aggregate", choices=("votes", "majority"), default="votes",
+                     help="with --raters-per-pair > 1: train on the vote counts (soft labels; the default) or on "
+                          "one majority label per pair")
+    ann.add_argument("--no-tie-model", action="store_true",
+                     help="train without the tie votes (Bradley-Terry on the decided ones) instead of Davidson's model")
+    ann.add_argument("--no-reliability", action="store_true",
+                     help="do not fit a reliability per rater (every rater counts alike)")
     add_model_flags(p.add_argument_group("reward model and training"), steps_default=None, preset_schedule=True)
     out = p.add_argument_group("output")
     out.add_argument("--no-plot", action="store_true", help="do not draw learning_curves.png")
@@ -224,6 +268,9 @@ def build_config(args, strategy: str):
     from arm_jax.experiment import ExperimentConfig
 
     model_config, train_config = model_and_train_configs(args)
+    panel = _panel(args)
+    fit_raters = len(panel) if len(panel) > 1 and args.raters_per_pair == 1 and not args.no_reliability else 0
+    train_config = dataclasses.replace(train_config, ties=not args.no_tie_model, annotators=fit_raters)
     return ExperimentConfig(
         strategy=strategy,
         rounds=args.rounds,
@@ -238,6 +285,10 @@ def build_config(args, strategy: str):
         train=train_config,
         progress=not args.quiet,
         allow_relabel=args.allow_relabel,
+        tie_rate=args.tie_rate,
+        annotator_quality=panel,
+        raters_per_pair=args.raters_per_pair,
+        aggregate=args.aggregate,
     )
 
 

@@ -60,6 +60,15 @@ class ExperimentConfig:
     allow_relabel: False (default, as ``arm-jax select``): a pair labelled in an earlier round
       is never a candidate again. True: it may be proposed (and labelled) again.
     annotation_quality: β_a of the simulated annotator, P(a ≻ b) = σ(β_a (r*_a − r*_b)/std r*).
+    tie_rate: the simulated raters answer "tie" on this share of uniformly random pairs
+      (Davidson's likelihood, :func:`arm_jax.annotator.panel_tie_strength`); 0: never.
+    annotator_quality: a panel: each label comes from a uniformly random member of these
+      qualities (the label's rater is recorded; ``train.annotators`` = len(panel) fits their
+      reliabilities). Empty: the one annotator of ``annotation_quality``.
+    raters_per_pair: each picked pair is labelled by this many raters (panel members drawn
+      independently), stored as one row of vote counts.
+    aggregate: ``"votes"`` (train on the vote counts) or ``"majority"`` (one decided label
+      per pair: the majority, an equal count by a fair coin).
     best_of_n: the N of the Best-of-N metric (each ≤ responses per test prompt).
     model, train: reward model and optimiser.
     progress: print one line per round from inside the compiled program (host callback).
@@ -78,9 +87,28 @@ class ExperimentConfig:
     train: TrainConfig = TrainConfig()
     progress: bool = False
     allow_relabel: bool = False
+    tie_rate: float = 0.0
+    annotator_quality: tuple[float, ...] = ()
+    raters_per_pair: int = 1
+    aggregate: str = "votes"
 
     def __post_init__(self):
         strategies.get_strategy(self.strategy)
+        if not 0.0 <= self.tie_rate < 1.0:
+            raise InputError(f"tie rate must be in [0, 1), got {self.tie_rate}")
+        if any(q != q for q in self.annotator_quality):
+            raise InputError(f"annotator qualities must be numbers, got {self.annotator_quality}")
+        if self.raters_per_pair < 1:
+            raise InputError(f"raters per pair must be >= 1, got {self.raters_per_pair}")
+        if self.aggregate not in ("votes", "majority"):
+            raise InputError(f"aggregate must be 'votes' or 'majority', got {self.aggregate!r}")
+        if self.train.annotators > max(len(self.annotator_quality), 1) or (
+            self.train.annotators and self.raters_per_pair > 1
+        ):
+            raise InputError(
+                f"{self.train.annotators} reliabilities to fit, but the panel has {len(self.annotator_quality)} "
+                "members (and a pair labelled by several raters has no single rater)"
+            )
         if self.pairs not in PAIR_MODES:
             raise InputError(f"unknown pair mode {self.pairs!r}; choose one of: {', '.join(PAIR_MODES)}")
         if self.pairs == "all-cross" and self.strategy not in allpairs.ALLPAIRS_STRATEGIES:
@@ -104,6 +132,16 @@ class ExperimentConfig:
             raise InputError(f"best_of_n must be positive integers, got {self.best_of_n}")
         if self.initial_labels + self.rounds * self.k < 1:
             raise InputError("the experiment labels no pair: raise rounds or initial_labels")
+
+    @property
+    def votes(self) -> bool:
+        """The labels are vote counts with raters (ties, a panel or several raters per pair)."""
+        return self.tie_rate > 0 or bool(self.annotator_quality) or self.raters_per_pair > 1
+
+    @property
+    def panel(self) -> tuple[float, ...]:
+        """The raters' qualities (one member: ``annotation_quality``)."""
+        return tuple(self.annotator_quality) or (self.annotation_quality,)
 
     @property
     def capacity(self) -> int:
@@ -158,6 +196,8 @@ class RoundMetrics(NamedTuple):
       the buffer (:func:`choose_pairs`). The runners raise :class:`RunFailed` if any is False.
     train_epochs: (rounds + 1,) passes over the fitted labels the round's model was trained
       for (where early stopping stopped, or the budget).
+    tie_strength: (rounds + 1,) the fit's Davidson ν (0 without ties).
+    reliability: (rounds + 1, A) the fit's rater reliabilities (A = ``train.annotators``).
     """
 
     one_minus_spearman: jax.Array
@@ -165,6 +205,8 @@ class RoundMetrics(NamedTuple):
     train_loss: jax.Array
     picks_ok: jax.Array
     train_epochs: jax.Array
+    tie_strength: jax.Array
+    reliability: jax.Array
 
 
 def prepare_data(dataset: Dataset) -> ExperimentData:
@@ -221,26 +263,44 @@ def draw_pool(key, config: ExperimentConfig, data: ExperimentData) -> pools.Cand
     return pools.pool_items(key, mode, p, r, config.n_prompts, config.n_candidates)
 
 
-def past_inputs(params, config: ExperimentConfig, data: ExperimentData, buffer: LabelBuffer, strategy: str):
-    """(past_phi_diff (C, H), past_mask (C,)) of the labelled pairs under ``params``; a
-    single masked row for strategies that do not read the past."""
+def past_inputs(
+    params, config: ExperimentConfig, data: ExperimentData, buffer: LabelBuffer, strategy: str, reliability=None
+):
+    """(past_phi_diff (C, H), past_mask (C,), past_weight (C,) or None) of the labelled pairs
+    under ``params``; a single masked row for strategies that do not read the past. With votes
+    (``config.votes``) a row's x is scaled by its rater's fitted ``reliability`` and weighted
+    by its votes (:func:`arm_jax.fisher.past_information`)."""
     if strategy not in PAST_AWARE:
         h = config.model.feature_dim(data.train_items.shape[-1])
-        return jnp.zeros((1, h), jnp.float32), jnp.zeros(1, bool)
+        weight = jnp.zeros(1, jnp.float32) if config.votes else None
+        return jnp.zeros((1, h), jnp.float32), jnp.zeros(1, bool), weight
     past = model_lib.features(params, config.model, data.train_items[buffer.pairs.reshape(-1)])
     past = past.reshape(buffer.capacity, 2, -1)
-    return past[:, 0] - past[:, 1], buffer.mask
+    diff = past[:, 0] - past[:, 1]
+    if not config.votes:
+        return diff, buffer.mask, None
+    votes = train.votes_of(buffer, config.train)
+    if reliability is not None and config.train.annotators:
+        diff = diff * train.row_scale(votes, {"u": jnp.log(reliability)})[:, None]
+    return diff, buffer.mask, jnp.sum(votes.counts, axis=-1)
+
+
+def _tie_of(config: ExperimentConfig, tie):
+    """Davidson's ν for the selection: the fit's when the labels have ties it trains on, else
+    None (Bradley–Terry)."""
+    return tie if (config.tie_rate > 0 and config.train.ties and tie is not None) else None
 
 
 def selection_inputs(
     params, config: ExperimentConfig, data: ExperimentData, pool, buffer, strategy=None,
-    prior_precision=posterior.DEFAULT_PRIOR_PRECISION,
+    prior_precision=posterior.DEFAULT_PRIOR_PRECISION, tie=None, reliability=None,
 ) -> strategies.SelectionInputs:
     """Features of the round's items under the previous model, gathered into pair differences;
-    ``prior_precision``: the previous fit's λ (``FitStats.prior_precision``)."""
+    ``prior_precision``, ``tie``, ``reliability``: the previous fit's λ, ν and rater
+    reliabilities (:class:`Fitted`)."""
     phi_items = model_lib.features(params, config.model, data.train_items[pool.items])  # (K, H)
     phi_diff = phi_items[pool.pairs.a] - phi_items[pool.pairs.b]
-    past_diff, past_mask = past_inputs(params, config, data, buffer, strategy or config.strategy)
+    past_diff, past_mask, past_weight = past_inputs(params, config, data, buffer, strategy or config.strategy, reliability)
     items = None
     if (strategy or config.strategy) in strategies.RESPONSE_RULES:
         # in-prompt candidates are grouped by prompt (item index = prompt · R + response)
@@ -248,13 +308,14 @@ def selection_inputs(
         group = pool.items[pool.pairs.a] // r if config.pairs == "in-prompt" else jnp.zeros_like(pool.pairs.a)
         items = strategies.PairItems(phi_items, pool.pairs.a, pool.pairs.b, group.astype(jnp.int32))
     return strategies.SelectionInputs(
-        phi_diff, model_lib.head(params), pool.pairs.valid, past_diff, past_mask, jnp.float32(prior_precision), items
+        phi_diff, model_lib.head(params), pool.pairs.valid, past_diff, past_mask, jnp.float32(prior_precision), items,
+        past_weight, _tie_of(config, tie),
     )
 
 
 def choose_pairs(
     key, params, buffer: LabelBuffer, config: ExperimentConfig, data: ExperimentData, strategy: str, k: int,
-    prior_precision=posterior.DEFAULT_PRIOR_PRECISION,
+    prior_precision=posterior.DEFAULT_PRIOR_PRECISION, tie=None, reliability=None,
 ):
     """The ``k`` pairs ``strategy`` picks this round: ``(a, b, ok)``, global item indices (k,)
     each, and ``ok`` () bool: every pick was a valid, scored candidate (False when a kernel
@@ -265,7 +326,7 @@ def choose_pairs(
         p, r, _ = data.train_embeddings.shape
         items = pools.round_items(pool_key, p, r, config.n_prompts)
         phi_items = model_lib.features(params, config.model, data.train_items[items])
-        past_diff, past_mask = past_inputs(params, config, data, buffer, strategy)
+        past_diff, past_mask, past_weight = past_inputs(params, config, data, buffer, strategy, reliability)
         tile = min(allpairs.DEFAULT_TILE, -(-items.shape[0] // 8) * 8)
         ex_u = ex_v = None
         if not config.allow_relabel:  # labelled pairs as local indices of this round's items
@@ -279,13 +340,14 @@ def choose_pairs(
         chosen = allpairs.top_k_all_pairs(
             strategy, select_key, phi_items, model_lib.head(params), k, past_diff, past_mask, tile=tile,
             exclude_u=ex_u, exclude_v=ex_v, prior_precision=prior_precision,
+            past_weight=past_weight, tie=_tie_of(config, tie),
         )
         return items[chosen.u], items[chosen.v], jnp.all(jnp.isfinite(chosen.scores))
     pool = draw_pool(pool_key, config, data)
     if not config.allow_relabel:
         seen = pools.labelled_mask(pool.items[pool.pairs.a], pool.items[pool.pairs.b], buffer.pairs, buffer.mask)
         pool = pool._replace(pairs=pool.pairs._replace(valid=pool.pairs.valid & ~seen))
-    inputs = selection_inputs(params, config, data, pool, buffer, strategy, prior_precision)
+    inputs = selection_inputs(params, config, data, pool, buffer, strategy, prior_precision, tie, reliability)
     chosen = strategies.STRATEGIES[strategy].fn(select_key, inputs, k)
     ok = jnp.all(jnp.isfinite(chosen.scores) & inputs.valid[chosen.indices])
     return pool.items[pool.pairs.a[chosen.indices]], pool.items[pool.pairs.b[chosen.indices]], ok
@@ -293,34 +355,49 @@ def choose_pairs(
 
 def acquire(
     key, params, buffer: LabelBuffer, config: ExperimentConfig, data: ExperimentData, strategy: str, k: int,
-    prior_precision=posterior.DEFAULT_PRIOR_PRECISION,
+    prior_precision=posterior.DEFAULT_PRIOR_PRECISION, tie=None, reliability=None,
 ):
-    """Choose ``k`` pairs with ``strategy`` under ``params`` (and the fit's prior precision),
-    annotate, append.
+    """Choose ``k`` pairs with ``strategy`` under ``params`` (and the fit's prior precision,
+    tie strength and rater reliabilities), annotate, append.
 
     Returns ``(buffer, ok)``: the new buffer and whether the picks were sound (see
     :func:`choose_pairs`; also False if the buffer overflowed)."""
     choose_key, label_key = jax.random.split(key)
-    a, b, ok = choose_pairs(choose_key, params, buffer, config, data, strategy, k, prior_precision)
-    winner, loser = annotator.annotate(
-        label_key, data.train_rewards, a, b, config.annotation_quality, data.reward_std
-    )
-    buffer = train.append(buffer, winner, loser)
+    a, b, ok = choose_pairs(choose_key, params, buffer, config, data, strategy, k, prior_precision, tie, reliability)
+    if config.votes:
+        nu = annotator.panel_tie_strength(data.train_rewards, config.panel, config.tie_rate, data.reward_std)
+        counts, rater = annotator.annotate_votes(
+            label_key, data.train_rewards, a, b, config.panel, nu, data.reward_std, config.raters_per_pair
+        )
+        if config.aggregate == "majority":
+            counts = annotator.majority_vote(jax.random.fold_in(label_key, 1), counts)
+        buffer = train.append(buffer, a, b, counts, rater)
+    else:
+        winner, loser = annotator.annotate(
+            label_key, data.train_rewards, a, b, config.annotation_quality, data.reward_std
+        )
+        buffer = train.append(buffer, winner, loser)
     return buffer, ok & ~buffer.overflow
 
 
 class Fitted(NamedTuple):
-    """The model a round hands to the next: its parameters and the prior precision λ of its
-    head (``FitStats.prior_precision``), which the posterior-based strategies use."""
+    """The model a round hands to the next: its parameters, the prior precision λ of its
+    head (``FitStats.prior_precision``), which the posterior-based strategies use, and the
+    fit's tie strength ν and rater reliabilities (A,)."""
 
     params: object
     prior_precision: jax.Array
+    tie: jax.Array
+    reliability: jax.Array
 
 
 def initial_model(config: ExperimentConfig, data: ExperimentData) -> Fitted:
     """The untrained model round 0 starts from (a fixed key: the same for every seed)."""
     params = model_lib.init_params(jax.random.PRNGKey(0), config.model, data.train_items.shape[-1])
-    return Fitted(params, jnp.float32(posterior.DEFAULT_PRIOR_PRECISION))
+    return Fitted(
+        params, jnp.float32(posterior.DEFAULT_PRIOR_PRECISION), jnp.float32(0.0),
+        jnp.ones(config.train.annotators, jnp.float32),
+    )
 
 
 def retrain(key, buffer: LabelBuffer, config: ExperimentConfig, data: ExperimentData):
@@ -328,7 +405,8 @@ def retrain(key, buffer: LabelBuffer, config: ExperimentConfig, data: Experiment
 
     The training loss is the mean minibatch loss over the last 10 % of the steps taken."""
     params, stats = train.fit(key, data.train_items, buffer, config.model, config.train)
-    return Fitted(params, stats.prior_precision), train.final_loss(stats), stats.epochs
+    fitted = Fitted(params, stats.prior_precision, stats.tie, stats.reliability)
+    return fitted, train.final_loss(stats), stats.epochs
 
 
 def evaluate(params, config: ExperimentConfig, data: ExperimentData):
@@ -388,7 +466,7 @@ def _report(configs: tuple[ExperimentConfig, ...], round_index, one_minus_spearm
 
 def initial_buffer(key, config: ExperimentConfig, data: ExperimentData):
     """Round 0's labelled set: ``initial_labels`` random pairs from one pool. ``-> (buffer, ok)``."""
-    buffer = train.empty_buffer(config.capacity)
+    buffer = train.empty_buffer(config.capacity, votes=config.votes)
     if not config.initial_labels:
         return buffer, jnp.bool_(True)
     return acquire(key, initial_model(config, data).params, buffer, config, data, "random", config.initial_labels)
@@ -429,7 +507,7 @@ def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: Exp
     leading (S,) axis;
     xs: (round index, key). Every strategy uses the same keys, as when run alone.
     Returns the new carry and (1 − Spearman (S,), Best-of-N (S, len(N)), training loss (S,),
-    picks_ok (S,), epochs trained (S,)).
+    picks_ok (S,), epochs trained (S,), tie strength (S,), reliabilities (S, A)).
     """
     buffers, fitted, picks_ok = carry
     round_index, key = xs
@@ -443,7 +521,10 @@ def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: Exp
         # other, which hung a 2-core machine. In order, nothing is lost on a GPU either.
         branches = [
             functools.partial(
-                lambda f, b, c: acquire(k_acquire, f.params, b, c, data, c.strategy, c.k, f.prior_precision), c=config
+                lambda f, b, c: acquire(
+                    k_acquire, f.params, b, c, data, c.strategy, c.k, f.prior_precision, f.tie, f.reliability
+                ),
+                c=config,
             )
             for config in configs
         ]
@@ -459,7 +540,7 @@ def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: Exp
     # one strategy at a time: the test-set activations of one model at once, not of S
     oms, bon = jax.lax.map(lambda p: evaluate(p, base, data), fitted.params)
     _report(configs, round_index, oms, bon, key, sink)
-    return (buffers, fitted, picks_ok), (oms, bon, loss, picks_ok, epochs)
+    return (buffers, fitted, picks_ok), (oms, bon, loss, picks_ok, epochs, fitted.tie, fitted.reliability)
 
 
 def round_step(carry, xs, config: ExperimentConfig, data: ExperimentData):
@@ -483,11 +564,9 @@ def run_study_single(key, configs: tuple[ExperimentConfig, ...], data: Experimen
     xs = (jnp.arange(base.rounds + 1, dtype=jnp.int32), jax.random.split(round_key, base.rounds + 1))
     step = functools.partial(study_round_step, configs=configs, data=data, sink=sink)
     carry = _stack([(buffer, initial_model(base, data), ok)] * len(configs))
-    (buffers, _, _), (oms, bon, loss, picks_ok, epochs) = jax.lax.scan(step, carry, xs)
+    (buffers, _, _), outs = jax.lax.scan(step, carry, xs)
     by_strategy = lambda x: jnp.moveaxis(x, 0, 1)  # (rounds + 1, S, ...) -> (S, rounds + 1, ...)
-    metrics = RoundMetrics(
-        by_strategy(oms), by_strategy(bon), by_strategy(loss), by_strategy(picks_ok), by_strategy(epochs)
-    )
+    metrics = RoundMetrics(*(by_strategy(x) for x in outs))
     return ExperimentResult(metrics, buffers)
 
 

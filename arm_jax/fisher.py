@@ -64,21 +64,28 @@ def full_precision(fn):
     return wrapped
 
 
-def gap_variance(gap: jax.Array) -> jax.Array:
+def gap_variance(gap: jax.Array, tie=None) -> jax.Array:
     """v = σ(z)σ(−z) = p(1 − p) for the reward gap z = r̂_a − r̂_b. ``(...) -> (...)``.
 
     Written as e^{−|z|} / (1 + e^{−|z|})², one exp, never losing precision to 1 − p. The one
     definition of the Bradley–Terry Fisher weight: every driver (pool, all pairs, sharded,
     experiment) calls it, so they agree to the last bit.
+
+    ``tie``: the tie strength ν of Davidson's likelihood (:mod:`arm_jax.likelihood`) when the
+    labels have ties; then v = (1 + (ν/2) cosh(z/2)) / (e^{z/2} + e^{−z/2} + ν)², written with
+    e = e^{−|z|}, h = e^{−|z|/2} as (e + (ν/4)(h + h·e)) / (1 + e + ν·h)². ``None``: Bradley–Terry.
     """
     e = jnp.exp(-jnp.abs(gap))
-    return e / jnp.square(1.0 + e)
+    if tie is None:
+        return e / jnp.square(1.0 + e)
+    h = jnp.exp(-0.5 * jnp.abs(gap))
+    return (e + 0.25 * tie * (h + h * e)) / jnp.square(1.0 + e + tie * h)
 
 
 @full_precision
-def bernoulli_variance(phi_diff: jax.Array, beta: jax.Array) -> jax.Array:
-    """v = p(1 − p) with p = σ(x·β). ``phi_diff: (N, H), beta: (H,) -> (N,)``."""
-    return gap_variance(phi_diff @ beta)
+def bernoulli_variance(phi_diff: jax.Array, beta: jax.Array, tie=None) -> jax.Array:
+    """v = p(1 − p) with p = σ(x·β) (Davidson's v with ``tie`` = ν). ``(N, H), (H,) -> (N,)``."""
+    return gap_variance(phi_diff @ beta, tie)
 
 
 @full_precision
@@ -196,13 +203,19 @@ def leverage_scores(phi_diff: jax.Array, v: jax.Array, m: jax.Array, ridge: floa
 
 
 def past_information(
-    past_phi_diff: jax.Array, beta: jax.Array, past_mask: jax.Array | None = None
+    past_phi_diff: jax.Array, beta: jax.Array, past_mask: jax.Array | None = None,
+    past_weight: jax.Array | None = None, tie=None,
 ) -> jax.Array:
-    """I_past = Σ_j v_j x_j x_jᵀ over the labelled pairs (rows with ``past_mask`` False ignored).
+    """I_past = Σ_j n_j v_j x_j x_jᵀ over the labelled pairs (rows with ``past_mask`` False ignored).
 
-    ``past_phi_diff: (M, H), beta: (H,), past_mask: (M,) bool -> (H, H)``.
+    ``past_phi_diff: (M, H), beta: (H,), past_mask: (M,) bool -> (H, H)``. ``past_weight``:
+    optional (M,) n_j, each row's votes (a decided label or a tie 1, aggregated votes their
+    count); a rater's reliability q enters as x_j scaled by q (:mod:`arm_jax.likelihood`).
+    ``tie``: Davidson's ν (:func:`gap_variance`).
     """
-    v = bernoulli_variance(past_phi_diff, beta)
+    v = bernoulli_variance(past_phi_diff, beta, tie)
+    if past_weight is not None:
+        v = v * past_weight
     if past_mask is not None:
         v = jnp.where(past_mask, v, 0.0)
     return information_matrix(past_phi_diff, v)

@@ -81,6 +81,8 @@ class FitReport(NamedTuple):
     refit: bool
     prior_precision: float = float("nan")
     prior_rule: str = ""
+    tie: float = 0.0
+    reliability: tuple = ()
 
     @property
     def exact_linear(self) -> bool:
@@ -94,6 +96,7 @@ class FitReport(NamedTuple):
     def as_dict(self) -> dict:
         """JSON-ready (NaN becomes None), ``refitted`` included."""
         out = {k: finite_or_none(v) for k, v in self._asdict().items()}
+        out["reliability"] = list(self.reliability)
         out["refitted"] = self.refitted
         return out
 
@@ -106,6 +109,7 @@ def fit_report(stats, train_config: TrainConfig) -> FitReport:
         float(s.val_loss), float(s.val_accuracy), bool(train_config.early_stopping), bool(train_config.refit),
         float(s.prior_precision),
         "fixed" if train_config.linear_prior is not None else train_config.linear_prior_rule,
+        float(s.tie), tuple(float(q) for q in np.asarray(s.reliability).ravel()),
     )
 
 
@@ -116,8 +120,14 @@ def fit_on_labels(
     loser: np.ndarray,
     model_config: ModelConfig,
     train_config: TrainConfig,
+    counts: np.ndarray | None = None,
+    annotator: np.ndarray | None = None,
 ):
     """Train a fresh model (``train.fit_jit``) on the comparisons winner[i] ≻ loser[i].
+
+    With ``counts`` (n, 3) (and ``annotator`` (n,)), row i is the pair (winner[i], loser[i])
+    with those votes and that rater (:class:`arm_jax.train.LabelBuffer`), fitted with
+    Davidson's likelihood and ``train_config.annotators`` reliabilities.
 
     Returns ``(params, report)``: the trained parameters and a :class:`FitReport` (the epoch
     training stopped at, the early-stopping hold-out's accuracy and log-loss).
@@ -134,7 +144,14 @@ def fit_on_labels(
     items = np.zeros((_bucket(rows.size), embeddings.shape[1]), np.float32)
     items[: rows.size] = embeddings[rows]
     n_labels = winner.shape[0]
-    buffer = train_lib.buffer_from_pairs(inverse[:n_labels], inverse[n_labels:], capacity=_bucket(n_labels))
+    if counts is None and annotator is None:
+        buffer = train_lib.buffer_from_pairs(inverse[:n_labels], inverse[n_labels:], capacity=_bucket(n_labels))
+    else:
+        counts = np.tile(np.float32([1, 0, 0]), (n_labels, 1)) if counts is None else counts
+        annotator = np.full(n_labels, -1, np.int32) if annotator is None else annotator
+        buffer = train_lib.buffer_from_pairs(
+            inverse[:n_labels], inverse[n_labels:], capacity=_bucket(n_labels), counts=counts, annotator=annotator
+        )
     items = jnp.asarray(items)
     params, stats = train_lib.fit_jit(train_key(seed), items, buffer, model_config=model_config, train_config=train_config)
     return jax.block_until_ready(params), fit_report(stats, train_config)

@@ -189,7 +189,12 @@ def shard_seeds(fn: Callable, keys: jax.Array, *args, devices: Sequence[jax.Devi
 # ----------------------------------------------------------------------------- pools
 
 
-def _pool_setup(phi_diff, beta, valid, past_phi_diff, past_mask, devices, prior_precision=posterior.DEFAULT_PRIOR_PRECISION):
+def _pool_setup(
+    phi_diff, beta, valid, past_phi_diff, past_mask, devices, prior_precision=posterior.DEFAULT_PRIOR_PRECISION,
+    past_weight=None, tie=None,
+):
+    """(mesh, n, x, valid, beta, I_past, (λ, ν)) placed on the devices: the rows split, the
+    rest replicated. ν is None for Bradley–Terry labels."""
     mesh = make_mesh(POOL_AXIS, devices)
     n_dev = mesh.devices.size
     phi_diff = jnp.asarray(phi_diff, jnp.float32)
@@ -200,22 +205,25 @@ def _pool_setup(phi_diff, beta, valid, past_phi_diff, past_mask, devices, prior_
     past = None
     if past_phi_diff is not None:
         past_mask = None if past_mask is None else jnp.asarray(past_mask, bool)
-        past = fisher.past_information(jnp.asarray(past_phi_diff, jnp.float32), beta, past_mask)
+        past_weight = None if past_weight is None else jnp.asarray(past_weight, jnp.float32)
+        tie_nu = None if tie is None else jnp.float32(tie)
+        past = fisher.past_information(jnp.asarray(past_phi_diff, jnp.float32), beta, past_mask, past_weight, tie_nu)
     by_row = NamedSharding(mesh, P(POOL_AXIS))
     replicated = NamedSharding(mesh, P())
     x = _put(_pad_rows(phi_diff, padded), by_row)  # zero rows: no information, score 0
     valid = _put(_pad_rows(valid, padded, False), by_row)
     h = phi_diff.shape[1]
     past = jnp.zeros((h, h), jnp.float32) if past is None else past
-    prior = _put(jnp.float32(prior_precision), replicated)
+    prior = _put((jnp.float32(prior_precision), None if tie is None else jnp.float32(tie)), replicated)
     return mesh, n, x, valid, _put(beta, replicated), _put(past, replicated), prior
 
 
 @fisher.full_precision
 def _local_scores(name, x, valid, beta, past, prior, ridge):
     """(rank scores, gaps) of this device's candidates: the registry's pair score, with the
-    pool's parts of M and S all-reduced over the pool axis."""
-    spec = strategies.STRATEGIES[name].pair_score
+    pool's parts of M and S all-reduced over the pool axis. ``prior``: (λ, ν or None)."""
+    prior, tie = prior
+    spec = strategies.with_tie(strategies.STRATEGIES[name].pair_score, tie)
     gap = x @ beta
     psum = lambda a: jax.lax.psum(a, POOL_AXIS)
     return strategies.explicit_pair_scores(spec, x, gap, valid, past, prior, ridge, reduce=psum), gap
@@ -291,6 +299,8 @@ def sharded_select(
     devices: Sequence[jax.Device] | None = None,
     ridge: float = fisher.DEFAULT_RIDGE,
     prior_precision: float = posterior.DEFAULT_PRIOR_PRECISION,
+    past_weight=None,
+    tie=None,
 ) -> Selection:
     """:func:`arm_jax.strategies.select` for the pair-score strategies (:data:`SHARDED_STRATEGIES`)
     with the candidate axis split over devices: the same k picks (best first) and scores,
@@ -307,7 +317,7 @@ def sharded_select(
     del key
     strategies.validate_selection(phi_diff, beta, k, valid, past_phi_diff, past_mask)
     mesh, n, x, valid_s, beta_s, past, prior = _pool_setup(
-        phi_diff, beta, valid, past_phi_diff, past_mask, devices, prior_precision
+        phi_diff, beta, valid, past_phi_diff, past_mask, devices, prior_precision, past_weight, tie
     )
     chosen = _sharded_top_k(name, mesh, x, valid_s, beta_s, past, prior, int(k), float(ridge))
     strategies.check_selection(name, chosen.scores)

@@ -48,14 +48,18 @@ def laplace(
     past_phi_diff: jax.Array,
     past_mask: jax.Array | None = None,
     prior_precision: float = DEFAULT_PRIOR_PRECISION,
+    past_weight: jax.Array | None = None,
+    tie=None,
 ) -> Posterior:
     """The Laplace posterior of the head given the labelled pairs' feature differences.
 
     beta: (H,) fitted head β̂; past_phi_diff: (M, H) x_j of the labelled pairs (the sign does
-    not matter: v and x xᵀ are even in x); past_mask: (M,) bool, the real rows.
+    not matter: v and x xᵀ are even in x); past_mask: (M,) bool, the real rows; past_weight,
+    tie: each row's votes and Davidson's ν when the labels have them
+    (:func:`arm_jax.fisher.past_information`).
     """
     h = beta.shape[-1]
-    precision = fisher.past_information(past_phi_diff, beta, past_mask)
+    precision = fisher.past_information(past_phi_diff, beta, past_mask, past_weight, tie)
     precision = precision + prior_precision * jnp.eye(h, dtype=precision.dtype)
     return Posterior(beta, precision, fisher.whitening(precision))
 

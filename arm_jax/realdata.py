@@ -85,6 +85,74 @@ def _quiet(_: str) -> None:
 
 
 
+class TrainingSet(NamedTuple):
+    """What the model trains on: row i is the pair (first[i], second[i]); ``counts`` (n, 3)
+    its votes (first, second, tie) and ``annotator`` (n,) its rater, or both None for decided
+    labels only (first the winner; Bradley–Terry)."""
+
+    first: np.ndarray
+    second: np.ndarray
+    counts: np.ndarray | None = None
+    annotator: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.first.shape[0])
+
+    def take(self, idx: np.ndarray) -> "TrainingSet":
+        cut = lambda a: None if a is None else a[idx]
+        return TrainingSet(self.first[idx], self.second[idx], cut(self.counts), cut(self.annotator))
+
+    def majority(self) -> tuple[np.ndarray, np.ndarray]:
+        """(winner, loser) of the rows with a majority (every row of decided labels)."""
+        if self.counts is None:
+            return self.first, self.second
+        margin = self.counts[:, 0] - self.counts[:, 1]
+        won = margin > 0
+        keep = margin != 0
+        return np.where(won, self.first, self.second)[keep], np.where(won, self.second, self.first)[keep]
+
+    def rows(self) -> np.ndarray:
+        return np.concatenate([self.first, self.second])
+
+
+def training_set(labels: Labels, train_config: TrainConfig) -> tuple[TrainingSet, TrainConfig]:
+    """The labels as a :class:`TrainingSet` and the train config that fits them: with two or
+    more raters, one reliability each (``TrainConfig.annotators``)."""
+    v = labels.votes
+    if v is None:
+        return TrainingSet(labels.winner, labels.loser), train_config
+    n_raters = len(v.annotators) if len(v.annotators) > 1 else 0
+    train_config = dataclasses.replace(train_config, annotators=n_raters)
+    return TrainingSet(v.first, v.second, v.counts, v.annotator if n_raters else None), train_config
+
+
+def fit_training_set(seed: int, pool: Pool, ts: TrainingSet, model_config: ModelConfig, train_config: TrainConfig):
+    """``fit_on_labels`` on a :class:`TrainingSet`, its parameters checked (:func:`check_fit`)."""
+    params, fit = fit_on_labels(
+        seed, pool.embeddings, ts.first, ts.second, model_config, train_config, ts.counts, ts.annotator
+    )
+    check_fit(params, pool, ts.rows())
+    return params, fit
+
+
+def past_information_inputs(ts: TrainingSet, fit: FitReport, phi_first, phi_second, train_config: TrainConfig):
+    """(past_phi_diff, past_weight, tie) of the labelled rows for the selection: x scaled by
+    the row's rater's reliability, each row weighted by its votes, Davidson's ν when the fit
+    has one (:class:`arm_jax.strategies.SelectionInputs`); weight and ν None for decided labels."""
+    past = phi_first - phi_second
+    if ts.counts is None:
+        return past, None, None
+    counts = ts.counts.copy()
+    if not train_config.ties:
+        counts[:, 2] = 0.0
+    if ts.annotator is not None and fit.reliability:
+        q = np.asarray(fit.reliability, np.float32)
+        past = past * np.where(ts.annotator >= 0, q[np.clip(ts.annotator, 0, None)], 1.0)[:, None]
+    tie = fit.tie if fit.tie > 0 else None
+    return past.astype(np.float32), counts.sum(axis=1).astype(np.float32), tie
+
+
 def _fmt(x: float) -> float | None:
     """A float32 value as the shortest JSON float that round-trips it (None if not finite)."""
     x = float(x)
@@ -181,6 +249,30 @@ class SelectResult(NamedTuple):
     fit: FitReport | None = None
     val: PairMetrics | None = None
     n_val_overlap: int = 0
+    n_soft: int = 0
+
+
+def _describe_labels(labels: Labels) -> str:
+    """"120 labels" or "120 lines (100 decided, 12 ties, 8 soft; 3 raters)"."""
+    if labels.votes is None:
+        return f"{labels.n} labels"
+    parts = [f"{labels.n} decided"] + [f"{n} {what}" for n, what in ((labels.n_ties, "ties"), (labels.n_soft, "soft")) if n]
+    raters = len(labels.votes.annotators)
+    tail = f"; {raters} raters" if raters > 1 else ""
+    return f"{labels.votes.n} lines ({', '.join(parts)}{tail})"
+
+
+def log_raters(labels: Labels, fit: FitReport, log: Log) -> None:
+    """The fitted tie strength and each rater's reliability and label count, when there are any."""
+    if labels.n_ties and fit.tie > 0:
+        log(f"ties: {labels.n_ties} lines, Davidson tie strength ν = {fit.tie:.3g} "
+            f"(P(tie) between equal items {fit.tie / (2 + fit.tie):.2f})")
+    if labels.votes is not None and fit.reliability:
+        counts = labels.votes.per_annotator()
+        shown = ", ".join(
+            f"{name} {q:.2f} ({n} lines)" for name, q, n in zip(labels.votes.annotators, fit.reliability, counts)
+        )
+        log(f"rater reliability (1 = the panel's typical rater): {shown}")
 
 
 def select_pairs(
@@ -238,17 +330,18 @@ def select_pairs(
 
     # 2. train the reward model on the labels (from scratch, seeded)
     t = time.perf_counter()
-    if labels.n == 0:
+    if labels.n_train == 0:
         log(
             "cold start: no labels, so the pairs are chosen on the untrained (seeded) model's "
             "random features (D-optimal design on the random-init features)"
         )
-    else:
-        log(f"training the reward model on {labels.n} labels ({_schedule(train_config, model_config)})")
-    params, fit = fit_on_labels(seed, pool.embeddings, labels.winner, labels.loser, model_config, train_config)
-    check_fit(params, pool, np.concatenate([labels.winner, labels.loser]))
-    if labels.n:
-        log(fit_summary(fit, labels.n))
+    ts, train_config = training_set(labels, train_config)
+    if ts.n:
+        log(f"training the reward model on {_describe_labels(labels)} ({_schedule(train_config, model_config)})")
+    params, fit = fit_training_set(seed, pool, ts, model_config, train_config)
+    if ts.n:
+        log(fit_summary(fit, ts.n))
+        log_raters(labels, fit, log)
     timings["train"] = time.perf_counter() - t
 
     # 3. features of every item a candidate or a label touches
@@ -257,7 +350,7 @@ def select_pairs(
     if candidates is None:
         row_of = None
     else:
-        touched = [candidates.a, candidates.b, labels.winner, labels.loser]
+        touched = [candidates.a, candidates.b, ts.first, ts.second]
         if val is not None:
             touched += [val.winner, val.loser]
         row_of = np.unique(np.concatenate(touched))
@@ -268,16 +361,22 @@ def select_pairs(
     def local(rows):
         return rows if row_of is None else np.searchsorted(row_of, rows)
 
-    past = phi[local(labels.winner)] - phi[local(labels.loser)] if labels.n else None
+    past = past_weight = tie = None
+    if ts.n:
+        past, past_weight, tie = past_information_inputs(
+            ts, fit, phi[local(ts.first)], phi[local(ts.second)], train_config
+        )
     # the head's prior precision, for the posterior-based strategies (chosen on held-out
     # labels by the linear model's exact fit)
-    prior = fit.prior_precision if labels.n and np.isfinite(fit.prior_precision) else DEFAULT_PRIOR_PRECISION
+    prior = fit.prior_precision if ts.n and np.isfinite(fit.prior_precision) else DEFAULT_PRIOR_PRECISION
     val_metrics = None if val is None else pair_metrics(rew[local(val.winner)], rew[local(val.loser)])
 
     # 4. score the candidates, keep the best k
     t = time.perf_counter()
     if candidates is None:
-        a, b, scores = _select_all_pairs(strategy, seed, phi, beta, k, past, excluded, pool.n, prior)
+        a, b, scores = _select_all_pairs(
+            strategy, seed, phi, beta, k, past, excluded, pool.n, prior, past_weight, tie
+        )
         n_cand, n_masked = pool.n * (pool.n - 1) // 2, excluded.size
     else:
         items = None
@@ -290,6 +389,7 @@ def select_pairs(
         chosen = strategies_lib.select(
             strategy, select_key(seed), phi[local(candidates.a)] - phi[local(candidates.b)], beta, k,
             valid=candidates.valid, past_phi_diff=past, prior_precision=prior, items=items,
+            past_weight=past_weight, tie=tie,
         )
         idx = np.asarray(chosen.indices)
         a, b, scores = candidates.a[idx], candidates.b[idx], np.asarray(chosen.scores)
@@ -315,7 +415,7 @@ def select_pairs(
     timings["total"] = time.perf_counter() - t0
     return SelectResult(
         rows, pool.n, labels.n, labels.n_ties, n_cand, n_masked, timings,
-        fit if labels.n else None, val_metrics, n_overlap,
+        fit if ts.n else None, val_metrics, n_overlap, labels.n_soft,
     )
 
 
@@ -353,7 +453,9 @@ def _load_allpairs():
     return allpairs
 
 
-def _select_all_pairs(strategy, seed, phi, beta, k, past, labelled, n_items, prior=DEFAULT_PRIOR_PRECISION):
+def _select_all_pairs(
+    strategy, seed, phi, beta, k, past, labelled, n_items, prior=DEFAULT_PRIOR_PRECISION, past_weight=None, tie=None,
+):
     """Top k over every pair of items, skipping the ``labelled`` keys. Returns (a, b, scores).
 
     :mod:`arm_jax.allpairs` has no pair mask, so it is asked for somewhat more than k pairs
@@ -375,7 +477,7 @@ def _select_all_pairs(strategy, seed, phi, beta, k, past, labelled, n_items, pri
         valid = ~np.isin(pair_keys(a, b, n_items), labelled)
         chosen = strategies_lib.select(
             strategy, select_key(seed), phi[a] - phi[b], beta, k, valid=valid, past_phi_diff=past,
-            prior_precision=prior,
+            prior_precision=prior, past_weight=past_weight, tie=tie,
         )
         idx = np.asarray(chosen.indices)
         return a[idx].astype(np.int64), b[idx].astype(np.int64), np.asarray(chosen.scores)
@@ -385,7 +487,8 @@ def _select_all_pairs(strategy, seed, phi, beta, k, past, labelled, n_items, pri
     k_try = int(min(k_req, k + min(labelled.size, max(k, 64))))
     while True:
         result = allpairs.select_all_pairs(
-            strategy, select_key(seed), phi, beta, k_try, past_phi_diff=past, prior_precision=prior
+            strategy, select_key(seed), phi, beta, k_try, past_phi_diff=past, prior_precision=prior,
+            past_weight=past_weight, tie=tie,
         )
         u = np.asarray(result.u, np.int64)
         v = np.asarray(result.v, np.int64)
@@ -427,6 +530,7 @@ class TrainResult(NamedTuple):
     fit: FitReport | None = None
     val: PairMetrics | None = None
     n_val_overlap: int = 0
+    n_soft: int = 0
 
 
 def _json_float(x: float) -> float | None:
@@ -472,17 +576,17 @@ def train_model(
     t0 = time.perf_counter()
     pool = load_pool(pool_path)
     labels = load_labels(labels_path, pool)
-    if labels.n == 0:
-        raise InputError(f"{labels.path}: no labels to train on (ties are not used for training)")
+    ts, train_config = training_set(labels, train_config)
+    if ts.n == 0 or (ts.counts is not None and not train_config.ties and not ts.counts[:, :2].sum()):
+        raise InputError(f"{labels.path}: no labels to train on")
     val, n_overlap = _load_val_labels(val_labels_path, labels_path, labelled_keys(labels, pool.n), pool, log)
     timings["load"] = time.perf_counter() - t0
 
     t = time.perf_counter()
     nan = float("nan")
     if early:
-        log(f"training the reward model on {labels.n} labels ({_schedule(train_config, model_config)})")
-        params, fit = fit_on_labels(seed, pool.embeddings, labels.winner, labels.loser, model_config, train_config)
-        check_fit(params, pool, np.concatenate([labels.winner, labels.loser]))
+        log(f"training the reward model on {_describe_labels(labels)} ({_schedule(train_config, model_config)})")
+        params, fit = fit_training_set(seed, pool, ts, model_config, train_config)
         n_train, n_val = fit.n_fit, fit.n_val
         val_acc, val_loss = (fit.val_accuracy, fit.val_loss) if n_val else (nan, nan)
         did_refit = fit.refitted
@@ -491,34 +595,33 @@ def train_model(
             held_out = "cross-validation" if fit.exact_linear and fit.prior_rule == "cross-validation" else "early-stopping"
         timings["train"] = time.perf_counter() - t
     else:
-        tr, va = split_labels(labels.n, train_config.val_fraction, seed)
+        tr, va = split_labels(ts.n, train_config.val_fraction, seed)
         log(f"training the reward model on {tr.size} labels ({_schedule(train_config, model_config)})")
-        params, fit = fit_on_labels(seed, pool.embeddings, labels.winner[tr], labels.loser[tr], model_config, train_config)
-        check_fit(params, pool, np.concatenate([labels.winner[tr], labels.loser[tr]]))
+        params, fit = fit_training_set(seed, pool, ts.take(tr), model_config, train_config)
         n_train, n_val = int(tr.size), int(va.size)
         val_acc = val_loss = nan
-        if va.size:
-            rows = np.unique(np.concatenate([labels.winner[va], labels.loser[va]]))
+        held_w, held_l = ts.take(va).majority()
+        if held_w.size:
+            rows = np.unique(np.concatenate([held_w, held_l]))
             phi, rew = item_features(params, model_config, pool.embeddings, rows)
             check_features(pool, rows, phi, rew)
-            held = pair_metrics(
-                rew[np.searchsorted(rows, labels.winner[va])], rew[np.searchsorted(rows, labels.loser[va])]
-            )
+            held = pair_metrics(rew[np.searchsorted(rows, held_w)], rew[np.searchsorted(rows, held_l)])
             val_acc, val_loss = held.accuracy, held.log_loss
         held_out = "split" if va.size else None
         timings["train"] = time.perf_counter() - t
         did_refit = bool(refit and va.size > 0)
         if did_refit:
             t = time.perf_counter()
-            log(f"refitting on all {labels.n} labels")
-            params, fit = fit_on_labels(seed, pool.embeddings, labels.winner, labels.loser, model_config, train_config)
-            check_fit(params, pool, np.concatenate([labels.winner, labels.loser]))
+            log(f"refitting on all {ts.n} labels")
+            params, fit = fit_training_set(seed, pool, ts, model_config, train_config)
             timings["refit"] = time.perf_counter() - t
-    n_trained_on = labels.n if did_refit else n_train
+    n_trained_on = ts.n if did_refit else n_train
+    log_raters(labels, fit, log)
 
     # the saved model on every label, and on the evaluation labels
     t = time.perf_counter()
-    touched = [labels.winner, labels.loser] + ([] if val is None else [val.winner, val.loser])
+    won, lost = ts.majority()
+    touched = [won, lost] + ([] if val is None else [val.winner, val.loser])
     rows = np.unique(np.concatenate(touched))
     phi, rew = item_features(params, model_config, pool.embeddings, rows)
     check_features(pool, rows, phi, rew)
@@ -526,7 +629,7 @@ def train_model(
     def rewards_of(items):
         return rew[np.searchsorted(rows, items)]
 
-    train_acc = pair_metrics(rewards_of(labels.winner), rewards_of(labels.loser)).accuracy
+    train_acc = pair_metrics(rewards_of(won), rewards_of(lost)).accuracy
     val_metrics = None if val is None else pair_metrics(rewards_of(val.winner), rewards_of(val.loser))
     timings["evaluate"] = time.perf_counter() - t
 
@@ -552,13 +655,25 @@ def train_model(
         },
         "train_config": dataclasses.asdict(train_config),
     }
+    if labels.votes is not None:  # ties, soft labels or several raters: what the fit found
+        metadata["n_lines"] = labels.votes.n
+        metadata["n_ties"] = labels.n_ties
+        metadata["n_soft"] = labels.n_soft
+        metadata["tie_strength"] = _json_float(fit.tie)
+        metadata["raters"] = [
+            {"annotator": name, "lines": int(n), "reliability": _json_float(q) if fit.reliability else None}
+            for name, n, q in zip(
+                labels.votes.annotators, labels.votes.per_annotator(),
+                fit.reliability or (None,) * len(labels.votes.annotators),
+            )
+        ]
     t = time.perf_counter()
     save_model(out_path, params, model_config, pool.dim, metadata)
     timings["write"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     return TrainResult(
         pool.n, labels.n, labels.n_ties, n_train, n_val, train_acc, val_acc, did_refit, timings,
-        val_loss, held_out, n_trained_on, fit, val_metrics, n_overlap,
+        val_loss, held_out, n_trained_on, fit, val_metrics, n_overlap, labels.n_soft,
     )
 
 

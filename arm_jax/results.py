@@ -58,7 +58,20 @@ def strategy_record(metrics, best_of_n: tuple[int, ...], seeds: list[int]) -> di
         "best_of_n": {str(n): _rows(bon[..., i]) for i, n in enumerate(best_of_n)},
         "train_loss": _rows(metrics.train_loss),
         "train_epochs": _rows(metrics.train_epochs),
+        **_rater_record(metrics),
     }
+
+
+def _rater_record(metrics) -> dict:
+    """The fit's tie strength and rater reliabilities per seed and round, when it has any."""
+    out = {}
+    tie = np.asarray(getattr(metrics, "tie_strength", np.zeros(0)))
+    if tie.size and np.any(tie != 0):
+        out["tie_strength"] = _rows(tie)
+    reliability = np.asarray(getattr(metrics, "reliability", np.zeros((0, 0))))
+    if reliability.ndim and reliability.shape[-1]:
+        out["reliability"] = _rows(reliability)
+    return out
 
 
 def write_results(out_dir: Path, payload: dict) -> tuple[Path, Path]:

@@ -52,6 +52,10 @@ class SelectionInputs(NamedTuple):
       :data:`arm_jax.posterior.DEFAULT_PRIOR_PRECISION`). The last-layer posterior the
       posterior-based strategies use has precision Λ = I_past + λI.
     items: :class:`PairItems` or None; the response-level rules need it.
+    past_weight: None, or (M,) float32 votes of each labelled row (its weight in I_past);
+      the rows' x are then already scaled by their rater's reliability (:mod:`arm_jax.likelihood`).
+    tie: None (Bradley–Terry), or () Davidson's tie strength ν of the fit: every Fisher weight
+      v (the pool's, I_past's, the posterior's) is then Davidson's (``fisher.gap_variance``).
     """
 
     phi_diff: jax.Array
@@ -61,6 +65,8 @@ class SelectionInputs(NamedTuple):
     past_mask: jax.Array
     prior_precision: jax.Array | float = posterior.DEFAULT_PRIOR_PRECISION
     items: PairItems | None = None
+    past_weight: jax.Array | None = None
+    tie: jax.Array | None = None
 
 
 class Selection(NamedTuple):
@@ -97,6 +103,8 @@ class PairScore(NamedTuple):
       scores, whose M is the posterior precision Λ = I_past + λI of the labelled pairs alone.
     prior: M holds the prior's precision λI (``SelectionInputs.prior_precision``).
     spread: the score also reads xᵀM⁻¹SM⁻¹x (I-optimality).
+    tie_aware: ``rank`` reads the Fisher weight and takes ``tie=`` (Davidson's ν; see
+      :func:`with_tie`).
     """
 
     weight: Callable | None
@@ -106,6 +114,20 @@ class PairScore(NamedTuple):
     pool: bool = True
     prior: bool = False
     spread: bool = False
+    tie_aware: bool = False
+
+
+def with_tie(spec: PairScore, tie) -> PairScore:
+    """``spec`` under Davidson's likelihood with tie strength ``tie`` (ν): its Fisher weight
+    and, if it reads it, its rank use ``fisher.gap_variance(gap, tie)``. ``None``: ``spec``
+    itself (Bradley–Terry). Every driver calls this once, so all of them score alike."""
+    if tie is None:
+        return spec
+    if spec.weight is fisher.gap_variance:
+        spec = spec._replace(weight=functools.partial(fisher.gap_variance, tie=tie))
+    if spec.tie_aware:
+        spec = spec._replace(rank=functools.partial(spec.rank, tie=tie))
+    return spec
 
 
 class Strategy(NamedTuple):
@@ -134,9 +156,10 @@ class Strategy(NamedTuple):
 def make_inputs(
     phi_diff, beta, valid=None, past_phi_diff=None, past_mask=None,
     prior_precision: float = posterior.DEFAULT_PRIOR_PRECISION, items: PairItems | None = None,
+    past_weight=None, tie=None,
 ) -> SelectionInputs:
     """Fill in the optional parts: all candidates valid, an empty past, the default prior,
-    no item view."""
+    no item view, Bradley–Terry labels."""
     phi_diff = jnp.asarray(phi_diff, jnp.float32)
     beta = jnp.asarray(beta, jnp.float32)
     n, h = phi_diff.shape
@@ -154,7 +177,12 @@ def make_inputs(
             jnp.asarray(items.phi, jnp.float32), jnp.asarray(items.a, jnp.int32), jnp.asarray(items.b, jnp.int32),
             jnp.asarray(items.group, jnp.int32),
         )
-    return SelectionInputs(phi_diff, beta, valid, past_phi_diff, past_mask, jnp.float32(prior_precision), items)
+    if past_weight is not None:
+        past_weight = jnp.broadcast_to(jnp.asarray(past_weight, jnp.float32), past_mask.shape)
+    tie = None if tie is None else jnp.float32(tie)
+    return SelectionInputs(
+        phi_diff, beta, valid, past_phi_diff, past_mask, jnp.float32(prior_precision), items, past_weight, tie
+    )
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -168,7 +196,9 @@ def top_k_valid(scores: jax.Array, valid: jax.Array, k: int) -> Selection:
 
 
 def _past_information(inputs: SelectionInputs) -> jax.Array:
-    return fisher.past_information(inputs.past_phi_diff, inputs.beta, inputs.past_mask)
+    return fisher.past_information(
+        inputs.past_phi_diff, inputs.beta, inputs.past_mask, inputs.past_weight, inputs.tie
+    )
 
 
 def binary_entropy_of_gap(gap: jax.Array) -> jax.Array:
@@ -191,7 +221,7 @@ def unit_weight(gap: jax.Array) -> jax.Array:
 ENTROPY = PairScore(None, False, lambda gap, quad: -jnp.abs(gap), lambda gap, quad: binary_entropy_of_gap(gap))
 MAXDIFF = PairScore(None, False, lambda gap, quad: jnp.abs(gap))
 XTX = PairScore(unit_weight, False, lambda gap, quad: quad)
-DOPT = PairScore(fisher.gap_variance, False, lambda gap, quad: fisher.gap_variance(gap) * quad)
+DOPT = PairScore(fisher.gap_variance, False, lambda gap, quad, tie=None: fisher.gap_variance(gap, tie) * quad, tie_aware=True)
 PA_DOPT = DOPT._replace(uses_past=True)
 
 #: Width w of the confidence bounds μ ± w·s of a pair's reward gap (s² = xᵀΛ⁻¹x, the
@@ -205,9 +235,9 @@ def iopt_gain_from_variance(v, quad, spread):
     return v * jnp.maximum(spread, 0.0) / (1.0 + v * jnp.maximum(quad, 0.0))
 
 
-def iopt_gain(gap, quad, spread):
-    """:func:`iopt_gain_from_variance` with v = σ(gap)σ(−gap)."""
-    return iopt_gain_from_variance(fisher.gap_variance(gap), quad, spread)
+def iopt_gain(gap, quad, spread, tie=None):
+    """:func:`iopt_gain_from_variance` with v = σ(gap)σ(−gap) (Davidson's v with ``tie``)."""
+    return iopt_gain_from_variance(fisher.gap_variance(gap, tie), quad, spread)
 
 
 def _gap_std(quad):
@@ -216,7 +246,7 @@ def _gap_std(quad):
 
 # The posterior-based scores: M is the last-layer posterior precision Λ = I_past + λI.
 _POSTERIOR = dict(pool=False, prior=True)
-IOPT = PairScore(fisher.gap_variance, True, iopt_gain, spread=True, **_POSTERIOR)
+IOPT = PairScore(fisher.gap_variance, True, iopt_gain, spread=True, tie_aware=True, **_POSTERIOR)
 DELTA_UCB = PairScore(
     fisher.gap_variance, True, lambda gap, quad: jnp.abs(gap) + UCB_WIDTH * _gap_std(quad), **_POSTERIOR
 )
@@ -296,6 +326,7 @@ def explicit_pair_scores(
 @fisher.full_precision
 def pair_scores(spec: PairScore, inputs: SelectionInputs, ridge: float = fisher.DEFAULT_RIDGE) -> jax.Array:
     """Every candidate's rank score under ``spec`` on an explicit pool. ``-> (N,)``."""
+    spec = with_tie(spec, inputs.tie)
     gap = inputs.phi_diff @ inputs.beta
     past = _past_information(inputs) if spec.uses_past and spec.weight is not None else None
     return explicit_pair_scores(spec, inputs.phi_diff, gap, inputs.valid, past, inputs.prior_precision, ridge)
@@ -331,7 +362,9 @@ def random_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
 
 def _posterior(inputs: SelectionInputs) -> posterior.Posterior:
     """The last-layer posterior of the inputs: Λ = I_past + λI (:func:`arm_jax.posterior.laplace`)."""
-    return posterior.laplace(inputs.beta, inputs.past_phi_diff, inputs.past_mask, inputs.prior_precision)
+    return posterior.laplace(
+        inputs.beta, inputs.past_phi_diff, inputs.past_mask, inputs.prior_precision, inputs.past_weight, inputs.tie
+    )
 
 
 def _whitened_spread(white: fisher.Whitening, spread: jax.Array) -> jax.Array:
@@ -344,7 +377,7 @@ def _posterior_whitened(inputs: SelectionInputs):
     x = inputs.phi_diff
     white = _posterior(inputs).white
     z = fisher.whiten(x, white)
-    return fisher.bernoulli_variance(x, inputs.beta), white, z, jnp.sum(z * z, axis=1)
+    return fisher.bernoulli_variance(x, inputs.beta, inputs.tie), white, z, jnp.sum(z * z, axis=1)
 
 
 def greedy_dopt_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
@@ -779,6 +812,9 @@ def check_inputs(inputs: SelectionInputs) -> None:
     chex.assert_shape(inputs.past_mask, inputs.past_phi_diff.shape[:1])
     chex.assert_type([inputs.phi_diff, inputs.beta, inputs.past_phi_diff], jnp.float32)
     chex.assert_type([inputs.valid, inputs.past_mask], bool)
+    if inputs.past_weight is not None:
+        chex.assert_shape(inputs.past_weight, inputs.past_mask.shape)
+        chex.assert_type(inputs.past_weight, jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnames=("name", "k"))
@@ -813,13 +849,16 @@ def select(
     past_mask=None,
     prior_precision: float = posterior.DEFAULT_PRIOR_PRECISION,
     items: PairItems | None = None,
+    past_weight=None,
+    tie=None,
 ) -> Selection:
     """Validate the inputs, then run strategy ``name`` (jit-compiled) and return k picks.
 
     phi_diff: (N, H) feature differences; beta: (H,); valid: optional (N,) bool;
     past_phi_diff / past_mask: optional labelled pairs (used by the past-aware strategies);
     prior_precision: λ of the head's prior (the fit's ``FitStats.prior_precision``);
-    items: the candidates' items (:class:`PairItems`; required by :data:`RESPONSE_RULES`). Raises :class:`~arm_jax.errors.InputError` on an unknown name, k ≤ 0, k > number
+    items: the candidates' items (:class:`PairItems`; required by :data:`RESPONSE_RULES`);
+    past_weight, tie: the labelled rows' votes and Davidson's ν (:class:`SelectionInputs`). Raises :class:`~arm_jax.errors.InputError` on an unknown name, k ≤ 0, k > number
     of valid candidates, NaN/inf, or mismatched shapes; :class:`SelectionFailed` rather than
     returning picks whose scores are not finite.
     """
@@ -831,7 +870,9 @@ def select(
         _check_items(items, np.shape(phi_diff))
     elif name in RESPONSE_RULES:
         _need_items(None, name)
-    inputs = make_inputs(phi_diff, beta, valid, past_phi_diff, past_mask, prior_precision, items)
+    if tie is not None and not (np.isfinite(tie) and tie >= 0):
+        raise InputError(f"tie strength must be a number >= 0, got {tie}")
+    inputs = make_inputs(phi_diff, beta, valid, past_phi_diff, past_mask, prior_precision, items, past_weight, tie)
     chosen = _select_jit(name, key, inputs, int(k))
     check_selection(name, chosen.scores)
     return chosen

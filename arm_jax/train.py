@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from arm_jax import fisher as fisher_lib
+from arm_jax import likelihood
 from arm_jax import model as model_lib
 from arm_jax import posterior
 from arm_jax.model import ModelConfig
@@ -52,6 +54,12 @@ class TrainConfig:
       (see ``_fit_linear``); ``None`` (the default) chooses it by ``linear_prior_rule``.
     linear_prior_rule: ``"cross-validation"`` (the default), ``"evidence"`` or ``"held-out"``;
       see :data:`LINEAR_PRIOR_RULES`.
+    ties: when the labels carry votes (``LabelBuffer.counts``), train on their tie votes with
+      Davidson's likelihood and fit its tie strength ν (:mod:`arm_jax.likelihood`); False
+      drops the tie votes (ν = 0: Bradley–Terry on the decided votes).
+    annotators: reliability slots: with A > 0, a label of rater j < A (``LabelBuffer.annotator``)
+      has the logit scale q_j = exp(u_j), fitted jointly with the model under the prior
+      u_j ~ N(0, 1); 0 (the default) treats every rater alike (q = 1).
 
     The linear model (``ModelConfig(depth=0)``) with ``early_stopping`` is not trained by AdamW
     at all: it is fitted exactly (:data:`LINEAR_PRIOR_GRID`, ``_fit_linear``), its prior chosen
@@ -75,6 +83,8 @@ class TrainConfig:
     min_delta: float = 1e-4
     linear_prior: float | None = None
     linear_prior_rule: str = "cross-validation"
+    ties: bool = True
+    annotators: int = 0
 
     def __post_init__(self):
         if self.steps < 1:
@@ -96,7 +106,7 @@ class TrainConfig:
             raise InputError(f"linear prior rule must be one of {LINEAR_PRIOR_RULES}, got {self.linear_prior_rule!r}")
         if self.linear_prior is not None and not self.linear_prior > 0:
             raise InputError(f"linear prior must be > 0, got {self.linear_prior}")
-        for name in ("min_steps", "min_val_labels"):
+        for name in ("min_steps", "min_val_labels", "annotators"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name.replace('_', ' ')} must be >= 0, got {getattr(self, name)}")
 
@@ -108,11 +118,17 @@ class LabelBuffer(NamedTuple):
     count: () int32, number of filled rows.
     overflow: () bool, set (and kept) when an append did not fit: those labels were not
       written. Outside ``jit`` :func:`append` raises instead; the experiment checks the flag.
+    counts: None (every row one decided label: ``pairs[:, 0]`` won), or (C, 3) float32 votes
+      of each row for ``pairs[:, 0]``, for ``pairs[:, 1]`` and ties (a tie is (0, 0, 1),
+      aggregated votes (7, 3, 0), a soft label p (p, 1 − p, 0); :mod:`arm_jax.likelihood`).
+    annotator: None, or (C,) int32 rater of each row (−1: unknown; see ``TrainConfig.annotators``).
     """
 
     pairs: jax.Array
     count: jax.Array
     overflow: jax.Array | bool = False
+    counts: jax.Array | None = None
+    annotator: jax.Array | None = None
 
     @property
     def capacity(self) -> int:
@@ -124,12 +140,24 @@ class LabelBuffer(NamedTuple):
         return jnp.arange(self.capacity) < self.count
 
 
-def empty_buffer(capacity: int) -> LabelBuffer:
-    return LabelBuffer(jnp.zeros((capacity, 2), jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+def empty_buffer(capacity: int, votes: bool = False) -> LabelBuffer:
+    """An empty buffer; ``votes``: with per-row vote counts and raters (``counts``, ``annotator``)."""
+    if not votes:
+        return LabelBuffer(jnp.zeros((capacity, 2), jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    return LabelBuffer(
+        jnp.zeros((capacity, 2), jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((), bool),
+        jnp.zeros((capacity, 3), jnp.float32), jnp.full((capacity,), -1, jnp.int32),
+    )
 
 
-def append(buffer: LabelBuffer, winner: jax.Array, loser: jax.Array) -> LabelBuffer:
+def append(
+    buffer: LabelBuffer, winner: jax.Array, loser: jax.Array, counts: jax.Array | None = None,
+    annotator: jax.Array | None = None,
+) -> LabelBuffer:
     """Write ``k`` new comparisons after the filled rows (jit-able; k is static).
+
+    For a buffer with votes, ``counts`` (k, 3) (default: one decided vote, (1, 0, 0)) and
+    ``annotator`` (k,) (default −1) go with them.
 
     Labels that do not fit are never dropped silently: with concrete values (outside ``jit``)
     an :class:`~arm_jax.errors.InputError` names the sizes; inside ``jit`` nothing is written,
@@ -146,18 +174,35 @@ def append(buffer: LabelBuffer, winner: jax.Array, loser: jax.Array) -> LabelBuf
     written = jax.lax.dynamic_update_slice(buffer.pairs, new, (buffer.count, jnp.int32(0)))
     pairs = jnp.where(too_many, buffer.pairs, written)
     count = jnp.where(too_many, buffer.count, buffer.count + k)
-    return LabelBuffer(pairs, count, jnp.logical_or(buffer.overflow, too_many))
+    extra = {}
+    if buffer.counts is not None:
+        counts = jnp.tile(jnp.asarray([1.0, 0.0, 0.0], jnp.float32), (k, 1)) if counts is None else counts
+        annotator = jnp.full((k,), -1, jnp.int32) if annotator is None else annotator
+        new_counts = jax.lax.dynamic_update_slice(buffer.counts, counts.astype(jnp.float32), (buffer.count, jnp.int32(0)))
+        new_ann = jax.lax.dynamic_update_slice(buffer.annotator, annotator.astype(jnp.int32), (buffer.count,))
+        extra = dict(
+            counts=jnp.where(too_many, buffer.counts, new_counts), annotator=jnp.where(too_many, buffer.annotator, new_ann)
+        )
+    elif counts is not None or annotator is not None:
+        raise InputError("this label buffer has no votes or raters: make it with empty_buffer(capacity, votes=True)")
+    return LabelBuffer(pairs, count, jnp.logical_or(buffer.overflow, too_many), **extra)
 
 
-def buffer_from_pairs(winner, loser, capacity: int | None = None) -> LabelBuffer:
-    """A buffer holding the given comparisons (host-side convenience)."""
+def buffer_from_pairs(winner, loser, capacity: int | None = None, counts=None, annotator=None) -> LabelBuffer:
+    """A buffer holding the given comparisons (host-side convenience); with ``counts``
+    (n, 3) and/or ``annotator`` (n,), a buffer with votes (:class:`LabelBuffer`)."""
     winner = jnp.asarray(winner, jnp.int32)
     loser = jnp.asarray(loser, jnp.int32)
     n = winner.shape[0]
     capacity = n if capacity is None else capacity
     if capacity < n:
         raise InputError(f"buffer capacity {capacity} is smaller than the {n} comparisons")
-    return append(empty_buffer(capacity), winner, loser)
+    votes = counts is not None or annotator is not None
+    return append(
+        empty_buffer(capacity, votes), winner, loser,
+        None if counts is None else jnp.asarray(counts, jnp.float32),
+        None if annotator is None else jnp.asarray(annotator, jnp.int32),
+    )
 
 
 def bt_loss(reward_winner: jax.Array, reward_loser: jax.Array) -> jax.Array:
@@ -212,6 +257,9 @@ class FitStats(NamedTuple):
       fit used: chosen on held-out labels by the linear model's exact fit
       (``_fit_linear``), else :data:`arm_jax.posterior.DEFAULT_PRIOR_PRECISION`. The
       last-layer posterior (:func:`arm_jax.posterior.laplace`) takes it.
+    tie: () float32, Davidson's fitted tie strength ν (0 without tie votes or for a buffer
+      without votes; :mod:`arm_jax.likelihood`).
+    reliability: (A,) float32 fitted rater reliabilities q_j (``TrainConfig.annotators``).
     """
 
     losses: jax.Array
@@ -223,6 +271,8 @@ class FitStats(NamedTuple):
     val_loss: jax.Array
     val_accuracy: jax.Array
     prior_precision: jax.Array
+    tie: jax.Array
+    reliability: jax.Array
 
 
 def split_rows(key, buffer: LabelBuffer, val_fraction: float, min_val: int = 0):
@@ -250,13 +300,145 @@ def _default_prior() -> jax.Array:
     return jnp.float32(posterior.DEFAULT_PRIOR_PRECISION)
 
 
+# ------------------------------------------------------------- votes, ties and raters
+
+
+class Votes(NamedTuple):
+    """The likelihood's view of a buffer with votes (:mod:`arm_jax.likelihood`).
+
+    counts: (C, 3) votes (first, second, tie) of the filled rows (zero elsewhere; tie votes
+      zero when ``TrainConfig.ties`` is off). annotator: (C,) int32 rater slot, −1 none.
+    has_ties: () bool, some row has a tie vote. n_annotators: A (static).
+    """
+
+    counts: jax.Array
+    annotator: jax.Array
+    has_ties: jax.Array
+    n_annotators: int
+
+
+def votes_of(buffer: LabelBuffer, train_config: TrainConfig) -> Votes | None:
+    """The :class:`Votes` of a buffer with votes; None for a plain buffer (Bradley–Terry)."""
+    if buffer.counts is None:
+        return None
+    counts = jnp.where(buffer.mask[:, None], buffer.counts, 0.0)
+    if not train_config.ties:
+        counts = counts.at[:, 2].set(0.0)
+    a = train_config.annotators
+    ann = jnp.where((buffer.annotator >= 0) & (buffer.annotator < a), buffer.annotator, -1)
+    return Votes(counts, ann, jnp.sum(counts[:, 2]) > 0, a)
+
+
+def initial_nuisance(votes: Votes) -> dict:
+    """Starting values: ν from the share t of tie votes (P(tie) at gap 0 is ν/(2 + ν) = t),
+    every rater typical (u = 0)."""
+    n = jnp.maximum(jnp.sum(votes.counts), 1.0)
+    t = jnp.clip(jnp.sum(votes.counts[:, 2]) / n, 1e-4, 0.9)
+    return {"log_nu": jnp.log(2.0 * t / (1.0 - t)), "u": jnp.zeros(votes.n_annotators, jnp.float32)}
+
+
+def row_scale(votes: Votes, nuisance: dict) -> jax.Array:
+    """(C,) the rater's reliability q of each row (1 for rows without a rater slot)."""
+    if votes.n_annotators == 0:
+        return jnp.ones(votes.annotator.shape, jnp.float32)
+    q = jnp.exp(nuisance["u"])[jnp.clip(votes.annotator, 0, votes.n_annotators - 1)]
+    return jnp.where(votes.annotator >= 0, q, 1.0)
+
+
+def log_tie(votes: Votes, nuisance: dict) -> jax.Array:
+    """log ν, −inf (Bradley–Terry) when no row has a tie vote."""
+    return jnp.where(votes.has_ties, nuisance["log_nu"], -jnp.inf)
+
+
+def vote_losses(gap: jax.Array, votes: Votes, nuisance: dict) -> jax.Array:
+    """(C,) each row's negative log-likelihood at reward gaps ``gap`` (first − second)."""
+    return likelihood.row_nll(gap, votes.counts, row_scale(votes, nuisance), log_tie(votes, nuisance))
+
+
+def vote_hits(gap: jax.Array, votes: Votes, rows: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(hits, decided rows) for pairwise accuracy: rows whose votes have a majority, scored 1
+    when the gap agrees with it (½ for a zero gap)."""
+    margin = votes.counts[:, 0] - votes.counts[:, 1]
+    decided = rows & (margin != 0)
+    agree = jnp.where(margin > 0, gap > 0, gap < 0) + 0.5 * (gap == 0)
+    return jnp.sum(jnp.where(decided, agree, 0.0)), jnp.sum(decided)
+
+
+#: Newton steps of the nuisance fit (ν and the reliabilities with the rewards held fixed).
+NUISANCE_NEWTON_STEPS = 20
+#: Adam's learning rate for ν and the reliabilities while the MLP trains (their values are
+#: then polished by :func:`fit_nuisance`).
+NUISANCE_LR = 0.05
+
+
+def fit_nuisance(gap: jax.Array, votes: Votes, nuisance: dict, steps: int = NUISANCE_NEWTON_STEPS) -> dict:
+    """The MAP of (log ν, u) with the reward gaps held fixed: Σ rows ℓ + the reliabilities'
+    prior, by damped Newton steps on A + 1 numbers (jax.hessian, its eigenvalues made
+    positive); a step that is not finite or does not lower the objective is not taken. log ν stays put without tie votes."""
+    a = votes.n_annotators
+
+    def unpack(eta):
+        return {"log_nu": eta[0], "u": eta[1:]}
+
+    def objective(eta):
+        return jnp.sum(vote_losses(gap, votes, unpack(eta))) + likelihood.prior_nll(eta[1:])
+
+    free = jnp.concatenate([votes.has_ties[None], jnp.ones(a, bool)])
+
+    def one(eta, _):
+        g = jnp.where(free, jax.grad(objective)(eta), 0.0)
+        h = jax.hessian(objective)(eta)
+        h = jnp.where(free[:, None] & free[None, :], h, jnp.eye(a + 1))
+        # the objective is not convex in u (a sharp rater's curvature can be negative): Newton
+        # on |H| (eigenvalues made positive, as in saddle-free Newton), so every step descends
+        evals, evecs = jnp.linalg.eigh(h)
+        evals = jnp.maximum(jnp.abs(evals), 1e-3 * jnp.max(jnp.abs(evals)) + 1e-6)
+        delta = jnp.where(free, -(evecs @ ((evecs.T @ g) / evals)), 0.0)
+        delta = jnp.where(jnp.all(jnp.isfinite(delta)), jnp.clip(delta, -5.0, 5.0), 0.0)
+        tries = jnp.concatenate([jnp.zeros(1), jnp.asarray(_STEP_SIZES)])
+        values = jax.vmap(lambda t: objective(eta + t * delta))(tries)
+        values = jnp.where(jnp.isfinite(values), values, jnp.inf)
+        return jnp.clip(eta + tries[jnp.argmin(values)] * delta, -20.0, 20.0), None
+
+    eta0 = jnp.concatenate([nuisance["log_nu"][None], nuisance["u"]])
+    eta, _ = jax.lax.scan(one, eta0, None, length=steps)
+    return unpack(eta)
+
+
+def typical_rater(votes: Votes, nuisance: dict) -> tuple[jax.Array, dict]:
+    """(g, nuisance'): the reward's scale and the reliabilities re-expressed for the typical
+    rater. Only the products q_j·r are identified; with g the vote-weighted geometric mean of
+    the raters' q, a head scaled by g and reliabilities divided by g give the same likelihood,
+    and then a reward gap means what it means to the typical rater (q = 1), which is the rater
+    :mod:`arm_jax.strategies` assume for the next label."""
+    if votes.n_annotators == 0:
+        return jnp.float32(1.0), nuisance
+    n = jnp.where(votes.annotator >= 0, jnp.sum(votes.counts, axis=-1), 0.0)
+    per_rater = jnp.zeros(votes.n_annotators, jnp.float32).at[jnp.clip(votes.annotator, 0)].add(n)
+    mean_u = jnp.sum(per_rater * nuisance["u"]) / jnp.maximum(jnp.sum(per_rater), 1e-6)
+    return jnp.exp(mean_u), {**nuisance, "u": nuisance["u"] - mean_u}
+
+
+def nuisance_stats(votes: Votes | None, nuisance: dict | None, n_annotators: int) -> tuple[jax.Array, jax.Array]:
+    """(ν, reliabilities (A,)) for :class:`FitStats`: 0 and ones without votes."""
+    if votes is None:
+        return jnp.float32(0.0), jnp.ones(n_annotators, jnp.float32)
+    return jnp.exp(log_tie(votes, nuisance)).astype(jnp.float32), jnp.exp(nuisance["u"]).astype(jnp.float32)
+
+
 def _fit(key, items, buffer, model_config, train_config):
     if model_config.depth == 0 and (train_config.early_stopping or train_config.linear_prior is not None):
         return _fit_linear(key, items, buffer, train_config)
     init_key, batch_key = jax.random.split(key)
     split_key = jax.random.fold_in(key, 7)
-    params = model_lib.init_params(init_key, model_config, items.shape[-1])
-    optimizer = _optimizer(train_config)
+    votes = votes_of(buffer, train_config)
+
+    def initial(params):
+        # with votes the parameters are (model, nuisance: ν and the reliabilities)
+        return params if votes is None else (params, initial_nuisance(votes))
+
+    params = initial(model_lib.init_params(init_key, model_config, items.shape[-1]))
+    optimizer = _optimizer(train_config) if votes is None else _vote_optimizer(train_config)
     opt_state = optimizer.init(params)
     b = train_config.batch_size
     steps = train_config.steps
@@ -272,9 +454,19 @@ def _fit(key, items, buffer, model_config, train_config):
         active_steps = jnp.ceil(train_config.max_epochs * n_rows / b).astype(jnp.int32)
         active_steps = jnp.clip(active_steps, min(train_config.min_steps, steps), steps)
 
-    def loss_fn(p, batch_items):
-        r = model_lib.reward(p, model_config, batch_items)
-        return jnp.mean(bt_loss(r[:b], r[b:]))
+    total_votes = None if votes is None else jnp.maximum(jnp.sum(votes.counts), 1.0)
+
+    def loss_fn(p, batch_items, rows):
+        if votes is None:
+            r = model_lib.reward(p, model_config, batch_items)
+            return jnp.mean(bt_loss(r[:b], r[b:]))
+        model_p, nuisance = p
+        r = model_lib.reward(model_p, model_config, batch_items)
+        nll = likelihood.row_nll(
+            r[:b] - r[b:], votes.counts[rows], row_scale(votes, nuisance)[rows], log_tie(votes, nuisance)
+        )
+        # the prior on the reliabilities, at the scale of one vote's loss
+        return jnp.mean(nll) + likelihood.prior_nll(nuisance["u"]) / total_votes
 
     def make_step(order, n_rows, active_steps):
         """One AdamW step on a minibatch drawn (with replacement) from ``order[:n_rows]``;
@@ -287,7 +479,7 @@ def _fit(key, items, buffer, model_config, train_config):
             rows = order[jax.random.randint(step_key, (b,), 0, jnp.maximum(n_rows, 1))]
             pair = buffer.pairs[rows]
             batch_items = items[jnp.concatenate([pair[:, 0], pair[:, 1]])]
-            loss, grads = jax.value_and_grad(loss_fn)(p, batch_items)
+            loss, grads = jax.value_and_grad(loss_fn)(p, batch_items, rows)
             updates, state = optimizer.update(grads, state, p)
             updates = jax.tree_util.tree_map(lambda u: active * u, updates)
             return (optax.apply_updates(p, updates), state), loss * active
@@ -304,7 +496,10 @@ def _fit(key, items, buffer, model_config, train_config):
         nan = jnp.float32(jnp.nan)
         epochs = taken.astype(jnp.float32) * b / n_rows
         taken = taken.astype(jnp.int32)
-        return params, FitStats(losses, taken, taken, epochs, n_fit, n_val, nan, nan, _default_prior())
+        params, tie, reliability = _finish_votes(params, votes, items, buffer, model_config, train_config)
+        return params, FitStats(
+            losses, taken, taken, epochs, n_fit, n_val, nan, nan, _default_prior(), tie, reliability
+        )
 
     # Early stopping: chunks of ``eval_every`` steps, then the held-out BT loss; the best
     # parameters are kept (jnp.where) and training stops after ``patience`` evaluations
@@ -320,6 +515,16 @@ def _fit(key, items, buffer, model_config, train_config):
     val_items = items[jnp.concatenate([val_pairs[:, 0], val_pairs[:, 1]])]
 
     def held_out(p):
+        if votes is not None:
+            model_p, nuisance = p
+            r = model_lib.reward(model_p, model_config, val_items)
+            gap = r[:val_cap] - r[val_cap:]
+            sub = Votes(votes.counts[val_rows], votes.annotator[val_rows], votes.has_ties, votes.n_annotators)
+            nll = vote_losses(gap, sub, nuisance)
+            n_votes = jnp.sum(jnp.where(val_mask, jnp.sum(sub.counts, axis=-1), 0.0))
+            loss = jnp.sum(jnp.where(val_mask, nll, 0.0)) / jnp.maximum(n_votes, 1e-6)
+            hits, decided = vote_hits(gap, sub, val_mask)
+            return loss, jnp.where(decided > 0, hits / jnp.maximum(decided, 1), jnp.nan)
         r = model_lib.reward(p, model_config, val_items)
         gap = r[:val_cap] - r[val_cap:]
         denom = jnp.maximum(jnp.sum(val_mask), 1)
@@ -388,15 +593,39 @@ def _fit(key, items, buffer, model_config, train_config):
             (p, state), _ = jax.lax.scan(refit_step, (p, state), (idx, chunk_keys))
             return chunk + 1, p, state
 
-        p0 = model_lib.init_params(init_key, model_config, items.shape[-1])
+        p0 = initial(model_lib.init_params(init_key, model_config, items.shape[-1]))
         _, refitted, _ = jax.lax.while_loop(
             lambda c: (c[0] * every < refit_steps) & (n_val > 0), refit_body, (jnp.int32(0), p0, optimizer.init(p0))
         )
         params = jax.tree_util.tree_map(lambda r, e: jnp.where(n_val > 0, r, e), refitted, params)
+    params, tie, reliability = _finish_votes(params, votes, items, buffer, model_config, train_config)
     return params, FitStats(
         st.losses[:steps], steps_run, steps_taken.astype(jnp.int32), epochs, n_fit, n_val, val_loss, st.best_acc,
-        _default_prior(),
+        _default_prior(), tie, reliability,
     )
+
+
+def _vote_optimizer(config: TrainConfig):
+    """AdamW on the model, Adam (:data:`NUISANCE_LR`, no decay: they have their own prior) on
+    ν and the reliabilities."""
+    return optax.multi_transform(
+        {"model": _optimizer(config), "nuisance": optax.adam(NUISANCE_LR)},
+        lambda p: (jax.tree_util.tree_map(lambda _: "model", p[0]), jax.tree_util.tree_map(lambda _: "nuisance", p[1])),
+    )
+
+
+def _finish_votes(params, votes, items, buffer, model_config, train_config):
+    """(model parameters, ν, reliabilities): for a buffer with votes, the nuisance is polished
+    by :func:`fit_nuisance` at the fitted rewards of every labelled row."""
+    if votes is None:
+        return (params,) + nuisance_stats(None, None, train_config.annotators)
+    model_p, nuisance = params
+    r = model_lib.reward(model_p, model_config, items[buffer.pairs.reshape(-1)]).reshape(-1, 2)
+    nuisance = fit_nuisance(r[:, 0] - r[:, 1], votes, nuisance)
+    g, nuisance = typical_rater(votes, nuisance)
+    model_p = jax.tree_util.tree_map(lambda x: x, model_p)
+    model_p["params"]["head"] = model_p["params"]["head"] * g
+    return (model_p,) + nuisance_stats(votes, nuisance, train_config.annotators)
 
 
 #: The prior precisions the linear model's exact fit chooses from, in units of one label's
@@ -473,23 +702,41 @@ def _fit_linear(key, items, buffer, train_config):
     scale = jnp.sum(jnp.where(fit_rows, sq, 0.0)) / jnp.maximum(jnp.sum(fit_rows), 1) / (4.0 * d)
     scale = jnp.where(scale > 0, scale, 1.0)
     grid = scale * jnp.asarray(LINEAR_PRIOR_GRID[::-1], jnp.float32)  # strongest prior first
+    votes = votes_of(buffer, train_config)
+    # the nuisance (ν, reliabilities) of a buffer with votes: first estimated at the default
+    # prior, held fixed while the prior is chosen, then alternated with the final fit
+    nuisance = None if votes is None else initial_nuisance(votes)
 
-    def objective(beta, rows, lam):
-        nll = jnp.sum(jnp.where(rows, bt_loss(x @ beta, 0.0), 0.0))
+    def row_loss(z, nuisance):
+        """(C,) each row's negative log-likelihood at gaps z."""
+        return bt_loss(z, 0.0) if votes is None else vote_losses(z, votes, nuisance)
+
+    def row_derivatives(z, nuisance):
+        """(C,) first and second derivatives of each row's loss in its gap z."""
+        if votes is None:
+            p = jax.nn.sigmoid(z)
+            return p - 1.0, p * (1 - p)
+        q = row_scale(votes, nuisance)
+        first = jax.grad(lambda z: jnp.sum(vote_losses(z, votes, nuisance)))(z)
+        nu = jnp.exp(log_tie(votes, nuisance))
+        return first, jnp.sum(votes.counts, axis=-1) * q * q * fisher_lib.gap_variance(q * z, nu)
+
+    def objective(beta, rows, lam, nuisance):
+        nll = jnp.sum(jnp.where(rows, row_loss(x @ beta, nuisance), 0.0))
         return nll + 0.5 * lam * jnp.sum(beta * beta)
 
-    def newton(beta, rows, lam, n_steps):
+    def newton(beta, rows, lam, n_steps, nuisance=None):
         def one(beta, _):
             z = x @ beta
-            p = jax.nn.sigmoid(z)
-            w = jnp.where(rows, p * (1 - p), 0.0)
-            g = x.T @ jnp.where(rows, p - 1.0, 0.0) + lam * beta
+            first, second = row_derivatives(z, nuisance)
+            w = jnp.where(rows, second, 0.0)
+            g = x.T @ jnp.where(rows, first, 0.0) + lam * beta
             h = (x * w[:, None]).T @ x + lam * jnp.eye(d, dtype=x.dtype)
             chol = jnp.linalg.cholesky(h)
             delta = -jax.scipy.linalg.cho_solve((chol, True), g)
             delta = jnp.where(jnp.all(jnp.isfinite(delta)), delta, 0.0)
             tries = jnp.concatenate([jnp.zeros(1), jnp.asarray(_STEP_SIZES)])
-            values = jax.vmap(lambda t: objective(beta + t * delta, rows, lam))(tries)
+            values = jax.vmap(lambda t: objective(beta + t * delta, rows, lam, nuisance))(tries)
             values = jnp.where(jnp.isfinite(values), values, jnp.inf)
             return beta + tries[jnp.argmin(values)] * delta, None
 
@@ -497,26 +744,36 @@ def _fit_linear(key, items, buffer, train_config):
         return beta
 
     with jax.default_matmul_precision("highest"):
+        if votes is not None:
+            lam0 = scale * jnp.float32(train_config.linear_prior or LINEAR_DEFAULT_PRIOR)
+            beta0 = jnp.zeros(d, jnp.float32)
+            for _ in range(2):
+                beta0 = newton(beta0, filled, lam0, NEWTON_STEPS[1], nuisance)
+                nuisance = fit_nuisance(x @ beta0, votes, nuisance)
+
         def log_evidence_along(beta, lam):
             """Laplace log evidence of all the labels at λ: −NLL − λ|β̂|²/2 + D/2 log λ − ½ log det(H)."""
-            beta = newton(beta, filled, lam, NEWTON_STEPS[0])
+            beta = newton(beta, filled, lam, NEWTON_STEPS[0], nuisance)
             z = x @ beta
-            p = jax.nn.sigmoid(z)
-            w = jnp.where(filled, p * (1 - p), 0.0)
+            w = jnp.where(filled, row_derivatives(z, nuisance)[1], 0.0)
             h = (x * w[:, None]).T @ x + lam * jnp.eye(d, dtype=x.dtype)
             logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(jnp.linalg.cholesky(h))))
-            nll = jnp.sum(jnp.where(filled, bt_loss(z, 0.0), 0.0))
+            nll = jnp.sum(jnp.where(filled, row_loss(z, nuisance), 0.0))
             return beta, -nll - 0.5 * lam * jnp.sum(beta * beta) + 0.5 * d * jnp.log(lam) - 0.5 * logdet
 
         def held_out_path(rows, held):
             """Fit on ``rows`` along the grid (warm-started); the ``held`` labels' BT losses:
             (G,) sums of loss, of loss² and of pairwise hits."""
             def step(beta, lam):
-                beta = newton(beta, rows, lam, NEWTON_STEPS[0])
+                beta = newton(beta, rows, lam, NEWTON_STEPS[0], nuisance)
                 gap = x @ beta
-                loss = jnp.where(held, bt_loss(gap, 0.0), 0.0)
-                acc = jnp.where(held, (gap > 0) + 0.5 * (gap == 0), 0.0)
-                return beta, (jnp.sum(loss), jnp.sum(loss * loss), jnp.sum(acc))
+                loss = jnp.where(held, row_loss(gap, nuisance), 0.0)
+                if votes is None:
+                    acc = jnp.sum(jnp.where(held, (gap > 0) + 0.5 * (gap == 0), 0.0))
+                else:  # over the rows with a majority, scaled to all held-out rows
+                    hits, decided = vote_hits(gap, votes, held)
+                    acc = jnp.where(decided > 0, hits / jnp.maximum(decided, 1) * jnp.sum(held), jnp.nan)
+                return beta, (jnp.sum(loss), jnp.sum(loss * loss), acc)
 
             return jax.lax.scan(step, jnp.zeros(d, jnp.float32), grid)[1]
 
@@ -553,7 +810,13 @@ def _fit_linear(key, items, buffer, train_config):
             val_losses, val_accs, best = one_standard_error(*held_out_path(fit_rows, val_rows), n_val, ddof=1)
         c_default = train_config.linear_prior if fixed else LINEAR_DEFAULT_PRIOR
         lam = jnp.where((n_val > 0) | evidence, grid[best], scale * jnp.float32(c_default))
-        beta = newton(jnp.zeros(d, jnp.float32), filled, lam, NEWTON_STEPS[1])
+        beta = newton(jnp.zeros(d, jnp.float32), filled, lam, NEWTON_STEPS[1], nuisance)
+        if votes is not None:
+            for _ in range(2):
+                nuisance = fit_nuisance(x @ beta, votes, nuisance)
+                beta = newton(beta, filled, lam, NEWTON_STEPS[1], nuisance)
+            g, nuisance = typical_rater(votes, nuisance)
+            beta = beta * g
     params = {"params": {"head": beta[:, None].astype(params["params"]["head"].dtype)}}
     nan = jnp.float32(jnp.nan)
     path_fits = 0 if fixed else (LINEAR_CV_FOLDS if cv else 1)
@@ -561,11 +824,13 @@ def _fit_linear(key, items, buffer, train_config):
     n_newton = n_newton * (buffer.count > 0)
     # "losses": the final mean BT loss on all labels at every Newton step's place, so that
     # final_loss reports the training loss as for the other fits
-    train_loss = jnp.sum(jnp.where(filled, bt_loss(x @ beta, 0.0), 0.0)) / jnp.maximum(buffer.count, 1)
+    train_loss = jnp.sum(jnp.where(filled, row_loss(x @ beta, nuisance), 0.0)) / jnp.maximum(buffer.count, 1)
+    tie, reliability = nuisance_stats(votes, nuisance, train_config.annotators)
     losses = jnp.where(jnp.arange(train_config.steps) < n_newton, train_loss, 0.0).astype(jnp.float32)
     return params, FitStats(
         losses, n_newton, n_newton, nan, n_fit, n_val,
         jnp.where(n_val > 0, val_losses[best], nan), jnp.where(n_val > 0, val_accs[best], nan), lam,
+        tie, reliability,
     )
 
 

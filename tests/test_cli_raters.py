@@ -1,0 +1,108 @@
+"""``train``/``select`` with ties, several raters and soft labels; and the plain case unchanged."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from arm_jax import likelihood, model_files
+from arm_jax.cli import main
+
+N_ITEMS, DIM = 40, 5
+FAST = ["--steps", "40", "--batch-size", "16", "--depth", "1", "--width", "8"]
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def world(tmp_path):
+    """pool.npz and 90 labels of a 3-rater panel (qualities 0.2, 1, 3) with Davidson ties."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(N_ITEMS, DIM)).astype(np.float32)
+    ids = [f"it{i}" for i in range(N_ITEMS)]
+    np.savez(tmp_path / "pool.npz", embeddings=x, item_ids=np.array(ids))
+    hidden = x @ rng.normal(size=DIM)
+    hidden = hidden / hidden.std()
+    rows, plain = [], []
+    for n in range(90):
+        a, b = (int(v) for v in rng.choice(N_ITEMS, 2, replace=False))
+        rater = n % 3
+        p = np.asarray(likelihood.outcome_probabilities((0.2, 1.0, 3.0)[rater] * (hidden[a] - hidden[b]), 0.5))
+        outcome = rng.choice(3, p=p / p.sum())
+        if outcome == 2:
+            rows.append({"a": ids[a], "b": ids[b], "tie": True, "annotator": f"r{rater}"})
+        else:
+            w, l = (a, b) if outcome == 0 else (b, a)
+            rows.append({"winner": ids[w], "loser": ids[l], "annotator": f"r{rater}"})
+            plain.append({"winner": ids[w], "loser": ids[l]})
+    rows.append({"a": ids[0], "b": ids[1], "p_a": 0.8})
+    rows.append({"a": ids[2], "b": ids[3], "votes_a": 1, "votes_b": 4})
+    _write(tmp_path / "raters.jsonl", rows)
+    _write(tmp_path / "plain.jsonl", plain)
+    _write(tmp_path / "one_rater.jsonl", [{**r, "annotator": "solo"} for r in plain])
+    return tmp_path
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_one_rater_and_decided_labels_give_the_same_bytes(world, capsys):
+    """Decided labels that name one rater: the very picks and model of the plain file."""
+    outs = []
+    for name in ("plain", "one_rater"):
+        code, _, err = _run(capsys, "select", "--pool", world / "pool.npz", "--labels", world / f"{name}.jsonl",
+                            "--out", world / f"{name}_next.jsonl", "--k", "5", "--strategy", "pa_dopt", *FAST)
+        assert code == 0, err
+        outs.append((world / f"{name}_next.jsonl").read_bytes())
+        code, _, err = _run(capsys, "train", "--pool", world / "pool.npz", "--labels", world / f"{name}.jsonl",
+                            "--out", world / f"{name}.msgpack", *FAST)
+        assert code == 0, err
+    assert outs[0] == outs[1]
+    a, b = (model_files.load_model(world / f"{n}.msgpack").params for n in ("plain", "one_rater"))
+    for x, y in zip(*(jax_leaves(p) for p in (a, b))):
+        np.testing.assert_array_equal(x, y)
+
+
+def jax_leaves(tree):
+    import jax
+
+    return [np.asarray(v) for v in jax.tree_util.tree_leaves(tree)]
+
+
+def test_train_reports_ties_and_reliabilities(world, capsys):
+    code, out, err = _run(capsys, "train", "--pool", world / "pool.npz", "--labels", world / "raters.jsonl",
+                          "--out", world / "m.msgpack", "--depth", "0")
+    assert code == 0, err
+    assert "Davidson tie strength" in err and "rater reliability" in err
+    assert "r0" in err and "r2" in err
+    meta = model_files.load_model(world / "m.msgpack").metadata
+    raters = {r["annotator"]: r for r in meta["raters"]}
+    assert set(raters) == {"r0", "r1", "r2"} and sum(r["lines"] for r in raters.values()) == 90
+    assert raters["r0"]["reliability"] < raters["r2"]["reliability"]  # quality 0.2 < 3
+    assert meta["tie_strength"] > 0 and meta["n_soft"] == 2
+
+
+@pytest.mark.parametrize("strategy", ["pa_dopt", "greedy_dopt"])
+def test_select_on_ties_and_raters(world, capsys, strategy):
+    code, _, err = _run(capsys, "select", "--pool", world / "pool.npz", "--labels", world / "raters.jsonl",
+                        "--out", world / "next.jsonl", "--k", "4", "--strategy", strategy, *FAST)
+    assert code == 0, err
+    picked = [json.loads(line) for line in (world / "next.jsonl").read_text().splitlines()]
+    assert len(picked) == 4
+    assert "+" in err and "ties" in err
+
+
+def test_bad_rater_line_is_a_one_line_error(world, capsys):
+    bad = world / "bad.jsonl"
+    bad.write_text('{"winner": "it1", "loser": "it2"}\n{"a": "it1", "b": "it2", "p_a": 2}\n')
+    code, _, err = _run(capsys, "train", "--pool", world / "pool.npz", "--labels", bad, "--out", world / "m.msgpack")
+    assert code == 2
+    assert "bad.jsonl:2: p_a must be in [0, 1], got 2" in err and err.count("\n") == 1
+    assert not (world / "m.msgpack").exists()
