@@ -94,9 +94,12 @@ class FitReport(NamedTuple):
         return bool(self.early_stopping and self.refit and self.n_val > 0)
 
     def as_dict(self) -> dict:
-        """JSON-ready (NaN becomes None), ``refitted`` included."""
+        """JSON-ready (NaN becomes None), ``refitted`` included; ``tie`` and ``reliability`` only
+        when the fit had ties or raters (so a plain fit's record is what it always was)."""
         out = {k: finite_or_none(v) for k, v in self._asdict().items()}
         out["reliability"] = list(self.reliability)
+        if not self.tie and not self.reliability:  # Bradley–Terry labels: the fields of before
+            del out["tie"], out["reliability"]
         out["refitted"] = self.refitted
         return out
 

@@ -533,6 +533,16 @@ class TrainResult(NamedTuple):
     n_soft: int = 0
 
 
+def _train_config_record(train_config: TrainConfig) -> dict:
+    """The train config for the model file; the ties/raters fields only when they are not the
+    defaults, so that a model of plain labels is byte for byte what it always was."""
+    out = dataclasses.asdict(train_config)
+    for name in ("ties", "annotators"):
+        if out[name] == getattr(TrainConfig, name):
+            del out[name]
+    return out
+
+
 def _json_float(x: float) -> float | None:
     return None if x is None else fitting_lib.finite_or_none(float(x))
 
@@ -653,7 +663,7 @@ def train_model(
         "val_labels": None if val is None else {
             "file": os.path.basename(val.path), "n_also_in_labels": n_overlap, **val_metrics.as_dict(),
         },
-        "train_config": dataclasses.asdict(train_config),
+        "train_config": _train_config_record(train_config),
     }
     if labels.votes is not None:  # ties, soft labels or several raters: what the fit found
         metadata["n_lines"] = labels.votes.n

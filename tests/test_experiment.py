@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import jax
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from arm_jax import data, experiment, model, strategies, train
+from arm_jax.errors import InputError
 from arm_jax.experiment import ExperimentConfig
 
 TINY = dict(
@@ -46,7 +48,7 @@ def test_scan_equals_python_loop(prepared, strategy):
     for r in range(cfg.rounds + 1):
         (buffer, fitted, ok), out = step((buffer, fitted, ok), (jnp.int32(r), round_keys[r]))
         outs.append(out)
-    oms, bon, loss, picks_ok, epochs = (jnp.stack(x) for x in zip(*outs))
+    oms, bon, loss, picks_ok, epochs, _, _ = (jnp.stack(x) for x in zip(*outs))
     assert bool(jnp.all(picks_ok)) and bool(jnp.all(scanned.metrics.picks_ok))
     np.testing.assert_allclose(scanned.metrics.one_minus_spearman, oms, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(scanned.metrics.best_of_n, bon, rtol=1e-4, atol=1e-5)
@@ -261,3 +263,22 @@ def test_progress_reaches_the_callback_given_and_nothing_is_printed(prepared, ca
     want = sorted((c.strategy, i, round(float(oms[seed, s, i]), 5)) for seed in range(2)
                   for s, c in enumerate(configs) for i in range(TINY["rounds"] + 1))
     assert got == want
+
+
+def test_ties_and_a_panel_run_end_to_end(prepared):
+    """The simulator's ties and panel: one vote per row, raters recorded, the fits' tie
+    strength and reliabilities reported every round, and the tie-aware selection runs."""
+    cfg = ExperimentConfig(strategy="pa_dopt", **TINY).replace(
+        tie_rate=0.3, annotator_quality=(0.0, 1.0, 4.0), train=dataclasses.replace(TINY["train"], annotators=3),
+    )
+    study = experiment.make_study([cfg, cfg.replace(strategy="greedy_iopt")], prepared)
+    result = study.run_seeds(jax.random.split(jax.random.PRNGKey(3), 2))
+    m = result.metrics
+    assert np.asarray(m.reliability).shape == (2, 2, cfg.rounds + 1, 3)
+    assert np.all(np.asarray(m.tie_strength)[:, :, -1] > 0)
+    buf = result.labelled
+    counts, rater = np.asarray(buf.counts), np.asarray(buf.annotator)
+    assert np.all(counts.sum(-1) == 1) and set(np.unique(rater).tolist()) <= {0, 1, 2}
+    assert counts[..., 2].sum() > 0  # some ties were drawn
+    with pytest.raises(InputError, match="reliabilities to fit"):
+        cfg.replace(train=dataclasses.replace(TINY["train"], annotators=4))

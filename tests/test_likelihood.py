@@ -186,3 +186,52 @@ def test_simulated_panel_and_ties():
     maj = annotator.majority_vote(jax.random.PRNGKey(6), counts)
     assert np.all(np.asarray(maj.sum(1)) == 1)
     np.testing.assert_array_equal(np.asarray(maj[:, 0] == 1), np.asarray(counts[:, 0] > counts[:, 1]))
+
+
+def _davidson_v64(z, nu):
+    return (1 + nu / 2 * np.cosh(z / 2)) / (2 * np.cosh(z / 2) + nu) ** 2
+
+
+@pytest.mark.parametrize("name", ["dopt", "pa_dopt", "iopt"])
+def test_every_driver_scores_ties_alike_and_as_float64(name):
+    """Under Davidson's ν with weighted past rows: the pool driver's scores equal a float64
+    NumPy reference built from the definition, and all-pairs and sharded pick the same."""
+    from arm_jax import allpairs, parallel, strategies
+
+    rng = np.random.default_rng(3)
+    phi = rng.normal(size=(14, 5)).astype(np.float32)
+    beta = rng.normal(size=5).astype(np.float32)
+    past = rng.normal(size=(6, 5)).astype(np.float32)
+    weight = np.float32([1, 5, 1, 2, 0.5, 3])
+    nu = 0.7
+    u, v, diff = allpairs.explicit_pairs(phi)
+    x = np.asarray(diff, np.float64)
+    vx = _davidson_v64(x @ beta, nu)
+    past64 = past.astype(np.float64)
+    info_past = (past64 * (weight * _davidson_v64(past64 @ beta, nu))[:, None]).T @ past64
+    if name == "iopt":  # M = Λ = I_past + λI; gain v·xᵀΛ⁻¹SΛ⁻¹x / (1 + v·xᵀΛ⁻¹x)
+        m = info_past + np.eye(5)
+        minv = np.linalg.inv(m)
+        s = x.T @ x / (2 * x.shape[0])
+        quad = np.einsum("ij,jk,ik->i", x, minv, x)
+        spread = np.einsum("ij,jk,ik->i", x, minv @ s @ minv, x)
+        ref = vx * spread / (1 + vx * quad)
+    else:
+        m = (x * vx[:, None]).T @ x + (info_past if name == "pa_dopt" else 0)
+        ref = vx * np.einsum("ij,jk,ik->i", x, np.linalg.inv(m), x)
+    kw = dict(past_phi_diff=past, past_weight=weight, tie=nu)
+    inputs = strategies.make_inputs(diff, beta, None, past, past_weight=weight, tie=nu)
+    got = np.asarray(strategies.pair_scores(strategies.STRATEGIES[name].pair_score, inputs), np.float64)
+    np.testing.assert_allclose(got, ref, rtol=2e-3)
+    k = 6
+    top = set(np.argsort(-ref)[:k].tolist())
+    pool = strategies.select(name, None, diff, beta, k, **kw)
+    assert set(np.asarray(pool.indices).tolist()) == top
+    every = allpairs.select_all_pairs(name, None, phi, beta, k, tile=8, **kw)
+    index = {(a, b): i for i, (a, b) in enumerate(zip(np.asarray(u).tolist(), np.asarray(v).tolist()))}
+    assert {index[(a, b)] for a, b in zip(np.asarray(every.u).tolist(), np.asarray(every.v).tolist())} == top
+    sharded = parallel.sharded_select(name, None, diff, beta, k, **kw)
+    assert set(np.asarray(sharded.indices).tolist()) == top
+    # and ν changes the picks' scores: the Bradley–Terry weight is not what was used
+    bt = strategies.pair_scores(strategies.STRATEGIES[name].pair_score, strategies.make_inputs(diff, beta, None, past))
+    assert not np.allclose(np.asarray(bt), got, rtol=1e-3)
