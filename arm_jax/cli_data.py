@@ -9,6 +9,7 @@ The work is done by :mod:`arm_jax.realdata`; this module only parses flags and p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from arm_jax import realdata
@@ -51,6 +52,18 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("reward model and training (the model is always trained from scratch)")
     g.add_argument("--seed", type=seed, default=0, help="random seed; same inputs and seed give byte-identical output (default: 0)")
     add_model_flags(g)
+    g.add_argument("--no-tie-model", action="store_true",
+                   help="train on the decided votes only, dropping tie votes (Bradley-Terry) instead of Davidson's "
+                        "tie model (ties still count as labelled pairs)")
+    g.add_argument("--no-reliability", action="store_true",
+                   help="with labels from several raters (\"annotator\"), count every rater alike instead of "
+                        "fitting a reliability per rater")
+
+
+def _configs(args):
+    """(model config, train config) of the flags, the tie flag applied."""
+    model_config, train_config = model_and_train_configs(args)
+    return model_config, dataclasses.replace(train_config, ties=not args.no_tie_model)
 
 
 def _log(message: str) -> None:
@@ -66,7 +79,7 @@ def _timings(timings: dict) -> str:
 
 
 def _cmd_select(args) -> int:
-    model_config, train_config = model_and_train_configs(args)
+    model_config, train_config = _configs(args)
     result = realdata.select_pairs(
         args.pool,
         args.labels,
@@ -81,6 +94,7 @@ def _cmd_select(args) -> int:
         log=_log,
         allow_relabel=args.allow_relabel,
         val_labels_path=args.val_labels,
+        fit_raters=not args.no_reliability,
     )
     if result.val is not None:
         _log(_val_labels_line(result.val, args.val_labels))
@@ -148,7 +162,8 @@ def _register_select(sub) -> None:
                    help="which pairs are candidates: in-prompt (same prompt id), cross-prompt (different "
                         "prompt ids) or all-cross (every pair) (default: cross-prompt; see below)")
     p.add_argument("--allow-relabel", action="store_true",
-                   help="propose pairs that are already labelled too (by default they never are)")
+                   help="propose pairs that are already labelled too, e.g. for another rater (by default they "
+                        "never are; see the README on when a second opinion is worth it)")
     p.add_argument("--val-labels", metavar="FILE", help=VAL_LABELS_HELP.format(", never proposed"))
     p.add_argument("--candidates", type=positive_int, default=realdata.DEFAULT_CANDIDATES, metavar="N",
                    help=f"candidate pairs sampled for in-prompt/cross-prompt (default: {realdata.DEFAULT_CANDIDATES})")
@@ -171,7 +186,7 @@ def _val_labels_line(val, path) -> str:
 
 
 def _cmd_train(args) -> int:
-    model_config, train_config = model_and_train_configs(args)
+    model_config, train_config = _configs(args)
     result = realdata.train_model(
         args.pool,
         args.labels,
@@ -183,6 +198,7 @@ def _cmd_train(args) -> int:
         train_config=train_config,
         log=_log,
         val_labels_path=args.val_labels,
+        fit_raters=not args.no_reliability,
     )
     if result.n_val:
         source = {

@@ -116,13 +116,15 @@ class TrainingSet(NamedTuple):
         return np.concatenate([self.first, self.second])
 
 
-def training_set(labels: Labels, train_config: TrainConfig) -> tuple[TrainingSet, TrainConfig]:
+def training_set(
+    labels: Labels, train_config: TrainConfig, fit_raters: bool = True
+) -> tuple[TrainingSet, TrainConfig]:
     """The labels as a :class:`TrainingSet` and the train config that fits them: with two or
-    more raters, one reliability each (``TrainConfig.annotators``)."""
+    more raters (and ``fit_raters``), one reliability each (``TrainConfig.annotators``)."""
     v = labels.votes
     if v is None:
         return TrainingSet(labels.winner, labels.loser), train_config
-    n_raters = len(v.annotators) if len(v.annotators) > 1 else 0
+    n_raters = len(v.annotators) if len(v.annotators) > 1 and fit_raters else 0
     train_config = dataclasses.replace(train_config, annotators=n_raters)
     return TrainingSet(v.first, v.second, v.counts, v.annotator if n_raters else None), train_config
 
@@ -289,6 +291,7 @@ def select_pairs(
     log: Log = _quiet,
     allow_relabel: bool = False,
     val_labels_path=None,
+    fit_raters: bool = True,
 ) -> SelectResult:
     """Train on the labels, pick the next k pairs, write them as JSON Lines (``select``).
 
@@ -298,6 +301,7 @@ def select_pairs(
     cold start: the untrained, seeded model's features are used. ``val_labels_path``:
     comparisons kept for evaluation only (not trained on, never proposed, even with
     ``allow_relabel``); the trained model's accuracy, log-loss and ECE on them are returned.
+    ``fit_raters``: fit a reliability per rater when the labels name two or more.
     Checks every input and the output path before training and writes nothing on error.
     """
     model_config = model_config or ModelConfig()
@@ -335,7 +339,7 @@ def select_pairs(
             "cold start: no labels, so the pairs are chosen on the untrained (seeded) model's "
             "random features (D-optimal design on the random-init features)"
         )
-    ts, train_config = training_set(labels, train_config)
+    ts, train_config = training_set(labels, train_config, fit_raters)
     if ts.n:
         log(f"training the reward model on {_describe_labels(labels)} ({_schedule(train_config, model_config)})")
     params, fit = fit_training_set(seed, pool, ts, model_config, train_config)
@@ -558,6 +562,7 @@ def train_model(
     train_config: TrainConfig | None = None,
     log: Log = _quiet,
     val_labels_path=None,
+    fit_raters: bool = True,
 ) -> TrainResult:
     """Fit on the labels, measure held-out accuracy and log-loss, save the model (``train``).
 
@@ -586,7 +591,7 @@ def train_model(
     t0 = time.perf_counter()
     pool = load_pool(pool_path)
     labels = load_labels(labels_path, pool)
-    ts, train_config = training_set(labels, train_config)
+    ts, train_config = training_set(labels, train_config, fit_raters)
     if ts.n == 0 or (ts.counts is not None and not train_config.ties and not ts.counts[:, :2].sum()):
         raise InputError(f"{labels.path}: no labels to train on")
     val, n_overlap = _load_val_labels(val_labels_path, labels_path, labelled_keys(labels, pool.n), pool, log)

@@ -106,3 +106,13 @@ def test_bad_rater_line_is_a_one_line_error(world, capsys):
     assert code == 2
     assert "bad.jsonl:2: p_a must be in [0, 1], got 2" in err and err.count("\n") == 1
     assert not (world / "m.msgpack").exists()
+
+
+def test_train_can_switch_ties_and_reliabilities_off(world, capsys):
+    code, _, err = _run(capsys, "train", "--pool", world / "pool.npz", "--labels", world / "raters.jsonl",
+                        "--out", world / "m.msgpack", "--depth", "0", "--no-tie-model", "--no-reliability")
+    assert code == 0, err
+    assert "rater reliability" not in err and "tie strength" not in err
+    meta = model_files.load_model(world / "m.msgpack").metadata
+    assert meta["tie_strength"] == 0 and all(r["reliability"] is None for r in meta["raters"])
+    assert meta["train_config"]["ties"] is False
