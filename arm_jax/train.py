@@ -58,8 +58,11 @@ class TrainConfig:
       Davidson's likelihood and fit its tie strength ν (:mod:`arm_jax.likelihood`); False
       drops the tie votes (ν = 0: Bradley–Terry on the decided votes).
     annotators: reliability slots: with A > 0, a label of rater j < A (``LabelBuffer.annotator``)
-      has the logit scale q_j = exp(u_j), fitted jointly with the model under the prior
-      u_j ~ N(0, 1); 0 (the default) treats every rater alike (q = 1).
+      has the logit scale q_j = exp(u_j) under the prior u_j ~ N(0, 1); the linear model
+      alternates exact fits of the head and of the q's; the MLP is fitted with every rater
+      alike, the q's are estimated at its rewards, and it is refitted with them held fixed
+      (learning them jointly by Adam made it worse than ignoring them). 0 (the default)
+      treats every rater alike (q = 1).
 
     The linear model (``ModelConfig(depth=0)``) with ``early_stopping`` is not trained by AdamW
     at all: it is fitted exactly (:data:`LINEAR_PRIOR_GRID`, ``_fit_linear``), its prior chosen
@@ -426,19 +429,32 @@ def nuisance_stats(votes: Votes | None, nuisance: dict | None, n_annotators: int
     return jnp.exp(log_tie(votes, nuisance)).astype(jnp.float32), jnp.exp(nuisance["u"]).astype(jnp.float32)
 
 
-def _fit(key, items, buffer, model_config, train_config):
+def _fit(key, items, buffer, model_config, train_config, reliability=None):
     if model_config.depth == 0 and (train_config.early_stopping or train_config.linear_prior is not None):
         return _fit_linear(key, items, buffer, train_config)
+    votes = votes_of(buffer, train_config)
+    if votes is not None and votes.n_annotators and reliability is None:
+        # Raters' reliabilities in two stages: fit with every rater alike, estimate the
+        # reliabilities at those rewards (fit_nuisance), refit with them held fixed. Learning
+        # them jointly with the MLP made the model worse than ignoring them
+        # (benchmarks/bench_annotators.py, RESULTS.md).
+        first, stats = _fit(key, items, buffer, model_config, dataclasses.replace(train_config, annotators=0))
+        r = model_lib.reward(first, model_config, items[buffer.pairs.reshape(-1)]).reshape(-1, 2)
+        start = {**initial_nuisance(votes), "log_nu": jnp.log(jnp.maximum(stats.tie, 1e-6))}
+        reliability = fit_nuisance(r[:, 0] - r[:, 1], votes, start)["u"]
+        return _fit(key, items, buffer, model_config, train_config, reliability)
     init_key, batch_key = jax.random.split(key)
     split_key = jax.random.fold_in(key, 7)
-    votes = votes_of(buffer, train_config)
 
     def initial(params):
         # with votes the parameters are (model, nuisance: ν and the reliabilities)
-        return params if votes is None else (params, initial_nuisance(votes))
+        if votes is None:
+            return params
+        nuisance = initial_nuisance(votes)
+        return params, (nuisance if reliability is None else {**nuisance, "u": reliability})
 
     params = initial(model_lib.init_params(init_key, model_config, items.shape[-1]))
-    optimizer = _optimizer(train_config) if votes is None else _vote_optimizer(train_config)
+    optimizer = _optimizer(train_config) if votes is None else _vote_optimizer(train_config, reliability is not None)
     opt_state = optimizer.init(params)
     b = train_config.batch_size
     steps = train_config.steps
@@ -605,12 +621,15 @@ def _fit(key, items, buffer, model_config, train_config):
     )
 
 
-def _vote_optimizer(config: TrainConfig):
+def _vote_optimizer(config: TrainConfig, fixed_reliability: bool = False):
     """AdamW on the model, Adam (:data:`NUISANCE_LR`, no decay: they have their own prior) on
-    ν and the reliabilities."""
+    ν and the reliabilities (held fixed with ``fixed_reliability``)."""
     return optax.multi_transform(
-        {"model": _optimizer(config), "nuisance": optax.adam(NUISANCE_LR)},
-        lambda p: (jax.tree_util.tree_map(lambda _: "model", p[0]), jax.tree_util.tree_map(lambda _: "nuisance", p[1])),
+        {"model": _optimizer(config), "nuisance": optax.adam(NUISANCE_LR), "fixed": optax.set_to_zero()},
+        lambda p: (
+            jax.tree_util.tree_map(lambda _: "model", p[0]),
+            {"log_nu": "nuisance", "u": "fixed" if fixed_reliability else "nuisance"},
+        ),
     )
 
 

@@ -13,7 +13,7 @@ entropy, dopt and uncertain_iopt (the rule that led on real ratings in bench_rul
   fitted reliability per rater vs without (``--no-reliability``);
 - soft: every pair labelled by five raters (``--raters-per-pair 5``); trained on the vote
   counts vs on the majority label (``--aggregate majority``);
-- graded panel (reliability recovery only): qualities 0.3, 1, 1, 2, 4, rules random and dopt.
+- graded panel: qualities 0.3, 1, 1, 2, 4, rules random and dopt, with vs without reliabilities.
 
 For each variant and rule: the final 1 − Spearman and Best-of-N, mean ± s.e. over seeds, the
 paired difference to random (bench_rules.py's analysis), and the paired difference between
@@ -47,7 +47,7 @@ STUDIES = {
               {"reliability": [], "no-reliability": ["--no-reliability"]}),
     "soft": (["--raters-per-pair", "5"], {"votes": [], "majority": ["--aggregate", "majority"]}),
     "graded": (["--annotator-quality", ",".join(map(str, GRADED)), "--strategies", "random,dopt"],
-               {"reliability": []}),
+               {"reliability": [], "no-reliability": ["--no-reliability"]}),
 }
 
 
