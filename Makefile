@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.arm-jax-installed
 
-.PHONY: demo test clean ratings-data
+.PHONY: demo test clean ratings-data test-label-studio
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,3 +35,12 @@ ratings-data:
 	$(RATINGS_VENV)/bin/python -m pip install --quiet '$(TORCH)'
 	$(RATINGS_VENV)/bin/python -m pip install --quiet -e '.[ratings]'
 	$(RATINGS_VENV)/bin/python benchmarks/build_ratings.py --out data/afinn
+
+# The round trip through a real Label Studio server (benchmarks/label_studio_roundtrip.py): its
+# own venv with the label-studio package, a server on 127.0.0.1 and SQLite in a temporary
+# directory, two users, export back into `arm-jax train`. Never part of `make test`.
+LS_VENV ?= .venv-labelstudio
+test-label-studio: $(STAMP)
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	test -x $(LS_VENV)/bin/label-studio || $(LS_VENV)/bin/python -m pip install --quiet label-studio
+	$(PY) benchmarks/label_studio_roundtrip.py --label-studio $(LS_VENV)/bin/label-studio

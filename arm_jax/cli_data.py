@@ -34,7 +34,8 @@ LABELS_HELP = (
     'strings or integers, compared as strings; blank lines skipped, extra fields ignored. Also: '
     'ties {"a": ID, "b": ID, "tie": true}, soft labels {"a": ID, "b": ID, "p_a": 0.7}, vote counts '
     '{"a": ID, "b": ID, "votes_a": 7, "votes_b": 3}, and "annotator": ID on any line (several raters: '
-    'a reliability is fitted for each). Ties, soft labels and votes train with the Davidson likelihood'
+    'a reliability is fitted for each). Ties, soft labels and votes train with the Davidson likelihood. '
+    "A Label Studio JSON export of tasks written by 'select --format label-studio' is read as well"
 )
 
 
@@ -95,6 +96,7 @@ def _cmd_select(args) -> int:
         allow_relabel=args.allow_relabel,
         val_labels_path=args.val_labels,
         fit_raters=not args.no_reliability,
+        output_format=args.output_format,
     )
     if result.val is not None:
         _log(_val_labels_line(result.val, args.val_labels))
@@ -165,6 +167,10 @@ def _register_select(sub) -> None:
                    help="propose pairs that are already labelled too, e.g. for another rater (by default they "
                         "never are; see the README on when a second opinion is worth it)")
     p.add_argument("--val-labels", metavar="FILE", help=VAL_LABELS_HELP.format(", never proposed"))
+    p.add_argument("--format", choices=realdata.OUTPUT_FORMATS, default="jsonl", dest="output_format",
+                   help="jsonl (one pair a line; the default) or label-studio: tasks Label Studio imports as "
+                        "they are, plus the labelling config beside them (NEXT.label_config.xml); its JSON export "
+                        "goes back in as --labels")
     p.add_argument("--candidates", type=positive_int, default=realdata.DEFAULT_CANDIDATES, metavar="N",
                    help=f"candidate pairs sampled for in-prompt/cross-prompt (default: {realdata.DEFAULT_CANDIDATES})")
     _add_training_flags(p)

@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from arm_jax import labelstudio
 from arm_jax.errors import InputError
 from arm_jax.io import require_file
 from arm_jax.pool_io import Pool
@@ -106,11 +107,9 @@ def empty_labels(path: str = "") -> Labels:
     return Labels(path, z, z, z, z, z)
 
 
-def _label_id(path, lineno: int, field: str, value) -> str:
+def _label_id(where: str, field: str, value) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise InputError(
-            f"{path}:{lineno}: {field} must be a string or an integer id, got {json.dumps(value)}"
-        )
+        raise InputError(f"{where}: {field} must be a string or an integer id, got {json.dumps(value)}")
     return str(value)
 
 
@@ -122,9 +121,9 @@ RATER_LOOKALIKES = (
 )
 
 
-def _number(path, lineno, field, value) -> float:
+def _number(where: str, field, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise InputError(f"{path}:{lineno}: field '{field}' must be a number, got {json.dumps(value)}")
+        raise InputError(f"{where}: field '{field}' must be a number, got {json.dumps(value)}")
     return float(value)
 
 
@@ -142,75 +141,80 @@ def _parse_line(path, lineno: int, text: str, index: dict[str, int], pool: Pool)
         row = json.loads(text)
     except json.JSONDecodeError as err:
         raise InputError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+    return _parse_row(f"{path}:{lineno}", row, index, pool)
+
+
+def _parse_row(where: str, row, index: dict[str, int], pool: Pool) -> _Line:
+    """One label (a decoded JSON value) as a :class:`_Line`; ``where`` starts every message."""
     if not isinstance(row, dict):
-        raise InputError(f"{path}:{lineno}: expected a JSON object like {{\"winner\": ..., \"loser\": ...}}")
+        raise InputError(f"{where}: expected a JSON object like {{\"winner\": ..., \"loser\": ...}}")
     for field in row:
         if field.lower() in RATER_LOOKALIKES:
-            raise InputError(f"{path}:{lineno}: unknown rater field '{field}'; the rater goes in \"annotator\"")
+            raise InputError(f"{where}: unknown rater field '{field}'; the rater goes in \"annotator\"")
     annotator = None
     if "annotator" in row:
-        annotator = _label_id(path, lineno, "annotator", row["annotator"])
+        annotator = _label_id(where, "annotator", row["annotator"])
     tie = row.get("tie", False)
     if not isinstance(tie, bool):
-        raise InputError(f"{path}:{lineno}: field 'tie' must be true or false, got {json.dumps(tie)}")
+        raise InputError(f"{where}: field 'tie' must be true or false, got {json.dumps(tie)}")
     has_ab = "a" in row or "b" in row
     soft = [f for f in ("p_a", "votes_a", "votes_b", "votes_tie") if f in row]
     if has_ab:
         for field in ("a", "b"):
             if field not in row:
-                raise InputError(f"{path}:{lineno}: missing field '{field}'")
+                raise InputError(f"{where}: missing field '{field}'")
         fields = ("a", "b")
     else:
         for field in ("winner", "loser"):
             if field not in row:
-                raise InputError(f"{path}:{lineno}: missing field '{field}'")
+                raise InputError(f"{where}: missing field '{field}'")
         fields = ("winner", "loser")
         if soft:
-            raise InputError(f"{path}:{lineno}: '{soft[0]}' needs the pair as \"a\" and \"b\", not winner/loser")
-    ids = [_label_id(path, lineno, f, row[f]) for f in fields]
+            raise InputError(f"{where}: '{soft[0]}' needs the pair as \"a\" and \"b\", not winner/loser")
+    ids = [_label_id(where, f, row[f]) for f in fields]
     rows = []
     for item_id in ids:
         if item_id not in index:
-            raise InputError(f"{path}:{lineno}: id {item_id!r} is not in the pool {pool.path}")
+            raise InputError(f"{where}: id {item_id!r} is not in the pool {pool.path}")
         rows.append(index[item_id])
     if rows[0] == rows[1]:
         what = "a and b" if has_ab else "winner and loser"
-        raise InputError(f"{path}:{lineno}: {what} are the same item {ids[0]!r}")
+        raise InputError(f"{where}: {what} are the same item {ids[0]!r}")
     first, second = rows
     if tie:
         if has_ab and "winner" in row:
-            raise InputError(f"{path}:{lineno}: a tie line names a winner ({json.dumps(row['winner'])}); drop one")
+            raise InputError(f"{where}: a tie line names a winner ({json.dumps(row['winner'])}); drop one")
         if soft:
-            raise InputError(f"{path}:{lineno}: a tie line carries '{soft[0]}'; drop one")
+            raise InputError(f"{where}: a tie line carries '{soft[0]}'; drop one")
         return _Line(first, second, (0.0, 0.0, 1.0), "tie", annotator)
     if not has_ab:
         return _Line(first, second, (1.0, 0.0, 0.0), "decided", annotator)
     if "winner" in row:
         if soft:
-            raise InputError(f"{path}:{lineno}: a line with a winner carries '{soft[0]}'; drop one")
-        won = _label_id(path, lineno, "winner", row["winner"])
+            raise InputError(f"{where}: a line with a winner carries '{soft[0]}'; drop one")
+        won = _label_id(where, "winner", row["winner"])
         if won not in ids:
-            raise InputError(f"{path}:{lineno}: winner {won!r} is neither a ({ids[0]!r}) nor b ({ids[1]!r})")
+            raise InputError(f"{where}: winner {won!r} is neither a ({ids[0]!r}) nor b ({ids[1]!r})")
         return _Line(first, second, (1.0, 0.0, 0.0) if won == ids[0] else (0.0, 1.0, 0.0), "decided", annotator)
     if "p_a" in row:
         if len(soft) > 1:
-            raise InputError(f"{path}:{lineno}: give either 'p_a' or vote counts, not both")
-        p = _number(path, lineno, "p_a", row["p_a"])
+            raise InputError(f"{where}: give either 'p_a' or vote counts, not both")
+        p = _number(where, "p_a", row["p_a"])
         if not 0.0 <= p <= 1.0:
-            raise InputError(f"{path}:{lineno}: p_a must be in [0, 1], got {json.dumps(row['p_a'])}")
+            raise InputError(f"{where}: p_a must be in [0, 1], got {json.dumps(row['p_a'])}")
         return _Line(first, second, (p, 1.0 - p, 0.0), "soft", annotator)
     if soft:
         votes = []
         for field in ("votes_a", "votes_b", "votes_tie"):
-            v = _number(path, lineno, field, row.get(field, 0))
+            v = _number(where, field, row.get(field, 0))
             if v < 0 or v == float("inf"):
-                raise InputError(f"{path}:{lineno}: {field} must be a count >= 0, got {json.dumps(row.get(field))}")
+                raise InputError(f"{where}: {field} must be a count >= 0, got {json.dumps(row.get(field))}")
             votes.append(v)
         if sum(votes) <= 0:
-            raise InputError(f"{path}:{lineno}: no votes (votes_a, votes_b and votes_tie are all 0)")
+            raise InputError(f"{where}: no votes (votes_a, votes_b and votes_tie are all 0)")
         return _Line(first, second, tuple(votes), "soft", annotator)
     raise InputError(
-        f"{path}:{lineno}: a line with \"a\" and \"b\" needs \"winner\", \"tie\": true, \"p_a\" or vote counts"
+        f"{where}: a line with \"a\" and \"b\" needs \"winner\", \"tie\": true, \"p_a\" or vote counts"
     )
 
 
@@ -220,16 +224,20 @@ def load_labels(path, pool: Pool) -> Labels:
     index = pool.index_of()
     parsed: list[tuple[int, _Line]] = []
     try:
-        handle = open(path, encoding="utf-8-sig")
+        with open(path, encoding="utf-8-sig") as handle:
+            text = handle.read()
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file") from None
     except OSError as err:
         raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
-    with handle:
-        try:
-            for lineno, text in enumerate(handle, start=1):
-                if text.strip():
-                    parsed.append((lineno, _parse_line(path, lineno, text, index, pool)))
-        except UnicodeDecodeError:
-            raise InputError(f"{path}: not a UTF-8 text file") from None
+    if labelstudio.looks_like_export(text):
+        # Label Studio's JSON export: "line" numbers are the annotations' order
+        for n, (where, row) in enumerate(labelstudio.export_rows(path, text), start=1):
+            parsed.append((n, _parse_row(f"{path}: {where}", row, index, pool)))
+    else:
+        for lineno, line in enumerate(text.split("\n"), start=1):
+            if line.strip():
+                parsed.append((lineno, _parse_line(path, lineno, line, index, pool)))
 
     def arr(xs, dtype=np.int64):
         return np.asarray(xs, dtype).reshape(-1)

@@ -8,7 +8,9 @@ Formats (:func:`load_pool`):
 - ``.npy`` of shape ``(N, D)``: item ids are row numbers, no prompt ids. Memory-mapped too.
 - ``.npz`` with ``embeddings`` ``(N, D)``, optional ``prompt_ids`` ``(N,)`` and optional
   ``item_ids`` ``(N,)`` (string or integer arrays, unique; default: the row number as a
-  string). ``.npz`` members are read into memory.
+  string), and optional texts ``prompts`` and ``responses`` ``(N,)`` (string arrays: what an
+  annotator reads; ``select`` writes them next to each pair). ``.npz`` members are read into
+  memory.
 
 Embeddings must be float16/32/64 and finite (a streaming check reports how many rows hold
 NaN/inf). Items are used as float32. Every problem raises :class:`~arm_jax.errors.InputError`
@@ -35,12 +37,24 @@ class Pool(NamedTuple):
     embeddings: (N, D) float16/32/64, possibly a read-only memory map.
     item_ids: (N,) str, unique.
     prompt_ids: (N,) str, or None when the pool has none.
+    prompts, responses: (N,) str texts of each item's prompt and response, or None.
     """
 
     path: str
     embeddings: np.ndarray
     item_ids: np.ndarray
     prompt_ids: np.ndarray | None
+    prompts: np.ndarray | None = None
+    responses: np.ndarray | None = None
+
+    def texts_of(self, row: int, side: str) -> dict:
+        """``{"prompt_<side>": ..., "response_<side>": ...}`` for the texts the pool has."""
+        out = {}
+        if self.prompts is not None:
+            out[f"prompt_{side}"] = str(self.prompts[row])
+        if self.responses is not None:
+            out[f"response_{side}"] = str(self.responses[row])
+        return out
 
     @property
     def n(self) -> int:
@@ -113,10 +127,10 @@ def _load_npy(path):
         p = np.repeat(np.arange(n_prompts), n_responses).astype(str)
         r = np.tile(np.arange(n_responses), n_prompts).astype(str)
         item_ids = np.char.add(np.char.add(p, ":"), r).astype(str)
-        return embeddings, item_ids, p
+        return embeddings, item_ids, p, {}
     if raw.ndim == 2:
         _check_float(path, "embeddings", raw)
-        return raw, None, None
+        return raw, None, None, {}
     raise InputError(
         f"{path}: embeddings have shape {raw.shape}, expected (prompts, responses, D) or (N, D)"
     )
@@ -133,7 +147,7 @@ def _load_npz(path):
                 f"{path}: no 'embeddings' array (found: {', '.join(archive.files) or 'nothing'})"
             )
         members = {}
-        for name in ("embeddings", "prompt_ids", "item_ids"):
+        for name in ("embeddings", "prompt_ids", "item_ids", "prompts", "responses"):
             if name in archive.files:
                 try:
                     members[name] = archive[name]
@@ -152,7 +166,17 @@ def _load_npz(path):
         prompt_ids = _ids_array(path, "prompt_ids", members["prompt_ids"], n)
     if "item_ids" in members:
         item_ids = _ids_array(path, "item_ids", members["item_ids"], n)
-    return embeddings, item_ids, prompt_ids
+    texts = {}
+    for name in ("prompts", "responses"):
+        if name in members:
+            raw = members[name]
+            if raw.shape != (n,) or raw.dtype.kind not in "US":
+                raise InputError(
+                    f"{path}: {name} has shape {raw.shape} and dtype {raw.dtype}, expected ({n},) strings "
+                    "(e.g. np.array(texts, dtype=str))"
+                )
+            texts[name] = raw.astype(str)
+    return embeddings, item_ids, prompt_ids, texts
 
 
 def load_pool(path) -> Pool:
@@ -160,9 +184,9 @@ def load_pool(path) -> Pool:
     path = require_file(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        embeddings, item_ids, prompt_ids = _load_npy(path)
+        embeddings, item_ids, prompt_ids, texts = _load_npy(path)
     elif suffix == ".npz":
-        embeddings, item_ids, prompt_ids = _load_npz(path)
+        embeddings, item_ids, prompt_ids, texts = _load_npz(path)
     else:
         raise InputError(f"{path}: unknown pool format {suffix or '(no extension)'!r}; expected .npy or .npz")
 
@@ -186,4 +210,4 @@ def load_pool(path) -> Pool:
             + (" (or values beyond float32's range)" if embeddings.dtype == np.float64 else "")
             + f" (first: row {first_bad}, item {str(item_ids[first_bad])!r})"
         )
-    return Pool(str(path), embeddings, item_ids, prompt_ids)
+    return Pool(str(path), embeddings, item_ids, prompt_ids, texts.get("prompts"), texts.get("responses"))

@@ -31,6 +31,7 @@ proposed by ``select``; they are scored by accuracy, log-loss and expected calib
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -254,6 +255,16 @@ class SelectResult(NamedTuple):
     n_soft: int = 0
 
 
+#: What ``select`` writes: JSON Lines (one pair a line) or Label Studio tasks.
+OUTPUT_FORMATS = ("jsonl", "label-studio")
+
+
+def label_config_path(out_path) -> Path:
+    """``next.json`` -> ``next.label_config.xml``: the labelling config beside Label Studio tasks."""
+    out = Path(out_path)
+    return out.with_name(out.stem + ".label_config.xml")
+
+
 def _describe_labels(labels: Labels) -> str:
     """"120 labels" or "120 lines (100 decided, 12 ties, 8 soft; 3 raters)"."""
     if labels.votes is None:
@@ -292,6 +303,7 @@ def select_pairs(
     allow_relabel: bool = False,
     val_labels_path=None,
     fit_raters: bool = True,
+    output_format: str = "jsonl",
 ) -> SelectResult:
     """Train on the labels, pick the next k pairs, write them as JSON Lines (``select``).
 
@@ -301,7 +313,11 @@ def select_pairs(
     cold start: the untrained, seeded model's features are used. ``val_labels_path``:
     comparisons kept for evaluation only (not trained on, never proposed, even with
     ``allow_relabel``); the trained model's accuracy, log-loss and ECE on them are returned.
-    ``fit_raters``: fit a reliability per rater when the labels name two or more.
+    ``fit_raters``: fit a reliability per rater when the labels name two or more. When the
+    pool has texts, each line also carries ``prompt_a``, ``response_a``, ``prompt_b``,
+    ``response_b``. ``output_format="label-studio"``: the same rows as Label Studio tasks (a
+    JSON list) and its labelling config beside them (:func:`label_config_path`; see
+    :mod:`arm_jax.labelstudio`).
     Checks every input and the output path before training and writes nothing on error.
     """
     model_config = model_config or ModelConfig()
@@ -310,7 +326,12 @@ def select_pairs(
     if pairs not in PAIR_MODES:
         raise InputError(f"unknown --pairs {pairs!r}; choose one of {', '.join(PAIR_MODES)}")
     k = _check_k(k)
-    io_lib.check_output_file(out_path, {"--pool": pool_path, "--labels": labels_path, "--val-labels": val_labels_path})
+    if output_format not in OUTPUT_FORMATS:
+        raise InputError(f"unknown --format {output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
+    inputs = {"--pool": pool_path, "--labels": labels_path, "--val-labels": val_labels_path}
+    io_lib.check_output_file(out_path, inputs)
+    if output_format == "label-studio":
+        io_lib.check_output_file(label_config_path(out_path), inputs)
     timings = {}
     t0 = time.perf_counter()
 
@@ -411,10 +432,18 @@ def select_pairs(
     p_a = fitting_lib.sigmoid(rew[local(a)] - rew[local(b)])
     ids = pool.item_ids
     rows = [
-        {"a": str(ids[i]), "b": str(ids[j]), "p_a_wins": _fmt(p), "score": _fmt(s), "rank": rank}
+        {"a": str(ids[i]), "b": str(ids[j]), "p_a_wins": _fmt(p), "score": _fmt(s), "rank": rank,
+         **pool.texts_of(i, "a"), **pool.texts_of(j, "b")}
         for rank, (i, j, p, s) in enumerate(zip(a.tolist(), b.tolist(), p_a.tolist(), scores.tolist()), start=1)
     ]
-    io_lib.write_jsonl(out_path, rows)
+    if output_format == "label-studio":
+        from arm_jax import labelstudio
+
+        with io_lib.atomic_paths([out_path, label_config_path(out_path)]) as (tasks_tmp, config_tmp):
+            tasks_tmp.write_text(json.dumps(labelstudio.tasks(rows), indent=1) + "\n", encoding="utf-8")
+            config_tmp.write_text(labelstudio.LABEL_CONFIG, encoding="utf-8")
+    else:
+        io_lib.write_jsonl(out_path, rows)
     timings["write"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     return SelectResult(

@@ -116,3 +116,77 @@ def test_train_can_switch_ties_and_reliabilities_off(world, capsys):
     meta = model_files.load_model(world / "m.msgpack").metadata
     assert meta["tie_strength"] == 0 and all(r["reliability"] is None for r in meta["raters"])
     assert meta["train_config"]["ties"] is False
+
+
+# ---------------------------------------------------------------------- Label Studio round trip
+
+EXPORT = __import__("pathlib").Path(__file__).parent / "data" / "label_studio_export.json"
+
+
+def test_label_studio_export_becomes_labels_and_trains(world, capsys):
+    """A stored export of Label Studio 1.23.2 (benchmarks/label_studio_roundtrip.py, item ids
+    renamed to this pool's; a fifth task not yet annotated added): two raters, one tie, one
+    skipped task. Every completed annotation is a label with its rater; train runs on it."""
+    from arm_jax import labels as labels_lib, pool_io
+
+    pool = pool_io.load_pool(world / "pool.npz")
+    labels = labels_lib.load_labels(EXPORT, pool)
+    v = labels.votes
+    ids = pool.item_ids
+    pairs = [(str(ids[a]), str(ids[b])) for a, b in zip(v.first, v.second)]
+    assert pairs == [("it3", "it7"), ("it3", "it7"), ("it5", "it9"), ("it4", "it8")]
+    np.testing.assert_array_equal(v.counts, [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 0]])
+    assert v.annotators == ("label-studio:1", "label-studio:2")
+    assert v.annotator.tolist() == [0, 1, 1, 0]
+    assert labels.n_ties == 1 and labels.n == 3
+    keys = labels_lib.labelled_keys(labels, pool.n)
+    assert keys.size == 3  # the skipped and the unannotated pairs are not labelled
+    code, _, err = _run(capsys, "train", "--pool", world / "pool.npz", "--labels", EXPORT,
+                        "--out", world / "m.msgpack", "--depth", "0")
+    assert code == 0, err
+    assert "4 lines (3 decided, 1 ties; 2 raters)" in err
+
+
+def test_select_writes_label_studio_tasks_and_config(world, capsys):
+    import xml.etree.ElementTree as ET
+
+    from arm_jax import labelstudio
+
+    texts = np.load(world / "pool.npz")
+    np.savez(world / "texts.npz", **texts, prompts=np.array([f"prompt {i // 4}" for i in range(N_ITEMS)]),
+             responses=np.array([f"response {i}" for i in range(N_ITEMS)]))
+    code, _, err = _run(capsys, "select", "--pool", world / "texts.npz", "--labels", world / "plain.jsonl",
+                        "--out", world / "next.json", "--k", "3", "--format", "label-studio", *FAST)
+    assert code == 0, err
+    tasks = json.loads((world / "next.json").read_text())
+    assert len(tasks) == 3 and all(set(t) == {"data"} for t in tasks)
+    d = tasks[0]["data"]
+    i = int(d["a"][2:])
+    assert d["text_a"] == f"prompt {i // 4}\n\nresponse {i}" and d["rank"] == 1
+    config = ET.fromstring((world / "next.label_config.xml").read_text())
+    choices = [c.get("value") for c in config.iter("Choice")]
+    assert choices == list(labelstudio.CHOICES)
+    names = {e.get("name") for e in config.iter() if e.get("name")}
+    assert {"text_a", "text_b", labelstudio.CONTROL} <= names
+    # texts next to each pair in the JSON Lines output too
+    code, _, err = _run(capsys, "select", "--pool", world / "texts.npz", "--labels", world / "plain.jsonl",
+                        "--out", world / "next.jsonl", "--k", "3", *FAST)
+    line = json.loads((world / "next.jsonl").read_text().splitlines()[0])
+    assert line["response_a"] == f"response {int(line['a'][2:])}" and "prompt_b" in line
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda e: e[0]["annotations"][0]["result"][0]["value"].update(choices=["Both bad"]),
+     'task 1 (id 1), annotation 1: choice "Both bad" is not in the labelling config (A, B, Tie)'),
+    (lambda e: e[1]["data"].pop("b"), "task 2 (id 2): data has no 'b'"),
+    (lambda e: e[3]["data"].update(a="nope"), "task 4 (id 4), annotation 1: id 'nope' is not in the pool"),
+    (lambda e: e[0]["annotations"][1].update(result=[]), "task 1 (id 1), annotation 2: no 'preference' choice"),
+    (lambda e: e[2].pop("data"), "task 3 (id 3): no 'data' object"),
+])
+def test_bad_label_studio_exports_are_one_line_errors(world, capsys, mutate, message):
+    export = json.loads(EXPORT.read_text())
+    mutate(export)
+    bad = world / "bad_export.json"
+    bad.write_text(json.dumps(export))
+    code, _, err = _run(capsys, "train", "--pool", world / "pool.npz", "--labels", bad, "--out", world / "m.msgpack")
+    assert code == 2 and message in err and err.count("\n") == 1, err
