@@ -106,6 +106,8 @@ def _cmd_select(args) -> int:
         f"{result.n_candidates} candidate pairs ({args.pairs}, {result.n_masked} already labelled"
         f"{' or in --val-labels' if args.val_labels else ''}), "
         f"{args.strategy} picked {len(result.rows)} -> {args.out}"
+        + (f" (Label Studio tasks; labelling config: {realdata.label_config_path(args.out)})"
+           if args.output_format == "label-studio" else "")
     )
     _log(_timings(result.timings))
     return 0
