@@ -97,7 +97,10 @@ def _cmd_select(args) -> int:
         val_labels_path=args.val_labels,
         fit_raters=not args.no_reliability,
         output_format=args.output_format,
+        report_path=args.report,
     )
+    if args.report:
+        print(report_table(result.report))
     if result.val is not None:
         _log(_val_labels_line(result.val, args.val_labels))
     ties = _extra_lines(result)
@@ -173,6 +176,10 @@ def _register_select(sub) -> None:
                    help="jsonl (one pair a line; the default) or label-studio: tasks Label Studio imports as "
                         "they are, plus the labelling config beside them (NEXT.label_config.xml); its JSON export "
                         "goes back in as --labels")
+    p.add_argument("--report", metavar="HISTORY.jsonl",
+                   help="print the stopping report: what the last batch bought (information gain per label), "
+                        "what the next is expected to buy, the held-out accuracy, and whether the stopping rule "
+                        "says stop; one row is appended to this file each round (see below)")
     p.add_argument("--candidates", type=positive_int, default=realdata.DEFAULT_CANDIDATES, metavar="N",
                    help=f"candidate pairs sampled for in-prompt/cross-prompt (default: {realdata.DEFAULT_CANDIDATES})")
     _add_training_flags(p)
@@ -250,6 +257,28 @@ def _cmd_train(args) -> int:
     _log(f"train: {result.n_items} items, {result.n_labels} labels{ties}; saved model ({what}) -> {args.out}")
     _log(_timings(result.timings))
     return 0
+
+
+def report_table(history: list[dict]) -> str:
+    """The stopping report as a short table and the rule's verdict (:mod:`arm_jax.stopping`)."""
+    from arm_jax import stopping
+
+    def num(x, fmt):
+        return "-" if x is None else format(x, fmt)
+
+    lines = ["round  labels  gain/label last batch  expected next  held-out accuracy"]
+    for i, r in enumerate(history, start=1):
+        acc = "-" if r.get("val_accuracy") is None else f"{r['val_accuracy']:.3f} ± {r.get('val_se') or 0:.3f}"
+        lines.append(f"{i:>5}  {r['labels']:>6}  {num(r['gain_last'], '>22.4g')}  {num(r.get('gain_next'), '>13.4g')}  {acc}")
+    gains = [float("nan") if r["gain_last"] is None else r["gain_last"] for r in history]
+    first = next((i for i, g in enumerate(gains) if g == g), None)
+    tau, patience = stopping.STOP_FRACTION, stopping.STOP_PATIENCE
+    rule = f"the gain per label of the last batch below {tau:g} x the first report's for {patience} rounds in a row"
+    if first is None or stopping.stop_round(gains, first=first) < 0:
+        lines.append(f"stopping rule ({rule}): keep labelling")
+    else:
+        lines.append(f"stopping rule ({rule}): STOP: more labels now buy little")
+    return "\n".join(lines)
 
 
 def _extra_lines(result) -> str:

@@ -198,6 +198,8 @@ class RoundMetrics(NamedTuple):
       for (where early stopping stopped, or the budget).
     tie_strength: (rounds + 1,) the fit's Davidson ν (0 without ties).
     reliability: (rounds + 1, A) the fit's rater reliabilities (A = ``train.annotators``).
+    batch_gain: (rounds + 1,) the information gain per label of the round's batch
+      (:func:`last_batch_gain`): what the stopping rule reads.
     """
 
     one_minus_spearman: jax.Array
@@ -207,6 +209,7 @@ class RoundMetrics(NamedTuple):
     train_epochs: jax.Array
     tie_strength: jax.Array
     reliability: jax.Array
+    batch_gain: jax.Array
 
 
 def prepare_data(dataset: Dataset) -> ExperimentData:
@@ -274,6 +277,12 @@ def past_inputs(
         h = config.model.feature_dim(data.train_items.shape[-1])
         weight = jnp.zeros(1, jnp.float32) if config.votes else None
         return jnp.zeros((1, h), jnp.float32), jnp.zeros(1, bool), weight
+    return labelled_differences(params, config, data, buffer, reliability)
+
+
+def labelled_differences(params, config: ExperimentConfig, data: ExperimentData, buffer: LabelBuffer, reliability=None):
+    """(x (C, H), mask (C,), weight (C,) or None) of every buffer row under ``params``: see
+    :func:`past_inputs`."""
     past = model_lib.features(params, config.model, data.train_items[buffer.pairs.reshape(-1)])
     past = past.reshape(buffer.capacity, 2, -1)
     diff = past[:, 0] - past[:, 1]
@@ -464,6 +473,21 @@ def _report(configs: tuple[ExperimentConfig, ...], round_index, one_minus_spearm
     jax.debug.callback(send, round_index, one_minus_spearman, bon, key)
 
 
+def last_batch_gain(fitted: Fitted, buffer: LabelBuffer, round_index, config: ExperimentConfig, data: ExperimentData):
+    """What the round's batch bought, per label: log det Λ(all labels) − log det Λ(without the
+    batch), Λ the head's posterior precision under the freshly trained model
+    (:func:`arm_jax.posterior.information_gain`), divided by the batch's size (round 0: the
+    initial labels). The quantity the stopping report (``select --report``) tracks. ``-> ()``."""
+    x, mask, weight = labelled_differences(fitted.params, config, data, buffer, fitted.reliability)
+    n_last = jnp.where(round_index == 0, config.initial_labels, config.k)
+    rows = jnp.arange(buffer.capacity)
+    before = mask & (rows < buffer.count - n_last)
+    gain = posterior.information_gain(
+        model_lib.head(fitted.params), x, before, mask, fitted.prior_precision, weight, _tie_of(config, fitted.tie)
+    )
+    return gain / jnp.maximum(n_last, 1)
+
+
 def initial_buffer(key, config: ExperimentConfig, data: ExperimentData):
     """Round 0's labelled set: ``initial_labels`` random pairs from one pool. ``-> (buffer, ok)``."""
     buffer = train.empty_buffer(config.capacity, votes=config.votes)
@@ -507,7 +531,8 @@ def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: Exp
     leading (S,) axis;
     xs: (round index, key). Every strategy uses the same keys, as when run alone.
     Returns the new carry and (1 − Spearman (S,), Best-of-N (S, len(N)), training loss (S,),
-    picks_ok (S,), epochs trained (S,), tie strength (S,), reliabilities (S, A)).
+    picks_ok (S,), epochs trained (S,), tie strength (S,), reliabilities (S, A), the round's
+    batch's information gain per label (S,)).
     """
     buffers, fitted, picks_ok = carry
     round_index, key = xs
@@ -537,10 +562,11 @@ def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: Exp
     # round 0's picks (the random initial set) are judged by the carry's initial flags
     buffers, picks_ok = jax.lax.cond(round_index > 0, acquire_all, lambda b: (b, picks_ok), buffers)
     fitted, loss, epochs = jax.vmap(lambda b: retrain(k_train, b, base, data))(buffers)
+    gain = jax.vmap(lambda f, b: last_batch_gain(f, b, round_index, base, data))(fitted, buffers)
     # one strategy at a time: the test-set activations of one model at once, not of S
     oms, bon = jax.lax.map(lambda p: evaluate(p, base, data), fitted.params)
     _report(configs, round_index, oms, bon, key, sink)
-    return (buffers, fitted, picks_ok), (oms, bon, loss, picks_ok, epochs, fitted.tie, fitted.reliability)
+    return (buffers, fitted, picks_ok), (oms, bon, loss, picks_ok, epochs, fitted.tie, fitted.reliability, gain)
 
 
 def round_step(carry, xs, config: ExperimentConfig, data: ExperimentData):

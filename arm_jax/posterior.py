@@ -95,3 +95,27 @@ def sample_heads(post: Posterior, key: jax.Array, n_samples: int) -> jax.Array:
     """``n_samples`` draws β̂ + L⁻ᵀε, ε ~ N(0, I), of the posterior. ``-> (H, n_samples)``."""
     eps = jax.random.normal(key, (post.mean.shape[-1], n_samples), post.mean.dtype)
     return post.mean[:, None] + post.white.w.T @ eps
+
+
+@fisher.full_precision
+def information_gain(
+    beta: jax.Array,
+    phi_diff: jax.Array,
+    before: jax.Array,
+    after: jax.Array,
+    prior_precision: float = DEFAULT_PRIOR_PRECISION,
+    weight: jax.Array | None = None,
+    tie=None,
+) -> jax.Array:
+    """log det Λ_after − log det Λ_before: what the rows in ``after`` but not in ``before``
+    added to the head's posterior precision Λ = Σ_rows n v x xᵀ + λI (nats; the D-optimal
+    criterion). ``phi_diff: (M, H)``; ``before``, ``after``: (M,) bool row masks; ``weight``,
+    ``tie``: as :func:`arm_jax.fisher.past_information`. Both factorisations take the relative
+    ridge of :func:`arm_jax.fisher.whitening`'s first try; NaN only if one still fails. ``-> ()``."""
+    h = beta.shape[-1]
+
+    def logdet(mask):
+        m = fisher.past_information(phi_diff, beta, mask, weight, tie) + prior_precision * jnp.eye(h)
+        return fisher.logdet_spd(m + fisher.ridge_for(m) * jnp.eye(h))
+
+    return logdet(after) - logdet(before)

@@ -253,6 +253,7 @@ class SelectResult(NamedTuple):
     val: PairMetrics | None = None
     n_val_overlap: int = 0
     n_soft: int = 0
+    report: list = []
 
 
 #: What ``select`` writes: JSON Lines (one pair a line) or Label Studio tasks.
@@ -288,6 +289,56 @@ def log_raters(labels: Labels, fit: FitReport, log: Log) -> None:
         log(f"rater reliability (1 = the panel's typical rater): {shown}")
 
 
+def read_report(path) -> list[dict]:
+    """The rows of a stopping-report history (JSON Lines written by ``select --report``); a
+    missing file is an empty history. One-line errors name the line."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}:{n}: not valid JSON ({err.msg}); is --report a report history?") from None
+        if not isinstance(row, dict) or "labels" not in row or "gain_last" not in row:
+            raise InputError(f"{path}:{n}: not a stopping-report row (no 'labels'/'gain_last'); is --report a report history?")
+        rows.append(row)
+    return rows
+
+
+def stopping_row(ts, fit, beta, past, past_weight, tie, prior, picked_x, strategy: str) -> dict:
+    """One stopping report (``select --report``): labels so far; ``gain_last``: the information
+    gain per label of the last min(k, labels) labels (in file order: the last batch when each
+    round appends its batch) under the model trained on all of them; ``gain_next``: the
+    expected gain per label of the picked batch; the held-out accuracy and its standard error
+    (the fit's early-stopping or cross-validation hold-out); see :mod:`arm_jax.stopping`."""
+    from arm_jax import posterior
+
+    k = int(picked_x.shape[0])
+    n = ts.n
+    h = beta.shape[0]
+    x_past = np.zeros((0, h), np.float32) if past is None else np.asarray(past, np.float32)
+    w_past = np.ones(n, np.float32) if past_weight is None else np.asarray(past_weight, np.float32)
+    x = np.concatenate([x_past, np.asarray(picked_x, np.float32)])
+    w = np.concatenate([w_past, np.ones(k, np.float32)])
+    rows = np.arange(n + k)
+
+    def gain(before, after, m):
+        nu = None if tie is None else np.float32(tie)
+        return float(posterior.information_gain(beta, x, before, after, prior, w, nu)) / m
+
+    m = min(k, n)
+    gain_last = gain(rows < n - m, rows < n, m) if n else None
+    gain_next = gain(rows < n, rows < n + k, k)
+    acc = fit.val_accuracy if fit is not None and fit.n_val else float("nan")
+    se = math.sqrt(acc * (1 - acc) / fit.n_val) if acc == acc else float("nan")
+    return {"labels": n, "k": k, "strategy": strategy, "gain_last": None if gain_last is None else _fmt(gain_last),
+            "gain_next": _fmt(gain_next), "val_accuracy": _fmt(acc), "val_se": _fmt(se)}
+
+
 def select_pairs(
     pool_path,
     labels_path,
@@ -304,6 +355,7 @@ def select_pairs(
     val_labels_path=None,
     fit_raters: bool = True,
     output_format: str = "jsonl",
+    report_path=None,
 ) -> SelectResult:
     """Train on the labels, pick the next k pairs, write them as JSON Lines (``select``).
 
@@ -317,7 +369,8 @@ def select_pairs(
     pool has texts, each line also carries ``prompt_a``, ``response_a``, ``prompt_b``,
     ``response_b``. ``output_format="label-studio"``: the same rows as Label Studio tasks (a
     JSON list) and its labelling config beside them (:func:`label_config_path`; see
-    :mod:`arm_jax.labelstudio`).
+    :mod:`arm_jax.labelstudio`). ``report_path``: a JSON Lines history of stopping reports,
+    one row appended per call (:func:`stopping_row`); the result's ``report`` holds them all.
     Checks every input and the output path before training and writes nothing on error.
     """
     model_config = model_config or ModelConfig()
@@ -332,6 +385,10 @@ def select_pairs(
     io_lib.check_output_file(out_path, inputs)
     if output_format == "label-studio":
         io_lib.check_output_file(label_config_path(out_path), inputs)
+    history = []
+    if report_path is not None:
+        io_lib.check_output_file(report_path, {**inputs, "--out": out_path}, flag="--report")
+        history = read_report(report_path)
     timings = {}
     t0 = time.perf_counter()
 
@@ -420,6 +477,10 @@ def select_pairs(
         a, b, scores = candidates.a[idx], candidates.b[idx], np.asarray(chosen.scores)
         n_cand, n_masked = candidates.a.size, candidates.a.size - candidates.n_valid
     timings["select"] = time.perf_counter() - t
+    if report_path is not None:
+        row = stopping_row(ts, fit, beta, past, past_weight, tie, prior, phi[local(a)] - phi[local(b)], strategy)
+        # a rerun on the same number of labels replaces its round's row
+        history = (history[:-1] if history and history[-1]["labels"] == row["labels"] else history) + [row]
 
     # 5. write them, best first
     t = time.perf_counter()
@@ -444,11 +505,13 @@ def select_pairs(
             config_tmp.write_text(labelstudio.LABEL_CONFIG, encoding="utf-8")
     else:
         io_lib.write_jsonl(out_path, rows)
+    if report_path is not None:
+        io_lib.write_jsonl(report_path, history)
     timings["write"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     return SelectResult(
         rows, pool.n, labels.n, labels.n_ties, n_cand, n_masked, timings,
-        fit if ts.n else None, val_metrics, n_overlap, labels.n_soft,
+        fit if ts.n else None, val_metrics, n_overlap, labels.n_soft, history,
     )
 
 

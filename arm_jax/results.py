@@ -58,6 +58,7 @@ def strategy_record(metrics, best_of_n: tuple[int, ...], seeds: list[int]) -> di
         "best_of_n": {str(n): _rows(bon[..., i]) for i, n in enumerate(best_of_n)},
         "train_loss": _rows(metrics.train_loss),
         "train_epochs": _rows(metrics.train_epochs),
+        "batch_gain": _rows(metrics.batch_gain),
         **_rater_record(metrics),
     }
 

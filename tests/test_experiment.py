@@ -48,7 +48,7 @@ def test_scan_equals_python_loop(prepared, strategy):
     for r in range(cfg.rounds + 1):
         (buffer, fitted, ok), out = step((buffer, fitted, ok), (jnp.int32(r), round_keys[r]))
         outs.append(out)
-    oms, bon, loss, picks_ok, epochs, _, _ = (jnp.stack(x) for x in zip(*outs))
+    oms, bon, loss, picks_ok, epochs, _, _, _ = (jnp.stack(x) for x in zip(*outs))
     assert bool(jnp.all(picks_ok)) and bool(jnp.all(scanned.metrics.picks_ok))
     np.testing.assert_allclose(scanned.metrics.one_minus_spearman, oms, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(scanned.metrics.best_of_n, bon, rtol=1e-4, atol=1e-5)
