@@ -13,6 +13,7 @@ import dataclasses
 import sys
 
 from arm_jax import realdata
+from arm_jax.errors import InputError
 from arm_jax.cli_common import HelpFormatter, add_model_flags, model_and_train_configs, positive_int, seed
 from arm_jax.train import TrainConfig
 
@@ -80,6 +81,8 @@ def _timings(timings: dict) -> str:
 
 
 def _cmd_select(args) -> int:
+    if args.k is None and args.budget is None:
+        raise InputError("give --k (how many pairs) or --budget (how much they may cost)")
     model_config, train_config = _configs(args)
     result = realdata.select_pairs(
         args.pool,
@@ -98,6 +101,7 @@ def _cmd_select(args) -> int:
         fit_raters=not args.no_reliability,
         output_format=args.output_format,
         report_path=args.report,
+        budget=args.budget,
     )
     if args.report:
         print(report_table(result.report))
@@ -108,7 +112,10 @@ def _cmd_select(args) -> int:
         f"select: {result.n_items} items, {result.n_labels} labels{ties}, "
         f"{result.n_candidates} candidate pairs ({args.pairs}, {result.n_masked} already labelled"
         f"{' or in --val-labels' if args.val_labels else ''}), "
-        f"{args.strategy} picked {len(result.rows)} -> {args.out}"
+        f"{args.strategy} picked {len(result.rows)}"
+        + ("" if result.total_cost is None else f" costing {result.total_cost:.6g}"
+           + ("" if args.budget is None else f" of the budget {args.budget:g}"))
+        + f" -> {args.out}"
         + (f" (Label Studio tasks; labelling config: {realdata.label_config_path(args.out)})"
            if args.output_format == "label-studio" else "")
     )
@@ -164,7 +171,11 @@ def _register_select(sub) -> None:
                    help=f"where to write the selected pairs (JSON Lines; {OUT_NOTE})")
     p.add_argument("--strategy", choices=list(STRATEGIES), default="dopt", metavar="NAME",
                    help=f"selection strategy, one of: {', '.join(STRATEGIES)} (default: dopt; see 'arm-jax strategies')")
-    p.add_argument("--k", type=positive_int, required=True, help="number of pairs to select")
+    p.add_argument("--k", type=positive_int, help="number of pairs to select (with --budget: the most)")
+    p.add_argument("--budget", type=float, metavar="B",
+                   help="pick the pairs of largest gain per unit cost that fit this budget (the pool needs 'costs': "
+                        "each item's cost, e.g. its reading time; a pair costs the sum of its two). Pair scores: "
+                        "greedily by score/cost; greedy_dopt: its knapsack form; random: a random order")
     p.add_argument("--pairs", choices=realdata.PAIR_MODES, default="cross-prompt",
                    help="which pairs are candidates: in-prompt (same prompt id), cross-prompt (different "
                         "prompt ids) or all-cross (every pair) (default: cross-prompt; see below)")

@@ -9,8 +9,9 @@ Formats (:func:`load_pool`):
 - ``.npz`` with ``embeddings`` ``(N, D)``, optional ``prompt_ids`` ``(N,)`` and optional
   ``item_ids`` ``(N,)`` (string or integer arrays, unique; default: the row number as a
   string), and optional texts ``prompts`` and ``responses`` ``(N,)`` (string arrays: what an
-  annotator reads; ``select`` writes them next to each pair). ``.npz`` members are read into
-  memory.
+  annotator reads; ``select`` writes them next to each pair), and optional ``costs`` ``(N,)``
+  (float > 0: what labelling an item costs, e.g. its reading time; a pair costs the sum of
+  its two items'; ``select --budget``). ``.npz`` members are read into memory.
 
 Embeddings must be float16/32/64 and finite (a streaming check reports how many rows hold
 NaN/inf). Items are used as float32. Every problem raises :class:`~arm_jax.errors.InputError`
@@ -38,6 +39,7 @@ class Pool(NamedTuple):
     item_ids: (N,) str, unique.
     prompt_ids: (N,) str, or None when the pool has none.
     prompts, responses: (N,) str texts of each item's prompt and response, or None.
+    costs: (N,) float64 > 0, each item's labelling cost, or None.
     """
 
     path: str
@@ -46,6 +48,7 @@ class Pool(NamedTuple):
     prompt_ids: np.ndarray | None
     prompts: np.ndarray | None = None
     responses: np.ndarray | None = None
+    costs: np.ndarray | None = None
 
     def texts_of(self, row: int, side: str) -> dict:
         """``{"prompt_<side>": ..., "response_<side>": ...}`` for the texts the pool has."""
@@ -147,7 +150,7 @@ def _load_npz(path):
                 f"{path}: no 'embeddings' array (found: {', '.join(archive.files) or 'nothing'})"
             )
         members = {}
-        for name in ("embeddings", "prompt_ids", "item_ids", "prompts", "responses"):
+        for name in ("embeddings", "prompt_ids", "item_ids", "prompts", "responses", "costs"):
             if name in archive.files:
                 try:
                     members[name] = archive[name]
@@ -176,6 +179,15 @@ def _load_npz(path):
                     "(e.g. np.array(texts, dtype=str))"
                 )
             texts[name] = raw.astype(str)
+    if "costs" in members:
+        raw = members["costs"]
+        if raw.shape != (n,) or raw.dtype.kind not in "fiu":
+            raise InputError(f"{path}: costs has shape {raw.shape} and dtype {raw.dtype}, expected ({n},) numbers")
+        costs = raw.astype(np.float64)
+        bad = np.flatnonzero(~(np.isfinite(costs) & (costs > 0)))
+        if bad.size:
+            raise InputError(f"{path}: costs must be finite and > 0; row {bad[0]} has {costs[bad[0]]!r}")
+        texts["costs"] = costs
     return embeddings, item_ids, prompt_ids, texts
 
 
@@ -210,4 +222,6 @@ def load_pool(path) -> Pool:
             + (" (or values beyond float32's range)" if embeddings.dtype == np.float64 else "")
             + f" (first: row {first_bad}, item {str(item_ids[first_bad])!r})"
         )
-    return Pool(str(path), embeddings, item_ids, prompt_ids, texts.get("prompts"), texts.get("responses"))
+    return Pool(
+        str(path), embeddings, item_ids, prompt_ids, texts.get("prompts"), texts.get("responses"), texts.get("costs")
+    )

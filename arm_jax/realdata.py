@@ -254,6 +254,7 @@ class SelectResult(NamedTuple):
     n_val_overlap: int = 0
     n_soft: int = 0
     report: list = []
+    total_cost: float | None = None
 
 
 #: What ``select`` writes: JSON Lines (one pair a line) or Label Studio tasks.
@@ -356,6 +357,7 @@ def select_pairs(
     fit_raters: bool = True,
     output_format: str = "jsonl",
     report_path=None,
+    budget: float | None = None,
 ) -> SelectResult:
     """Train on the labels, pick the next k pairs, write them as JSON Lines (``select``).
 
@@ -371,6 +373,10 @@ def select_pairs(
     JSON list) and its labelling config beside them (:func:`label_config_path`; see
     :mod:`arm_jax.labelstudio`). ``report_path``: a JSON Lines history of stopping reports,
     one row appended per call (:func:`stopping_row`); the result's ``report`` holds them all.
+    ``budget``: pick the batch of largest gain per unit cost whose pairs' costs (the sum of
+    the two items' ``costs`` in the pool) add up to at most this
+    (:func:`arm_jax.strategies.select_within_budget`); ``k`` is then the most pairs (None: no
+    limit but the budget) and each line carries its ``cost``.
     Checks every input and the output path before training and writes nothing on error.
     """
     model_config = model_config or ModelConfig()
@@ -378,7 +384,17 @@ def select_pairs(
     strategies_lib.get_strategy(strategy)  # InputError naming the choices
     if pairs not in PAIR_MODES:
         raise InputError(f"unknown --pairs {pairs!r}; choose one of {', '.join(PAIR_MODES)}")
-    k = _check_k(k)
+    if budget is not None:
+        if not (math.isfinite(budget) and budget > 0):
+            raise InputError(f"--budget must be a positive number, got {budget}")
+        if pairs == "all-cross":
+            raise InputError("--budget needs sampled candidates: use --pairs cross-prompt or in-prompt")
+        if strategy not in strategies_lib.BUDGET_STRATEGIES + strategies_lib.PAIR_SCORE_STRATEGIES:
+            raise InputError(
+                f"--budget works with: {', '.join(strategies_lib.BUDGET_STRATEGIES + strategies_lib.PAIR_SCORE_STRATEGIES)}"
+                f" (not {strategy})"
+            )
+    k = _check_k(k) if k is not None or budget is None else None
     if output_format not in OUTPUT_FORMATS:
         raise InputError(f"unknown --format {output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
     inputs = {"--pool": pool_path, "--labels": labels_path, "--val-labels": val_labels_path}
@@ -394,6 +410,8 @@ def select_pairs(
 
     # 1. read the pool and the labels, choose the candidates
     pool = load_pool(pool_path)
+    if budget is not None and pool.costs is None:
+        raise InputError(f"{pool.path}: --budget needs the items' costs: add a 'costs' array (N,) to the pool .npz")
     labels = empty_labels() if labels_path is None else load_labels(labels_path, pool)
     labelled = labelled_keys(labels, pool.n)
     val, n_overlap = _load_val_labels(val_labels_path, labels_path, labelled, pool, log)
@@ -407,7 +425,7 @@ def select_pairs(
         candidates = candidate_pairs(
             pool, pairs, n_candidates, seed, labelled, allow_relabel=allow_relabel, never=val_keys
         )
-        _check_enough_candidates(k, candidates, pairs, pool, evaluation=val is not None)
+        _check_enough_candidates(k or 1, candidates, pairs, pool, evaluation=val is not None)
     timings["load"] = time.perf_counter() - t0
 
     # 2. train the reward model on the labels (from scratch, seeded)
@@ -468,11 +486,22 @@ def select_pairs(
             if pairs == "in-prompt":
                 group = np.unique(pool.prompt_ids[candidates.a], return_inverse=True)[1].astype(np.int32)
             items = strategies_lib.PairItems(phi, local(candidates.a), local(candidates.b), group)
-        chosen = strategies_lib.select(
-            strategy, select_key(seed), phi[local(candidates.a)] - phi[local(candidates.b)], beta, k,
-            valid=candidates.valid, past_phi_diff=past, prior_precision=prior, items=items,
-            past_weight=past_weight, tie=tie,
-        )
+        diff = phi[local(candidates.a)] - phi[local(candidates.b)]
+        if budget is None:
+            chosen = strategies_lib.select(
+                strategy, select_key(seed), diff, beta, k, valid=candidates.valid, past_phi_diff=past,
+                prior_precision=prior, items=items, past_weight=past_weight, tie=tie,
+            )
+        else:
+            pair_cost = pool.costs[candidates.a] + pool.costs[candidates.b]
+            chosen = strategies_lib.select_within_budget(
+                strategy, select_key(seed), diff, beta, pair_cost, budget, k or candidates.a.size,
+                valid=candidates.valid, past_phi_diff=past, prior_precision=prior, past_weight=past_weight,
+                tie=tie,
+            )
+            if not np.size(chosen.indices):
+                cheapest = float(pair_cost[candidates.valid].min())
+                raise InputError(f"--budget {budget:g}: no candidate pair fits (the cheapest costs {cheapest:.4g})")
         idx = np.asarray(chosen.indices)
         a, b, scores = candidates.a[idx], candidates.b[idx], np.asarray(chosen.scores)
         n_cand, n_masked = candidates.a.size, candidates.a.size - candidates.n_valid
@@ -494,7 +523,8 @@ def select_pairs(
     ids = pool.item_ids
     rows = [
         {"a": str(ids[i]), "b": str(ids[j]), "p_a_wins": _fmt(p), "score": _fmt(s), "rank": rank,
-         **pool.texts_of(i, "a"), **pool.texts_of(j, "b")}
+         **pool.texts_of(i, "a"), **pool.texts_of(j, "b"),
+         **({} if pool.costs is None else {"cost": _fmt(pool.costs[i] + pool.costs[j])})}
         for rank, (i, j, p, s) in enumerate(zip(a.tolist(), b.tolist(), p_a.tolist(), scores.tolist()), start=1)
     ]
     if output_format == "label-studio":
@@ -512,6 +542,7 @@ def select_pairs(
     return SelectResult(
         rows, pool.n, labels.n, labels.n_ties, n_cand, n_masked, timings,
         fit if ts.n else None, val_metrics, n_overlap, labels.n_soft, history,
+        None if pool.costs is None else float(np.sum(pool.costs[a] + pool.costs[b])),
     )
 
 

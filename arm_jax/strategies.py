@@ -415,6 +415,38 @@ def greedy_dopt_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
     return Selection(indices, jnp.where(white.ok, gains, jnp.nan))
 
 
+def greedy_dopt_budget_strategy(key, inputs: SelectionInputs, k: int, costs: jax.Array, budget) -> Selection:
+    """:func:`greedy_dopt_strategy` under a budget (a knapsack): each step takes the pair of
+    largest gain per unit cost, log(1 + v xᵀM⁻¹x) / cost, among those that still fit the
+    remaining budget; at most ``k`` picks. Picks past the last one that fit are index −1 with
+    score −inf. ``costs``: (N,) > 0."""
+    del key
+    x = inputs.phi_diff
+    v, white, z, quad = _posterior_whitened(inputs)
+    h = x.shape[1]
+
+    def pick(i, carry):
+        p, quad, available, left, indices, gains = carry
+        fits = available & (costs <= left)
+        gain = jnp.log1p(v * jnp.maximum(quad, 0.0))
+        j = jnp.argmax(jnp.where(fits, gain / costs, -jnp.inf))
+        ok = fits[j]
+        u = p @ z[j]
+        c = 1.0 + v[j] * (z[j] @ u)
+        proj = z @ u
+        quad = jnp.where(ok, quad - v[j] * proj * proj / c, quad)
+        p = jnp.where(ok, p - (v[j] / c) * jnp.outer(u, u), p)
+        return (
+            p, quad, available.at[j].set(available[j] & ~ok), left - jnp.where(ok, costs[j], 0.0),
+            indices.at[i].set(jnp.where(ok, j, -1)), gains.at[i].set(jnp.where(ok, gain[j], -jnp.inf)),
+        )
+
+    init = (jnp.eye(h, dtype=x.dtype), quad, inputs.valid, jnp.float32(budget), jnp.zeros(k, jnp.int32),
+            jnp.zeros(k, x.dtype))
+    _, _, _, _, indices, gains = jax.lax.fori_loop(0, k, pick, init)
+    return Selection(indices, jnp.where(white.ok, gains, jnp.nan))
+
+
 def greedy_iopt_strategy(key, inputs: SelectionInputs, k: int, candidates: jax.Array | None = None) -> Selection:
     """Greedy I-optimal batch: one pair at a time, each the largest drop of tr(S·M⁻¹), M the
     posterior precision Λ = I_past + λI plus the batch's information so far.
@@ -836,6 +868,75 @@ def check_selection(name: str, scores) -> None:
             f"strategy {name!r}: {bad} of {np.size(scores)} picked scores are not finite; "
             "the information matrix could not be factorised even with a larger ridge"
         )
+
+
+#: The strategies ``select --budget`` runs: every pair score (greedy by score per unit cost),
+#: ``random`` (a random order, each pair that still fits) and ``greedy_dopt`` (its knapsack form).
+BUDGET_STRATEGIES = ("random", "greedy_dopt")  # besides every strategy of PAIR_SCORE_STRATEGIES
+
+
+def select_within_budget(
+    name: str, key: jax.Array, phi_diff, beta, costs, budget: float, k_max: int, valid=None,
+    past_phi_diff=None, past_mask=None, prior_precision: float = posterior.DEFAULT_PRIOR_PRECISION,
+    past_weight=None, tie=None,
+) -> Selection:
+    """The batch of largest gain per unit cost whose total cost is at most ``budget`` (and at
+    most ``k_max`` pairs). ``costs``: (N,) > 0, each candidate's cost (e.g. the two items'
+    reading times). Additive scores: greedily by score / cost (entropy by its entropy), each pair
+    that still fits; ``random``: in a random order; ``greedy_dopt``: the knapsack greedy
+    D-optimal batch (:func:`greedy_dopt_budget_strategy`). Returns the picks in order (fewer
+    than ``k_max`` when the budget runs out). InputError for other strategies or bad costs."""
+    get_strategy(name)
+    if name not in BUDGET_STRATEGIES + PAIR_SCORE_STRATEGIES:
+        raise InputError(
+            f"strategy {name!r} cannot pick within a budget; use one of: "
+            + ", ".join(BUDGET_STRATEGIES + PAIR_SCORE_STRATEGIES)
+        )
+    costs = np.asarray(costs, np.float64)
+    if costs.shape != (np.shape(phi_diff)[0],) or not np.all(np.isfinite(costs)) or np.any(costs <= 0):
+        raise InputError("pair costs must be finite and > 0, one per candidate")
+    if not (np.isfinite(budget) and budget > 0):
+        raise InputError(f"--budget must be a positive number, got {budget}")
+    validate_selection(phi_diff, beta, 1, valid, past_phi_diff, past_mask)
+    inputs = make_inputs(phi_diff, beta, valid, past_phi_diff, past_mask, prior_precision, None, past_weight, tie)
+    ok = np.asarray(inputs.valid)
+    k_max = int(max(1, min(k_max, ok.sum())))
+    if name == "greedy_dopt":
+        chosen = _budget_dopt_jit(key, inputs, k_max, jnp.asarray(costs, jnp.float32), jnp.float32(budget))
+        idx, sc = np.asarray(chosen.indices), np.asarray(chosen.scores)
+        keep = idx >= 0
+        check_selection(name, sc[keep])
+        return Selection(idx[keep].astype(np.int32), sc[keep])
+    if name == "random":
+        gain = np.asarray(jax.random.uniform(key, ok.shape))
+        ratio = gain  # a random order, whatever the cost
+    else:
+        spec = STRATEGIES[name].pair_score
+        rank = np.asarray(_pair_scores_jit(name, inputs), np.float64)
+        gap = np.asarray(inputs.phi_diff @ inputs.beta)
+        gain = rank if spec.report is None else np.asarray(spec.report(jnp.asarray(gap), None), np.float64)
+        check_selection(name, gain[ok])
+        ratio = gain / costs
+    order = np.argsort(-np.where(ok, ratio, -np.inf), kind="stable")
+    picks, left = [], float(budget)
+    for j in order[: ok.sum()]:
+        if costs[j] <= left:
+            picks.append(int(j))
+            left -= costs[j]
+            if len(picks) == k_max:
+                break
+    idx = np.asarray(picks, np.int32)
+    return Selection(idx, np.asarray(gain, np.float32)[idx])
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _budget_dopt_jit(key, inputs, k, costs, budget):
+    return greedy_dopt_budget_strategy(key, inputs, k, costs, budget)
+
+
+@functools.partial(jax.jit, static_argnames=("name",))
+def _pair_scores_jit(name, inputs):
+    return pair_scores(STRATEGIES[name].pair_score, inputs)
 
 
 def select(
