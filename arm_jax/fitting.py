@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from arm_jax import model as model_lib
+from arm_jax import progress as progress_lib
 from arm_jax import train as train_lib
 from arm_jax.errors import InputError
 from arm_jax.model import ModelConfig
@@ -193,10 +194,13 @@ def _forward_fn(model_config: ModelConfig):
     return jax.jit(lambda params, x: model_lib.features_and_reward(params, model_config, x))
 
 
-def item_features(params, model_config: ModelConfig, embeddings: np.ndarray, rows: np.ndarray | None = None):
+def item_features(
+    params, model_config: ModelConfig, embeddings: np.ndarray, rows: np.ndarray | None = None, progress: bool = False
+):
     """Φ (n, H) float32 and r (n,) float32 of ``embeddings[rows]`` (all rows by default).
 
     Streams fixed-size chunks (one compilation), so a memory-mapped pool is never loaded whole.
+    ``progress``: a progress bar over the chunks at a terminal (:mod:`arm_jax.progress`).
     """
     n_rows = embeddings.shape[0] if rows is None else int(rows.shape[0])
     width = model_config.feature_dim(embeddings.shape[1])
@@ -206,7 +210,8 @@ def item_features(params, model_config: ModelConfig, embeddings: np.ndarray, row
         return phi, rew
     chunk = min(_FEATURE_CHUNK, _bucket(n_rows))
     forward = _forward_fn(model_config)
-    for start in range(0, n_rows, chunk):
+    starts = range(0, n_rows, chunk)
+    for start in progress_lib.track(starts, len(starts), f"features of {n_rows} items", on=progress and len(starts) > 4):
         stop = min(start + chunk, n_rows)
         block = embeddings[start:stop] if rows is None else embeddings[rows[start:stop]]
         block = np.asarray(block, np.float32)

@@ -43,6 +43,7 @@ import numpy as np
 from arm_jax import fitting as fitting_lib
 from arm_jax import io as io_lib
 from arm_jax import model as model_lib
+from arm_jax import progress as progress_lib
 from arm_jax import strategies as strategies_lib
 from arm_jax.allpairs import ALLPAIRS_STRATEGIES as ALL_PAIRS_STRATEGIES
 from arm_jax.candidates import DEFAULT_CANDIDATES, PAIR_MODES, CandidatePairs, candidate_pairs
@@ -130,11 +131,15 @@ def training_set(
     return TrainingSet(v.first, v.second, v.counts, v.annotator if n_raters else None), train_config
 
 
-def fit_training_set(seed: int, pool: Pool, ts: TrainingSet, model_config: ModelConfig, train_config: TrainConfig):
-    """``fit_on_labels`` on a :class:`TrainingSet`, its parameters checked (:func:`check_fit`)."""
-    params, fit = fit_on_labels(
-        seed, pool.embeddings, ts.first, ts.second, model_config, train_config, ts.counts, ts.annotator
-    )
+def fit_training_set(
+    seed: int, pool: Pool, ts: TrainingSet, model_config: ModelConfig, train_config: TrainConfig, progress: bool = False
+):
+    """``fit_on_labels`` on a :class:`TrainingSet`, its parameters checked (:func:`check_fit`);
+    ``progress``: a spinner at a terminal while it trains."""
+    with progress_lib.spinner(f"training on {ts.n} labels", on=progress and ts.n > 0):
+        params, fit = fit_on_labels(
+            seed, pool.embeddings, ts.first, ts.second, model_config, train_config, ts.counts, ts.annotator
+        )
     check_fit(params, pool, ts.rows())
     return params, fit
 
@@ -438,7 +443,7 @@ def select_pairs(
     ts, train_config = training_set(labels, train_config, fit_raters)
     if ts.n:
         log(f"training the reward model on {_describe_labels(labels)} ({_schedule(train_config, model_config)})")
-    params, fit = fit_training_set(seed, pool, ts, model_config, train_config)
+    params, fit = fit_training_set(seed, pool, ts, model_config, train_config, progress=log is not _quiet)
     if ts.n:
         log(fit_summary(fit, ts.n))
         log_raters(labels, fit, log)
@@ -454,7 +459,7 @@ def select_pairs(
         if val is not None:
             touched += [val.winner, val.loser]
         row_of = np.unique(np.concatenate(touched))
-    phi, rew = item_features(params, model_config, pool.embeddings, row_of)
+    phi, rew = item_features(params, model_config, pool.embeddings, row_of, progress=log is not _quiet)
     check_features(pool, row_of, phi, rew)
     timings["features"] = time.perf_counter() - t
 
@@ -473,38 +478,39 @@ def select_pairs(
 
     # 4. score the candidates, keep the best k
     t = time.perf_counter()
-    if candidates is None:
-        a, b, scores = _select_all_pairs(
-            strategy, seed, phi, beta, k, past, excluded, pool.n, prior, past_weight, tie
-        )
-        n_cand, n_masked = pool.n * (pool.n - 1) // 2, excluded.size
-    else:
-        items = None
-        if strategy in strategies_lib.RESPONSE_RULES:
-            # the rules run per prompt on in-prompt candidates, over the whole pool otherwise
-            group = np.zeros(candidates.a.size, np.int32)
-            if pairs == "in-prompt":
-                group = np.unique(pool.prompt_ids[candidates.a], return_inverse=True)[1].astype(np.int32)
-            items = strategies_lib.PairItems(phi, local(candidates.a), local(candidates.b), group)
-        diff = phi[local(candidates.a)] - phi[local(candidates.b)]
-        if budget is None:
-            chosen = strategies_lib.select(
-                strategy, select_key(seed), diff, beta, k, valid=candidates.valid, past_phi_diff=past,
-                prior_precision=prior, items=items, past_weight=past_weight, tie=tie,
+    with progress_lib.spinner(f"{strategy}: scoring the candidates", on=log is not _quiet):
+        if candidates is None:
+            a, b, scores = _select_all_pairs(
+                strategy, seed, phi, beta, k, past, excluded, pool.n, prior, past_weight, tie
             )
+            n_cand, n_masked = pool.n * (pool.n - 1) // 2, excluded.size
         else:
-            pair_cost = pool.costs[candidates.a] + pool.costs[candidates.b]
-            chosen = strategies_lib.select_within_budget(
-                strategy, select_key(seed), diff, beta, pair_cost, budget, k or candidates.a.size,
-                valid=candidates.valid, past_phi_diff=past, prior_precision=prior, past_weight=past_weight,
-                tie=tie,
-            )
-            if not np.size(chosen.indices):
-                cheapest = float(pair_cost[candidates.valid].min())
-                raise InputError(f"--budget {budget:g}: no candidate pair fits (the cheapest costs {cheapest:.4g})")
-        idx = np.asarray(chosen.indices)
-        a, b, scores = candidates.a[idx], candidates.b[idx], np.asarray(chosen.scores)
-        n_cand, n_masked = candidates.a.size, candidates.a.size - candidates.n_valid
+            items = None
+            if strategy in strategies_lib.RESPONSE_RULES:
+                # the rules run per prompt on in-prompt candidates, over the whole pool otherwise
+                group = np.zeros(candidates.a.size, np.int32)
+                if pairs == "in-prompt":
+                    group = np.unique(pool.prompt_ids[candidates.a], return_inverse=True)[1].astype(np.int32)
+                items = strategies_lib.PairItems(phi, local(candidates.a), local(candidates.b), group)
+            diff = phi[local(candidates.a)] - phi[local(candidates.b)]
+            if budget is None:
+                chosen = strategies_lib.select(
+                    strategy, select_key(seed), diff, beta, k, valid=candidates.valid, past_phi_diff=past,
+                    prior_precision=prior, items=items, past_weight=past_weight, tie=tie,
+                )
+            else:
+                pair_cost = pool.costs[candidates.a] + pool.costs[candidates.b]
+                chosen = strategies_lib.select_within_budget(
+                    strategy, select_key(seed), diff, beta, pair_cost, budget, k or candidates.a.size,
+                    valid=candidates.valid, past_phi_diff=past, prior_precision=prior, past_weight=past_weight,
+                    tie=tie,
+                )
+                if not np.size(chosen.indices):
+                    cheapest = float(pair_cost[candidates.valid].min())
+                    raise InputError(f"--budget {budget:g}: no candidate pair fits (the cheapest costs {cheapest:.4g})")
+            idx = np.asarray(chosen.indices)
+            a, b, scores = candidates.a[idx], candidates.b[idx], np.asarray(chosen.scores)
+            n_cand, n_masked = candidates.a.size, candidates.a.size - candidates.n_valid
     timings["select"] = time.perf_counter() - t
     if report_path is not None:
         row = stopping_row(ts, fit, beta, past, past_weight, tie, prior, phi[local(a)] - phi[local(b)], strategy)
@@ -724,7 +730,7 @@ def train_model(
     nan = float("nan")
     if early:
         log(f"training the reward model on {_describe_labels(labels)} ({_schedule(train_config, model_config)})")
-        params, fit = fit_training_set(seed, pool, ts, model_config, train_config)
+        params, fit = fit_training_set(seed, pool, ts, model_config, train_config, progress=log is not _quiet)
         n_train, n_val = fit.n_fit, fit.n_val
         val_acc, val_loss = (fit.val_accuracy, fit.val_loss) if n_val else (nan, nan)
         did_refit = fit.refitted
@@ -735,7 +741,7 @@ def train_model(
     else:
         tr, va = split_labels(ts.n, train_config.val_fraction, seed)
         log(f"training the reward model on {tr.size} labels ({_schedule(train_config, model_config)})")
-        params, fit = fit_training_set(seed, pool, ts.take(tr), model_config, train_config)
+        params, fit = fit_training_set(seed, pool, ts.take(tr), model_config, train_config, progress=log is not _quiet)
         n_train, n_val = int(tr.size), int(va.size)
         val_acc = val_loss = nan
         held_w, held_l = ts.take(va).majority()
@@ -751,7 +757,7 @@ def train_model(
         if did_refit:
             t = time.perf_counter()
             log(f"refitting on all {ts.n} labels")
-            params, fit = fit_training_set(seed, pool, ts, model_config, train_config)
+            params, fit = fit_training_set(seed, pool, ts, model_config, train_config, progress=log is not _quiet)
             timings["refit"] = time.perf_counter() - t
     n_trained_on = ts.n if did_refit else n_train
     log_raters(labels, fit, log)
@@ -857,7 +863,7 @@ def score_pool(model_path, pool_path, out, log: Log = _quiet) -> ScoreResult:
         )
     timings["load"] = time.perf_counter() - t0
     t = time.perf_counter()
-    phi, rewards = item_features(saved.params, saved.model_config, pool.embeddings)
+    phi, rewards = item_features(saved.params, saved.model_config, pool.embeddings, progress=log is not _quiet)
     check_features(pool, None, phi, rewards)
     timings["score"] = time.perf_counter() - t
     t = time.perf_counter()
