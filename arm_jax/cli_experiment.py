@@ -30,7 +30,7 @@ PRESETS = {
     ),
 }
 TASKS = ("llm-like", "gaussian-2d")
-OUTPUT_FILES = ("metrics.json", "metrics.csv", "learning_curves.png")
+OUTPUT_FILES = ("metrics.json", "metrics.csv", "learning_curves.png", "quality_vs_cost.png")
 
 
 def _from_preset(key: str) -> str:
@@ -156,6 +156,14 @@ def register(sub) -> None:
                      help="train without the tie votes (Bradley-Terry on the decided ones) instead of Davidson's model")
     ann.add_argument("--no-reliability", action="store_true",
                      help="do not fit a reliability per rater (every rater counts alike)")
+    cost = p.add_argument_group("labelling costs")
+    cost.add_argument("--item-costs", choices=("none", "lognormal"), default="none",
+                      help="simulate what labelling costs: lognormal gives each item a reading time exp(N(0, 0.5^2)) "
+                           "(a pair costs the sum of its two); metrics.json then records the cost spent each round "
+                           "and quality_vs_cost.png plots quality against it")
+    cost.add_argument("--cost-aware", action="store_true",
+                      help="pick the k pairs of largest gain per unit cost (pair scores, greedy_dopt) instead of the "
+                           "largest gain")
     add_model_flags(p.add_argument_group("reward model and training"), steps_default=None, preset_schedule=True)
     out = p.add_argument_group("output")
     out.add_argument("--no-plot", action="store_true", help="do not draw learning_curves.png")
@@ -289,6 +297,8 @@ def build_config(args, strategy: str):
         annotator_quality=panel,
         raters_per_pair=args.raters_per_pair,
         aggregate=args.aggregate,
+        item_costs=args.item_costs,
+        cost_aware=args.cost_aware,
     )
 
 
@@ -412,6 +422,10 @@ def cmd_run(args) -> int:
             log("matplotlib is not installed: no plot (pip install 'arm-jax[plot]')")
         else:
             written.append(png)
+            if base.item_costs != "none":
+                written.append(results.plot_learning_curves(
+                    payload, Path(args.out) / "quality_vs_cost.png", x_key="cost_spent"
+                ))
     log(f"done in {payload['wall_time_s']:.1f}s; wrote " + ", ".join(str(w) for w in written))
     _print_summary(payload)
     return 0

@@ -37,6 +37,8 @@ from arm_jax.model import ModelConfig
 from arm_jax.train import LabelBuffer, TrainConfig
 from arm_jax.errors import InputError
 
+#: Simulated item costs: none, or log-normal reading times (ExperimentConfig.item_costs).
+ITEM_COSTS = ("none", "lognormal")
 # "all-cross": every pair among the round's n_prompts · R items, scored without listing them
 PAIR_MODES = pools.MODES + ("all-cross",)
 # strategies that read the labelled set (I_past or the posterior built on it)
@@ -69,6 +71,12 @@ class ExperimentConfig:
       independently), stored as one row of vote counts.
     aggregate: ``"votes"`` (train on the vote counts) or ``"majority"`` (one decided label
       per pair: the majority, an equal count by a fair coin).
+    item_costs: ``"none"`` or ``"lognormal"``: each training item costs exp(N(0, ½²)) to
+      read (fixed by the data, the same for every seed), a pair the sum of its two items';
+      the rounds record the cost spent (``RoundMetrics.cost_spent``).
+    cost_aware: each round picks the k pairs of largest gain per unit cost (pair scores:
+      score / cost, entropy by its entropy; ``greedy_dopt``: its knapsack form,
+      :func:`arm_jax.strategies.greedy_dopt_budget_strategy`) instead of the largest gain.
     best_of_n: the N of the Best-of-N metric (each ≤ responses per test prompt).
     model, train: reward model and optimiser.
     progress: print one line per round from inside the compiled program (host callback).
@@ -91,6 +99,8 @@ class ExperimentConfig:
     annotator_quality: tuple[float, ...] = ()
     raters_per_pair: int = 1
     aggregate: str = "votes"
+    item_costs: str = "none"
+    cost_aware: bool = False
 
     def __post_init__(self):
         strategies.get_strategy(self.strategy)
@@ -100,6 +110,18 @@ class ExperimentConfig:
             raise InputError(f"annotator qualities must be numbers, got {self.annotator_quality}")
         if self.raters_per_pair < 1:
             raise InputError(f"raters per pair must be >= 1, got {self.raters_per_pair}")
+        if self.item_costs not in ITEM_COSTS:
+            raise InputError(f"item costs must be one of {ITEM_COSTS}, got {self.item_costs!r}")
+        if self.cost_aware and (
+            self.item_costs == "none"
+            or self.strategy not in ("random", "greedy_dopt") + strategies.PAIR_SCORE_STRATEGIES
+            or self.pairs == "all-cross"
+        ):
+            raise InputError(
+                "cost-aware selection needs simulated item costs, sampled candidates and a pair score, "
+                f"random or greedy_dopt (got item_costs={self.item_costs!r}, pairs={self.pairs!r}, "
+                f"strategy={self.strategy!r})"
+            )
         if self.aggregate not in ("votes", "majority"):
             raise InputError(f"aggregate must be 'votes' or 'majority', got {self.aggregate!r}")
         if self.train.annotators > max(len(self.annotator_quality), 1) or (
@@ -200,6 +222,8 @@ class RoundMetrics(NamedTuple):
     reliability: (rounds + 1, A) the fit's rater reliabilities (A = ``train.annotators``).
     batch_gain: (rounds + 1,) the information gain per label of the round's batch
       (:func:`last_batch_gain`): what the stopping rule reads.
+    cost_spent: (rounds + 1,) the labelled pairs' total cost after the round (0 without
+      ``item_costs``).
     """
 
     one_minus_spearman: jax.Array
@@ -210,6 +234,7 @@ class RoundMetrics(NamedTuple):
     tie_strength: jax.Array
     reliability: jax.Array
     batch_gain: jax.Array
+    cost_spent: jax.Array
 
 
 def prepare_data(dataset: Dataset) -> ExperimentData:
@@ -278,6 +303,15 @@ def past_inputs(
         weight = jnp.zeros(1, jnp.float32) if config.votes else None
         return jnp.zeros((1, h), jnp.float32), jnp.zeros(1, bool), weight
     return labelled_differences(params, config, data, buffer, reliability)
+
+
+def item_costs(config: ExperimentConfig, data: ExperimentData) -> jax.Array:
+    """(P·R,) float32 cost of labelling each training item: exp(N(0, ½²)) from a fixed key for
+    ``item_costs="lognormal"`` (ones otherwise). A pair costs the sum of its two items'."""
+    n = data.train_rewards.shape[0]
+    if config.item_costs == "none":
+        return jnp.ones(n, jnp.float32)
+    return jnp.exp(0.5 * jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(0), 17), (n,)))
 
 
 def labelled_differences(params, config: ExperimentConfig, data: ExperimentData, buffer: LabelBuffer, reliability=None):
@@ -357,9 +391,28 @@ def choose_pairs(
         seen = pools.labelled_mask(pool.items[pool.pairs.a], pool.items[pool.pairs.b], buffer.pairs, buffer.mask)
         pool = pool._replace(pairs=pool.pairs._replace(valid=pool.pairs.valid & ~seen))
     inputs = selection_inputs(params, config, data, pool, buffer, strategy, prior_precision, tie, reliability)
-    chosen = strategies.STRATEGIES[strategy].fn(select_key, inputs, k)
+    if config.cost_aware and strategy != "random":  # random stays random
+        costs = item_costs(config, data)
+        pair_cost = costs[pool.items[pool.pairs.a]] + costs[pool.items[pool.pairs.b]]
+        chosen = cost_aware_pick(select_key, inputs, k, strategy, pair_cost)
+    else:
+        chosen = strategies.STRATEGIES[strategy].fn(select_key, inputs, k)
     ok = jnp.all(jnp.isfinite(chosen.scores) & inputs.valid[chosen.indices])
     return pool.items[pool.pairs.a[chosen.indices]], pool.items[pool.pairs.b[chosen.indices]], ok
+
+
+def cost_aware_pick(key, inputs: strategies.SelectionInputs, k: int, strategy: str, pair_cost: jax.Array):
+    """The k candidates of largest gain per unit cost (jit-able; :class:`ExperimentConfig`
+    ``cost_aware``): a pair score's gain (its report score for entropy) over the pair's cost, or
+    greedy_dopt's knapsack form with no budget limit."""
+    if strategy == "greedy_dopt":
+        return strategies.greedy_dopt_budget_strategy(key, inputs, k, pair_cost, jnp.inf)
+    spec = strategies.STRATEGIES[strategy].pair_score
+    rank = strategies.pair_scores(spec, inputs)
+    gap = inputs.phi_diff @ inputs.beta
+    gain = rank if spec.report is None else spec.report(gap, None)
+    chosen = strategies.top_k_valid(gain / pair_cost, inputs.valid, k)
+    return strategies.Selection(chosen.indices, gain[chosen.indices])
 
 
 def acquire(
@@ -532,7 +585,7 @@ def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: Exp
     xs: (round index, key). Every strategy uses the same keys, as when run alone.
     Returns the new carry and (1 − Spearman (S,), Best-of-N (S, len(N)), training loss (S,),
     picks_ok (S,), epochs trained (S,), tie strength (S,), reliabilities (S, A), the round's
-    batch's information gain per label (S,)).
+    batch's information gain per label (S,), cost spent (S,)).
     """
     buffers, fitted, picks_ok = carry
     round_index, key = xs
@@ -563,10 +616,13 @@ def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: Exp
     buffers, picks_ok = jax.lax.cond(round_index > 0, acquire_all, lambda b: (b, picks_ok), buffers)
     fitted, loss, epochs = jax.vmap(lambda b: retrain(k_train, b, base, data))(buffers)
     gain = jax.vmap(lambda f, b: last_batch_gain(f, b, round_index, base, data))(fitted, buffers)
+    costs = item_costs(base, data)
+    spent = jax.vmap(lambda b: jnp.sum(jnp.where(b.mask, costs[b.pairs[:, 0]] + costs[b.pairs[:, 1]], 0.0)))(buffers)
+    spent = spent * base.raters_per_pair * (base.item_costs != "none")
     # one strategy at a time: the test-set activations of one model at once, not of S
     oms, bon = jax.lax.map(lambda p: evaluate(p, base, data), fitted.params)
     _report(configs, round_index, oms, bon, key, sink)
-    return (buffers, fitted, picks_ok), (oms, bon, loss, picks_ok, epochs, fitted.tie, fitted.reliability, gain)
+    return (buffers, fitted, picks_ok), (oms, bon, loss, picks_ok, epochs, fitted.tie, fitted.reliability, gain, spent)
 
 
 def round_step(carry, xs, config: ExperimentConfig, data: ExperimentData):

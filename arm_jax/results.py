@@ -59,6 +59,7 @@ def strategy_record(metrics, best_of_n: tuple[int, ...], seeds: list[int]) -> di
         "train_loss": _rows(metrics.train_loss),
         "train_epochs": _rows(metrics.train_epochs),
         "batch_gain": _rows(metrics.batch_gain),
+        **({"cost_spent": _rows(metrics.cost_spent)} if np.any(np.asarray(metrics.cost_spent) != 0) else {}),
         **_rater_record(metrics),
     }
 
@@ -102,8 +103,9 @@ def mean_and_stderr(values) -> tuple[np.ndarray, np.ndarray]:
     return v.mean(axis=0), se
 
 
-def plot_learning_curves(payload: dict, path: Path, title: str | None = None) -> Path | None:
-    """The paper's style: mean ± standard error over seeds, one line per strategy, x = annotations.
+def plot_learning_curves(payload: dict, path: Path, title: str | None = None, x_key: str | None = None) -> Path | None:
+    """The paper's style: mean ± standard error over seeds, one line per strategy, x = annotations
+    (``x_key="cost_spent"``: each strategy's mean cost spent after each round instead).
 
     Returns None (and draws nothing) when matplotlib is not installed.
     """
@@ -126,9 +128,10 @@ def plot_learning_curves(payload: dict, path: Path, title: str | None = None) ->
             values = rec["one_minus_spearman"] if key == "one_minus_spearman" else rec["best_of_n"][key]
             mean, se = mean_and_stderr(values)
             style = "-" if name in ("dopt", "pa_dopt", "greedy_dopt") else "--"
-            (line,) = ax.plot(x, mean, style, label=name, lw=1.8)
-            ax.fill_between(x, mean - se, mean + se, color=line.get_color(), alpha=0.18, lw=0)
-        ax.set_xlabel("number of annotations")
+            xs = x if x_key is None else np.mean(np.asarray(rec[x_key], float), axis=0)
+            (line,) = ax.plot(xs, mean, style, label=name, lw=1.8)
+            ax.fill_between(xs, mean - se, mean + se, color=line.get_color(), alpha=0.18, lw=0)
+        ax.set_xlabel("number of annotations" if x_key is None else "cost spent (mean over seeds)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, ncol=2)

@@ -48,7 +48,7 @@ def test_scan_equals_python_loop(prepared, strategy):
     for r in range(cfg.rounds + 1):
         (buffer, fitted, ok), out = step((buffer, fitted, ok), (jnp.int32(r), round_keys[r]))
         outs.append(out)
-    oms, bon, loss, picks_ok, epochs, _, _, _ = (jnp.stack(x) for x in zip(*outs))
+    oms, bon, loss, picks_ok, epochs, *_ = (jnp.stack(x) for x in zip(*outs))
     assert bool(jnp.all(picks_ok)) and bool(jnp.all(scanned.metrics.picks_ok))
     np.testing.assert_allclose(scanned.metrics.one_minus_spearman, oms, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(scanned.metrics.best_of_n, bon, rtol=1e-4, atol=1e-5)
@@ -265,13 +265,16 @@ def test_progress_reaches_the_callback_given_and_nothing_is_printed(prepared, ca
     assert got == want
 
 
-def test_ties_and_a_panel_run_end_to_end(prepared):
+def test_ties_a_panel_and_costs_run_end_to_end(prepared):
     """The simulator's ties and panel: one vote per row, raters recorded, the fits' tie
-    strength and reliabilities reported every round, and the tie-aware selection runs."""
+    strength and reliabilities reported every round, and the tie-aware selection runs; with
+    simulated costs and cost-aware picks, the cost spent is that of the labelled pairs and
+    every round's batch gain is finite."""
     cfg = ExperimentConfig(strategy="pa_dopt", **TINY).replace(
         tie_rate=0.3, annotator_quality=(0.0, 1.0, 4.0), train=dataclasses.replace(TINY["train"], annotators=3),
+        item_costs="lognormal", cost_aware=True,
     )
-    study = experiment.make_study([cfg, cfg.replace(strategy="greedy_iopt")], prepared)
+    study = experiment.make_study([cfg, cfg.replace(strategy="greedy_dopt")], prepared)
     result = study.run_seeds(jax.random.split(jax.random.PRNGKey(3), 2))
     m = result.metrics
     assert np.asarray(m.reliability).shape == (2, 2, cfg.rounds + 1, 3)
@@ -280,5 +283,13 @@ def test_ties_and_a_panel_run_end_to_end(prepared):
     counts, rater = np.asarray(buf.counts), np.asarray(buf.annotator)
     assert np.all(counts.sum(-1) == 1) and set(np.unique(rater).tolist()) <= {0, 1, 2}
     assert counts[..., 2].sum() > 0  # some ties were drawn
+    costs = np.asarray(experiment.item_costs(cfg, prepared))
+    pairs = np.asarray(buf.pairs)
+    ends = cfg.annotations()
+    spent = np.asarray(m.cost_spent)
+    for r, end in enumerate(ends):
+        np.testing.assert_allclose(spent[..., r], (costs[pairs[..., :end, 0]] + costs[pairs[..., :end, 1]]).sum(-1),
+                                   rtol=1e-5)
+    assert np.all(np.isfinite(np.asarray(m.batch_gain))) and np.all(np.asarray(m.batch_gain) > 0)
     with pytest.raises(InputError, match="reliabilities to fit"):
         cfg.replace(train=dataclasses.replace(TINY["train"], annotators=4))
