@@ -615,7 +615,9 @@ def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: Exp
     # round 0's picks (the random initial set) are judged by the carry's initial flags
     buffers, picks_ok = jax.lax.cond(round_index > 0, acquire_all, lambda b: (b, picks_ok), buffers)
     fitted, loss, epochs = jax.vmap(lambda b: retrain(k_train, b, base, data))(buffers)
-    gain = jax.vmap(lambda f, b: last_batch_gain(f, b, round_index, base, data))(fitted, buffers)
+    # one strategy at a time (lax.map, not vmap): batched Cholesky factorisations of several
+    # strategies side by side can hang XLA's CPU thread pool (see acquire_all)
+    gain = jax.lax.map(lambda fb: last_batch_gain(fb[0], fb[1], round_index, base, data), (fitted, buffers))
     costs = item_costs(base, data)
     spent = jax.vmap(lambda b: jnp.sum(jnp.where(b.mask, costs[b.pairs[:, 0]] + costs[b.pairs[:, 1]], 0.0)))(buffers)
     spent = spent * base.raters_per_pair * (base.item_costs != "none")

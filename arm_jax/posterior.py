@@ -114,8 +114,12 @@ def information_gain(
     ridge of :func:`arm_jax.fisher.whitening`'s first try; NaN only if one still fails. ``-> ()``."""
     h = beta.shape[-1]
 
-    def logdet(mask):
+    def precision(mask):
         m = fisher.past_information(phi_diff, beta, mask, weight, tie) + prior_precision * jnp.eye(h)
-        return fisher.logdet_spd(m + fisher.ridge_for(m) * jnp.eye(h))
+        return m + fisher.ridge_for(m) * jnp.eye(h)
 
-    return logdet(after) - logdet(before)
+    # one batched factorisation of both: two independent LAPACK calls side by side can hang
+    # XLA's CPU thread pool (experiment.study_round_step)
+    chol = jnp.linalg.cholesky(jnp.stack([precision(after), precision(before)]))
+    logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+    return logdet[0] - logdet[1]

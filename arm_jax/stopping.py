@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 #: τ of the rule (measured: benchmarks/RESULTS.md, "When to stop").
-STOP_FRACTION = 0.3
+STOP_FRACTION = 0.1
 #: Rounds in a row the gain must stay under τ × the first.
 STOP_PATIENCE = 2
 
