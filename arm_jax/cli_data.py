@@ -281,8 +281,10 @@ def report_table(history: list[dict]) -> str:
     for i, r in enumerate(history, start=1):
         acc = "-" if r.get("val_accuracy") is None else f"{r['val_accuracy']:.3f} ± {r.get('val_se') or 0:.3f}"
         lines.append(f"{i:>5}  {r['labels']:>6}  {num(r['gain_last'], '>22.4g')}  {num(r.get('gain_next'), '>13.4g')}  {acc}")
-    gains = [float("nan") if r["gain_last"] is None else r["gain_last"] for r in history]
-    first = next((i for i, g in enumerate(gains) if g == g), None)
+    # the reference is the first batch measured on top of earlier labels (not against the
+    # prior alone: that is a round 0, which the rule's measurement leaves out), with a gain > 0
+    gains = [float("nan") if r["gain_last"] is None or r.get("from_prior") else r["gain_last"] for r in history]
+    first = next((i for i, g in enumerate(gains) if g > 0), None)
     tau, patience = stopping.STOP_FRACTION, stopping.STOP_PATIENCE
     rule = f"the gain per label of the last batch below {tau:g} x the first report's for {patience} rounds in a row"
     if first is None or stopping.stop_round(gains, first=first) < 0:

@@ -631,7 +631,7 @@ def round_step(carry, xs, config: ExperimentConfig, data: ExperimentData):
     """One round of one strategy's scan: acquire (except in round 0), retrain, evaluate.
 
     carry: (buffer, :class:`Fitted` model of the previous round, picks_ok); xs: (round index, key).
-    Returns the new carry and (1 − Spearman, Best-of-N, training loss, picks_ok, epochs).
+    Returns the new carry and the round's outputs of :func:`study_round_step` for this strategy.
     """
     carry, out = study_round_step(_stack([carry]), xs, (config,), data)
     return _index(carry, 0), _index(out, 0)

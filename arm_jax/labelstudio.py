@@ -101,9 +101,10 @@ def export_rows(path, text: str) -> list[tuple[str, dict]]:
                 raise InputError(f"{path}: {at}: not an object")
             if ann.get("was_cancelled"):
                 continue  # skipped by the annotator
-            choices = [
-                r for r in ann.get("result", []) if isinstance(r, dict) and r.get("from_name") == CONTROL
-            ]
+            result = ann.get("result")
+            if not isinstance(result, list):
+                raise InputError(f"{path}: {at}: 'result' is not a list (got {json.dumps(result)})")
+            choices = [r for r in result if isinstance(r, dict) and r.get("from_name") == CONTROL]
             if not choices:
                 raise InputError(f"{path}: {at}: no '{CONTROL}' choice in its result")
             picked = choices[0].get("value", {}).get("choices") if isinstance(choices[0].get("value"), dict) else None

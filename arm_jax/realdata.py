@@ -232,7 +232,10 @@ def _load_val_labels(val_labels_path, labels_path, labelled: np.ndarray, pool: P
         )
     val = load_labels(val_labels_path, pool)
     if val.n == 0:
-        raise InputError(f"{val.path}: no comparisons to evaluate on in --val-labels (ties are not scored)")
+        raise InputError(
+            f"{val.path}: no comparisons to evaluate on in --val-labels (only decided lines are scored: "
+            "ties, soft labels and vote counts are not)"
+        )
     also = np.isin(pair_keys(val.winner, val.loser, pool.n), labelled)
     n_overlap = int(also.sum())
     if n_overlap:
@@ -315,12 +318,14 @@ def read_report(path) -> list[dict]:
     return rows
 
 
-def stopping_row(ts, fit, beta, past, past_weight, tie, prior, picked_x, strategy: str) -> dict:
+def stopping_row(ts, fit, beta, past, past_weight, tie, prior, picked_x, strategy: str, history=()) -> dict:
     """One stopping report (``select --report``): labels so far; ``gain_last``: the information
-    gain per label of the last min(k, labels) labels (in file order: the last batch when each
-    round appends its batch) under the model trained on all of them; ``gain_next``: the
-    expected gain per label of the picked batch; the held-out accuracy and its standard error
-    (the fit's early-stopping or cross-validation hold-out); see :mod:`arm_jax.stopping`."""
+    gain per label of the last batch, the label lines added since the previous report with
+    fewer labels (without one: the last min(k, labels) lines), under the model trained on all
+    of them; ``from_prior``: that batch is every label (its gain is against the prior alone,
+    like a random round 0, and is no reference for the rule); ``gain_next``: the expected gain
+    per label of the picked batch; the held-out accuracy and its standard error (the fit's
+    early-stopping or cross-validation hold-out); see :mod:`arm_jax.stopping`."""
     from arm_jax import posterior
 
     k = int(picked_x.shape[0])
@@ -336,12 +341,14 @@ def stopping_row(ts, fit, beta, past, past_weight, tie, prior, picked_x, strateg
         nu = None if tie is None else np.float32(tie)
         return float(posterior.information_gain(beta, x, before, after, prior, w, nu)) / m
 
-    m = min(k, n)
+    earlier = [r["labels"] for r in history if r["labels"] < n]
+    m = n - earlier[-1] if earlier else min(k, n)
     gain_last = gain(rows < n - m, rows < n, m) if n else None
     gain_next = gain(rows < n, rows < n + k, k)
     acc = fit.val_accuracy if fit is not None and fit.n_val else float("nan")
     se = math.sqrt(acc * (1 - acc) / fit.n_val) if acc == acc else float("nan")
-    return {"labels": n, "k": k, "strategy": strategy, "gain_last": None if gain_last is None else _fmt(gain_last),
+    return {"labels": n, "k": k, "strategy": strategy, "last_batch": m,
+            "gain_last": None if gain_last is None else _fmt(gain_last), "from_prior": bool(n and m == n),
             "gain_next": _fmt(gain_next), "val_accuracy": _fmt(acc), "val_se": _fmt(se)}
 
 
@@ -399,7 +406,9 @@ def select_pairs(
                 f"--budget works with: {', '.join(strategies_lib.BUDGET_STRATEGIES + strategies_lib.PAIR_SCORE_STRATEGIES)}"
                 f" (not {strategy})"
             )
-    k = _check_k(k) if k is not None or budget is None else None
+    if k is None and budget is None:
+        raise InputError("give --k (how many pairs) or --budget (how much they may cost)")
+    k = _check_k(k) if k is not None else None
     if output_format not in OUTPUT_FORMATS:
         raise InputError(f"unknown --format {output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
     inputs = {"--pool": pool_path, "--labels": labels_path, "--val-labels": val_labels_path}
@@ -430,7 +439,7 @@ def select_pairs(
         candidates = candidate_pairs(
             pool, pairs, n_candidates, seed, labelled, allow_relabel=allow_relabel, never=val_keys
         )
-        _check_enough_candidates(k or 1, candidates, pairs, pool, evaluation=val is not None)
+        _check_enough_candidates(1 if budget is not None else k, candidates, pairs, pool, evaluation=val is not None)
     timings["load"] = time.perf_counter() - t0
 
     # 2. train the reward model on the labels (from scratch, seeded)
@@ -513,9 +522,13 @@ def select_pairs(
             n_cand, n_masked = candidates.a.size, candidates.a.size - candidates.n_valid
     timings["select"] = time.perf_counter() - t
     if report_path is not None:
-        row = stopping_row(ts, fit, beta, past, past_weight, tie, prior, phi[local(a)] - phi[local(b)], strategy)
         # a rerun on the same number of labels replaces its round's row
-        history = (history[:-1] if history and history[-1]["labels"] == row["labels"] else history) + [row]
+        if history and history[-1]["labels"] == ts.n:
+            history = history[:-1]
+        row = stopping_row(
+            ts, fit, beta, past, past_weight, tie, prior, phi[local(a)] - phi[local(b)], strategy, history
+        )
+        history = history + [row]
 
     # 5. write them, best first
     t = time.perf_counter()

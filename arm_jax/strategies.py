@@ -887,6 +887,8 @@ def select_within_budget(
     D-optimal batch (:func:`greedy_dopt_budget_strategy`). Returns the picks in order (fewer
     than ``k_max`` when the budget runs out). InputError for other strategies or bad costs."""
     get_strategy(name)
+    if tie is not None and not (np.isfinite(tie) and tie >= 0):
+        raise InputError(f"tie strength must be a number >= 0, got {tie}")
     if name not in BUDGET_STRATEGIES + PAIR_SCORE_STRATEGIES:
         raise InputError(
             f"strategy {name!r} cannot pick within a budget; use one of: "
@@ -905,8 +907,12 @@ def select_within_budget(
         chosen = _budget_dopt_jit(key, inputs, k_max, jnp.asarray(costs, jnp.float32), jnp.float32(budget))
         idx, sc = np.asarray(chosen.indices), np.asarray(chosen.scores)
         keep = idx >= 0
-        check_selection(name, sc[keep])
-        return Selection(idx[keep].astype(np.int32), sc[keep])
+        idx, sc = idx[keep], sc[keep]
+        # the knapsack ran in float32: hold the total to the budget in float64
+        within = np.cumsum(costs[idx]) <= budget
+        idx, sc = idx[within], sc[within]
+        check_selection(name, sc)
+        return Selection(idx.astype(np.int32), sc)
     if name == "random":
         gain = np.asarray(jax.random.uniform(key, ok.shape))
         ratio = gain  # a random order, whatever the cost

@@ -182,6 +182,7 @@ def test_select_writes_label_studio_tasks_and_config(world, capsys):
     (lambda e: e[3]["data"].update(a="nope"), "task 4 (id 4), annotation 1: id 'nope' is not in the pool"),
     (lambda e: e[0]["annotations"][1].update(result=[]), "task 1 (id 1), annotation 2: no 'preference' choice"),
     (lambda e: e[2].pop("data"), "task 3 (id 3): no 'data' object"),
+    (lambda e: e[0]["annotations"][0].update(result=None), "task 1 (id 1), annotation 1: 'result' is not a list"),
 ])
 def test_bad_label_studio_exports_are_one_line_errors(world, capsys, mutate, message):
     export = json.loads(EXPORT.read_text())

@@ -55,6 +55,7 @@ def test_select_report_appends_a_row_per_round_and_says_what_to_do(tmp_path, cap
     out = capsys.readouterr().out
     history = [json.loads(line) for line in (tmp_path / "h.jsonl").read_text().splitlines()]
     assert [r["labels"] for r in history] == [20, 40]  # the rerun at 20 labels replaced its row
+    assert [r["last_batch"] for r in history] == [5, 20]  # then: the lines added since the last report
     assert all(r["gain_last"] > 0 and r["gain_next"] > 0 and r["k"] == 5 for r in history)
     assert "keep labelling" in out.splitlines()[-1]
     (tmp_path / "bad.jsonl").write_text('{"winner": "0"}\n')
@@ -62,3 +63,14 @@ def test_select_report_appends_a_row_per_round_and_says_what_to_do(tmp_path, cap
                  "--report", str(tmp_path / "bad.jsonl"), *fast])
     assert code == 2 and "bad.jsonl:1: not a stopping-report row" in capsys.readouterr().err
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_report_reference_skips_a_batch_measured_against_the_prior_alone():
+    from arm_jax.cli_data import report_table
+
+    row = lambda n, g, prior=False: {"labels": n, "gain_last": g, "from_prior": prior, "gain_next": g}
+    # against the prior alone the first batch looks large; the rule must not stop on it
+    history = [row(50, 10.0, True), row(100, 1.0), row(150, 0.5), row(200, 0.4)]
+    assert "keep labelling" in report_table(history)
+    history += [row(250, 0.05), row(300, 0.05)]
+    assert "STOP" in report_table(history)
