@@ -160,7 +160,7 @@ def test_tie_strength_and_reliabilities_are_recovered():
     buf = train.buffer_from_pairs(a, b, capacity=3072, counts=counts, annotator=rater)
     _, mlp = train.fit_jit(
         jax.random.PRNGKey(0), jnp.asarray(items), buf, model_config=ModelConfig(depth=1, width=8),
-        train_config=train.TrainConfig(steps=600, annotators=3),
+        train_config=train.TrainConfig(steps=300, annotators=3),
     )
     q = np.asarray(mlp.reliability)
     assert q[0] < q[1] < q[2], q
