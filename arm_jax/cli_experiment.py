@@ -391,10 +391,7 @@ def cmd_run(args) -> int:
     }
     del payload["config"]["strategy"], payload["config"]["progress"]
     if base.tie_rate > 0:  # the simulated raters' Davidson tie strength, beside the fits' (results)
-        from arm_jax import annotator
-
-        payload["simulated_tie_strength"] = round(float(annotator.panel_tie_strength(
-            study.data.train_rewards, base.panel, base.tie_rate, study.data.reward_std)), 6)
+        payload["simulated_tie_strength"] = round(float(experiment.simulation(base, study.data).tie_strength), 6)
     # One program for every strategy: compiled once, all strategies' models trained at once.
     t0 = time.perf_counter()
     lowered = study.lower_seeds(keys)

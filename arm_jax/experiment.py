@@ -305,6 +305,22 @@ def past_inputs(
     return labelled_differences(params, config, data, buffer, reliability)
 
 
+class Simulation(NamedTuple):
+    """What the simulated annotation needs that depends only on the configuration and the
+    data, computed once per run (:func:`simulation`), not every round: the raters' Davidson
+    tie strength ν (() float32, 0 without ties) and the items' costs ((P·R,) or None)."""
+
+    tie_strength: jax.Array
+    item_costs: jax.Array | None
+
+
+def simulation(config: ExperimentConfig, data: ExperimentData) -> Simulation:
+    nu = jnp.float32(0.0)
+    if config.votes:
+        nu = annotator.panel_tie_strength(data.train_rewards, config.panel, config.tie_rate, data.reward_std)
+    return Simulation(nu, None if config.item_costs == "none" else item_costs(config, data))
+
+
 def item_costs(config: ExperimentConfig, data: ExperimentData) -> jax.Array:
     """(P·R,) float32 cost of labelling each training item: exp(N(0, ½²)) from a fixed key for
     ``item_costs="lognormal"`` (ones otherwise). A pair costs the sum of its two items'."""
@@ -319,13 +335,8 @@ def labelled_differences(params, config: ExperimentConfig, data: ExperimentData,
     :func:`past_inputs`."""
     past = model_lib.features(params, config.model, data.train_items[buffer.pairs.reshape(-1)])
     past = past.reshape(buffer.capacity, 2, -1)
-    diff = past[:, 0] - past[:, 1]
-    if not config.votes:
-        return diff, buffer.mask, None
-    votes = train.votes_of(buffer, config.train)
-    if reliability is not None and config.train.annotators:
-        diff = diff * train.row_scale(votes, {"u": jnp.log(reliability)})[:, None]
-    return diff, buffer.mask, jnp.sum(votes.counts, axis=-1)
+    diff, weight = train.information_rows(past[:, 0] - past[:, 1], train.votes_of(buffer, config.train), reliability)
+    return diff, buffer.mask, weight
 
 
 def _tie_of(config: ExperimentConfig, tie):
@@ -358,7 +369,7 @@ def selection_inputs(
 
 def choose_pairs(
     key, params, buffer: LabelBuffer, config: ExperimentConfig, data: ExperimentData, strategy: str, k: int,
-    prior_precision=posterior.DEFAULT_PRIOR_PRECISION, tie=None, reliability=None,
+    prior_precision=posterior.DEFAULT_PRIOR_PRECISION, tie=None, reliability=None, sim: Simulation | None = None,
 ):
     """The ``k`` pairs ``strategy`` picks this round: ``(a, b, ok)``, global item indices (k,)
     each, and ``ok`` () bool: every pick was a valid, scored candidate (False when a kernel
@@ -392,7 +403,7 @@ def choose_pairs(
         pool = pool._replace(pairs=pool.pairs._replace(valid=pool.pairs.valid & ~seen))
     inputs = selection_inputs(params, config, data, pool, buffer, strategy, prior_precision, tie, reliability)
     if config.cost_aware and strategy != "random":  # random stays random
-        costs = item_costs(config, data)
+        costs = (sim or simulation(config, data)).item_costs
         pair_cost = costs[pool.items[pool.pairs.a]] + costs[pool.items[pool.pairs.b]]
         chosen = cost_aware_pick(select_key, inputs, k, strategy, pair_cost)
     else:
@@ -407,29 +418,30 @@ def cost_aware_pick(key, inputs: strategies.SelectionInputs, k: int, strategy: s
     greedy_dopt's knapsack form with no budget limit."""
     if strategy == "greedy_dopt":
         return strategies.greedy_dopt_budget_strategy(key, inputs, k, pair_cost, jnp.inf)
-    spec = strategies.STRATEGIES[strategy].pair_score
-    rank = strategies.pair_scores(spec, inputs)
-    gap = inputs.phi_diff @ inputs.beta
-    gain = rank if spec.report is None else spec.report(gap, None)
+    gain = strategies.pair_gains(strategies.STRATEGIES[strategy].pair_score, inputs)
     chosen = strategies.top_k_valid(gain / pair_cost, inputs.valid, k)
     return strategies.Selection(chosen.indices, gain[chosen.indices])
 
 
 def acquire(
     key, params, buffer: LabelBuffer, config: ExperimentConfig, data: ExperimentData, strategy: str, k: int,
-    prior_precision=posterior.DEFAULT_PRIOR_PRECISION, tie=None, reliability=None,
+    prior_precision=posterior.DEFAULT_PRIOR_PRECISION, tie=None, reliability=None, sim: Simulation | None = None,
 ):
     """Choose ``k`` pairs with ``strategy`` under ``params`` (and the fit's prior precision,
-    tie strength and rater reliabilities), annotate, append.
+    tie strength and rater reliabilities), annotate, append. ``sim``: the run's
+    :class:`Simulation` (computed here when not given).
 
     Returns ``(buffer, ok)``: the new buffer and whether the picks were sound (see
     :func:`choose_pairs`; also False if the buffer overflowed)."""
     choose_key, label_key = jax.random.split(key)
-    a, b, ok = choose_pairs(choose_key, params, buffer, config, data, strategy, k, prior_precision, tie, reliability)
+    sim = sim or simulation(config, data)
+    a, b, ok = choose_pairs(
+        choose_key, params, buffer, config, data, strategy, k, prior_precision, tie, reliability, sim
+    )
     if config.votes:
-        nu = annotator.panel_tie_strength(data.train_rewards, config.panel, config.tie_rate, data.reward_std)
         counts, rater = annotator.annotate_votes(
-            label_key, data.train_rewards, a, b, config.panel, nu, data.reward_std, config.raters_per_pair
+            label_key, data.train_rewards, a, b, config.panel, sim.tie_strength, data.reward_std,
+            config.raters_per_pair,
         )
         if config.aggregate == "majority":
             counts = annotator.majority_vote(jax.random.fold_in(label_key, 1), counts)
@@ -541,12 +553,14 @@ def last_batch_gain(fitted: Fitted, buffer: LabelBuffer, round_index, config: Ex
     return gain / jnp.maximum(n_last, 1)
 
 
-def initial_buffer(key, config: ExperimentConfig, data: ExperimentData):
+def initial_buffer(key, config: ExperimentConfig, data: ExperimentData, sim: Simulation | None = None):
     """Round 0's labelled set: ``initial_labels`` random pairs from one pool. ``-> (buffer, ok)``."""
     buffer = train.empty_buffer(config.capacity, votes=config.votes)
     if not config.initial_labels:
         return buffer, jnp.bool_(True)
-    return acquire(key, initial_model(config, data).params, buffer, config, data, "random", config.initial_labels)
+    return acquire(
+        key, initial_model(config, data).params, buffer, config, data, "random", config.initial_labels, sim=sim
+    )
 
 
 def _index(tree, i):
@@ -576,7 +590,9 @@ def check_study(configs) -> tuple[ExperimentConfig, ...]:
     return configs
 
 
-def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: ExperimentData, sink=None):
+def study_round_step(
+    carry, xs, configs: tuple[ExperimentConfig, ...], data: ExperimentData, sink=None, sim: Simulation | None = None
+):
     """One round for S strategies: each acquires with its own model (except in round 0), then
     all S models are retrained from scratch at once and evaluated.
 
@@ -591,6 +607,7 @@ def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: Exp
     round_index, key = xs
     k_acquire, k_train = jax.random.split(key)
     base = configs[0]
+    sim = sim or simulation(base, data)
 
     def acquire_all(buffers):
         # One strategy after another (a scan over a switch), never side by side: two batched
@@ -600,7 +617,7 @@ def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: Exp
         branches = [
             functools.partial(
                 lambda f, b, c: acquire(
-                    k_acquire, f.params, b, c, data, c.strategy, c.k, f.prior_precision, f.tie, f.reliability
+                    k_acquire, f.params, b, c, data, c.strategy, c.k, f.prior_precision, f.tie, f.reliability, sim
                 ),
                 c=config,
             )
@@ -618,9 +635,12 @@ def study_round_step(carry, xs, configs: tuple[ExperimentConfig, ...], data: Exp
     # one strategy at a time (lax.map, not vmap): batched Cholesky factorisations of several
     # strategies side by side can hang XLA's CPU thread pool (see acquire_all)
     gain = jax.lax.map(lambda fb: last_batch_gain(fb[0], fb[1], round_index, base, data), (fitted, buffers))
-    costs = item_costs(base, data)
-    spent = jax.vmap(lambda b: jnp.sum(jnp.where(b.mask, costs[b.pairs[:, 0]] + costs[b.pairs[:, 1]], 0.0)))(buffers)
-    spent = spent * base.raters_per_pair * (base.item_costs != "none")
+    costs = sim.item_costs
+    if costs is None:
+        spent = jnp.zeros(len(configs), jnp.float32)
+    else:
+        pair_cost = jax.vmap(lambda b: jnp.where(b.mask, costs[b.pairs[:, 0]] + costs[b.pairs[:, 1]], 0.0))(buffers)
+        spent = jnp.sum(pair_cost, axis=-1) * base.raters_per_pair
     # one strategy at a time: the test-set activations of one model at once, not of S
     oms, bon = jax.lax.map(lambda p: evaluate(p, base, data), fitted.params)
     _report(configs, round_index, oms, bon, key, sink)
@@ -644,9 +664,10 @@ def run_study_single(key, configs: tuple[ExperimentConfig, ...], data: Experimen
     base = configs[0]
     check_data(data)
     init_key, round_key = jax.random.split(key)
-    buffer, ok = initial_buffer(init_key, base, data)  # round 0 is random: the same for every strategy
+    sim = simulation(base, data)  # once per run, not every round
+    buffer, ok = initial_buffer(init_key, base, data, sim)  # round 0 is random: the same for every strategy
     xs = (jnp.arange(base.rounds + 1, dtype=jnp.int32), jax.random.split(round_key, base.rounds + 1))
-    step = functools.partial(study_round_step, configs=configs, data=data, sink=sink)
+    step = functools.partial(study_round_step, configs=configs, data=data, sink=sink, sim=sim)
     carry = _stack([(buffer, initial_model(base, data), ok)] * len(configs))
     (buffers, _, _), outs = jax.lax.scan(step, carry, xs)
     by_strategy = lambda x: jnp.moveaxis(x, 0, 1)  # (rounds + 1, S, ...) -> (S, rounds + 1, ...)

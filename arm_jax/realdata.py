@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+import jax.numpy as jnp
 import numpy as np
 
 from arm_jax import fitting as fitting_lib
@@ -45,6 +46,7 @@ from arm_jax import io as io_lib
 from arm_jax import model as model_lib
 from arm_jax import progress as progress_lib
 from arm_jax import strategies as strategies_lib
+from arm_jax import train as train_lib
 from arm_jax.allpairs import ALLPAIRS_STRATEGIES as ALL_PAIRS_STRATEGIES
 from arm_jax.candidates import DEFAULT_CANDIDATES, PAIR_MODES, CandidatePairs, candidate_pairs
 from arm_jax.errors import InputError
@@ -144,21 +146,22 @@ def fit_training_set(
     return params, fit
 
 
-def past_information_inputs(ts: TrainingSet, fit: FitReport, phi_first, phi_second, train_config: TrainConfig):
-    """(past_phi_diff, past_weight, tie) of the labelled rows for the selection: x scaled by
-    the row's rater's reliability, each row weighted by its votes, Davidson's ν when the fit
-    has one (:class:`arm_jax.strategies.SelectionInputs`); weight and ν None for decided labels."""
+def past_information_inputs(ts, fit, phi_first, phi_second, train_config: TrainConfig):
+    """(past_phi_diff, past_weight, tie) of the labelled rows for the selection: the rows as
+    the Fisher information sees them (:func:`arm_jax.train.information_rows`: x scaled by the
+    rater's reliability, weighted by the votes), Davidson's ν when the fit has one
+    (:class:`arm_jax.strategies.SelectionInputs`); weight and ν None for decided labels."""
     past = phi_first - phi_second
     if ts.counts is None:
         return past, None, None
-    counts = ts.counts.copy()
-    if not train_config.ties:
-        counts[:, 2] = 0.0
-    if ts.annotator is not None and fit.reliability:
-        q = np.asarray(fit.reliability, np.float32)
-        past = past * np.where(ts.annotator >= 0, q[np.clip(ts.annotator, 0, None)], 1.0)[:, None]
+    buffer = train_lib.buffer_from_pairs(
+        ts.first, ts.second, counts=ts.counts,
+        annotator=np.full(ts.n, -1, np.int32) if ts.annotator is None else ts.annotator,
+    )
+    reliability = jnp.asarray(fit.reliability, jnp.float32) if fit.reliability else None
+    past, weight = train_lib.information_rows(jnp.asarray(past), train_lib.votes_of(buffer, train_config), reliability)
     tie = fit.tie if fit.tie > 0 else None
-    return past.astype(np.float32), counts.sum(axis=1).astype(np.float32), tie
+    return np.asarray(past, np.float32), np.asarray(weight, np.float32), tie
 
 
 def _fmt(x: float) -> float | None:

@@ -337,6 +337,13 @@ def report_scores(spec: PairScore, gap: jax.Array, rank_scores: jax.Array) -> ja
     return rank_scores if spec.report is None else spec.report(gap, None)
 
 
+@fisher.full_precision
+def pair_gains(spec: PairScore, inputs: SelectionInputs) -> jax.Array:
+    """Every candidate's gain under ``spec``, what a cost divides (budgets, cost-aware picks):
+    its reported score (entropy: the entropy itself, ≥ 0, not the rank −|gap|). ``-> (N,)``."""
+    return report_scores(spec, inputs.phi_diff @ inputs.beta, pair_scores(spec, inputs))
+
+
 def pair_score_strategy(spec: PairScore) -> StrategyFn:
     """The pool driver of a pair-score strategy: score every candidate, take the top k."""
 
@@ -917,10 +924,7 @@ def select_within_budget(
         gain = np.asarray(jax.random.uniform(key, ok.shape))
         ratio = gain  # a random order, whatever the cost
     else:
-        spec = STRATEGIES[name].pair_score
-        rank = np.asarray(_pair_scores_jit(name, inputs), np.float64)
-        gap = np.asarray(inputs.phi_diff @ inputs.beta)
-        gain = rank if spec.report is None else np.asarray(spec.report(jnp.asarray(gap), None), np.float64)
+        gain = np.asarray(_pair_gains_jit(name, inputs), np.float64)
         check_selection(name, gain[ok])
         ratio = gain / costs
     order = np.argsort(-np.where(ok, ratio, -np.inf), kind="stable")
@@ -941,8 +945,8 @@ def _budget_dopt_jit(key, inputs, k, costs, budget):
 
 
 @functools.partial(jax.jit, static_argnames=("name",))
-def _pair_scores_jit(name, inputs):
-    return pair_scores(STRATEGIES[name].pair_score, inputs)
+def _pair_gains_jit(name, inputs):
+    return pair_gains(STRATEGIES[name].pair_score, inputs)
 
 
 def select(

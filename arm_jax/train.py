@@ -340,12 +340,29 @@ def initial_nuisance(votes: Votes) -> dict:
     return {"log_nu": jnp.log(2.0 * t / (1.0 - t)), "u": jnp.zeros(votes.n_annotators, jnp.float32)}
 
 
-def row_scale(votes: Votes, nuisance: dict) -> jax.Array:
-    """(C,) the rater's reliability q of each row (1 for rows without a rater slot)."""
+def rater_scale(votes: Votes, reliability: jax.Array) -> jax.Array:
+    """(C,) each row's rater's reliability q from the raters' (A,) ``reliability`` (1 for rows
+    without a rater slot)."""
     if votes.n_annotators == 0:
         return jnp.ones(votes.annotator.shape, jnp.float32)
-    q = jnp.exp(nuisance["u"])[jnp.clip(votes.annotator, 0, votes.n_annotators - 1)]
+    q = reliability[jnp.clip(votes.annotator, 0, votes.n_annotators - 1)]
     return jnp.where(votes.annotator >= 0, q, 1.0)
+
+
+def row_scale(votes: Votes, nuisance: dict) -> jax.Array:
+    """(C,) :func:`rater_scale` at the nuisance's reliabilities q = exp(u)."""
+    return rater_scale(votes, jnp.exp(nuisance["u"]))
+
+
+def information_rows(diff: jax.Array, votes: Votes | None, reliability: jax.Array | None = None):
+    """The labelled rows as the Fisher information sees them: (x, weight). A row of n votes by
+    a rater of reliability q adds n·v(q·xᵀβ)·(q x)(q x)ᵀ, so x is scaled by q and weighted by
+    n (``arm_jax.fisher.past_information``). Plain labels (``votes`` None): (x, None)."""
+    if votes is None:
+        return diff, None
+    if reliability is not None and votes.n_annotators:
+        diff = diff * rater_scale(votes, reliability)[:, None]
+    return diff, jnp.sum(votes.counts, axis=-1)
 
 
 def log_tie(votes: Votes, nuisance: dict) -> jax.Array:
@@ -642,8 +659,7 @@ def _finish_votes(params, votes, items, buffer, model_config, train_config):
     r = model_lib.reward(model_p, model_config, items[buffer.pairs.reshape(-1)]).reshape(-1, 2)
     nuisance = fit_nuisance(r[:, 0] - r[:, 1], votes, nuisance)
     g, nuisance = typical_rater(votes, nuisance)
-    model_p = jax.tree_util.tree_map(lambda x: x, model_p)
-    model_p["params"]["head"] = model_p["params"]["head"] * g
+    model_p = {**model_p, "params": {**model_p["params"], "head": model_p["params"]["head"] * g}}
     return (model_p,) + nuisance_stats(votes, nuisance, train_config.annotators)
 
 
