@@ -89,7 +89,7 @@ def test_train_reports_ties_and_reliabilities(world, capsys):
     assert meta["tie_strength"] > 0 and meta["n_soft"] == 2
 
 
-@pytest.mark.parametrize("strategy", ["pa_dopt", "greedy_dopt"])
+@pytest.mark.parametrize("strategy", ["greedy_dopt"])  # pa_dopt under ties: test_likelihood's drivers test
 def test_select_on_ties_and_raters(world, capsys, strategy):
     code, _, err = _run(capsys, "select", "--pool", world / "pool.npz", "--labels", world / "raters.jsonl",
                         "--out", world / "next.jsonl", "--k", "4", "--strategy", strategy, *FAST)
