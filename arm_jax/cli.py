@@ -14,11 +14,18 @@ While a command runs, SIGINT (Ctrl-C) has its default action: the process ends a
 inside a long compiled computation (a Python handler would wait for it to finish). Output
 files are written atomically and SIGINT is held back while one is renamed into place
 (:mod:`arm_jax.io`), so an interrupt never leaves half a file.
+
+``run``, ``select``, ``score`` and ``train`` can run as several processes
+(:mod:`arm_jax.distributed`: ``--distributed`` or ``--coordinator/--num-processes/--process-id``).
+Then only process 0 prints progress and results and writes files; every process prints its
+own errors (prefixed with its id); a failed process ends at once with exit code 1 (2 for a
+user error) instead of waiting for the others at shutdown.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -28,6 +35,11 @@ from arm_jax.errors import InputError
 
 #: Errors about files the user named: one line, exit code 2.
 FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+#: The commands that can run as several processes (:mod:`arm_jax.distributed`).
+MULTI_PROCESS_COMMANDS = ("run", "select", "score", "train")
+#: Where errors go on a process whose other output is silenced (None: sys.stderr).
+_errors = None
+_prefix = ""
 
 
 class UsageError(InputError):
@@ -65,8 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_strategies)
     for module in _command_modules():
         module.register(sub)
-    for command in sub.choices.values():
+    for name, command in sub.choices.items():
         _add_compile_cache_flag(command)
+        if name in MULTI_PROCESS_COMMANDS:
+            from arm_jax import distributed
+
+            distributed.add_flags(command)
     return parser
 
 
@@ -101,8 +117,41 @@ def _note(message: str) -> None:
 
 
 def fail(message: str) -> int:
-    print(f"arm-jax: error: {message}", file=sys.stderr)
+    print(f"arm-jax: {_prefix}error: {message}", file=_errors or sys.stderr, flush=True)
     return 2
+
+
+def _join_processes(args) -> bool:
+    """Start the multi-process runtime when the flags ask for it; silence every process but
+    process 0 (its errors still reach stderr). Returns whether several processes run."""
+    global _errors, _prefix
+    from arm_jax import distributed
+
+    if not distributed.requested(args):
+        return False
+    distributed.initialize(args)
+    if distributed.process_count() == 1:
+        return True
+    # the collectives' library prints to file descriptor 1: keep it off the results' stdout
+    sys.stdout.flush()
+    results = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(results, "w", buffering=1)
+    if not distributed.is_writer():
+        _errors = sys.stderr
+        _prefix = f"process {distributed.process_index()}: "
+        quiet = open(os.devnull, "w")
+        os.dup2(quiet.fileno(), 1)
+        sys.stdout = sys.stderr = quiet
+    return True
+
+
+def _end_now(code: int) -> None:
+    """End a failed process of a multi-process run at once: waiting for the others at JAX's
+    shutdown barrier would end in an abort with a page of logs."""
+    sys.stdout.flush()
+    (_errors or sys.stderr).flush()
+    os._exit(code)
 
 
 @contextlib.contextmanager
@@ -123,17 +172,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from arm_jax import compile_cache, io
 
+    try:
+        multi = _join_processes(args)
+    except InputError as err:
+        return fail(io.one_line(err))
     compile_cache.enable(disabled=getattr(args, "no_compile_cache", False), log=_note)
     try:
         with sigint_ends_the_process():
             return int(args.func(args) or 0)
     except InputError as err:
-        return fail(io.one_line(err))
+        code = fail(io.one_line(err))
     except FILE_ERRORS as err:
         message = io.one_line(err)
         if err.filename:
             message = f"{err.filename}: {err.strerror or message}"
-        return fail(message)
+        code = fail(message)
+    except Exception:
+        if not multi:
+            raise
+        import traceback
+
+        print(f"arm-jax: {_prefix}failed (another process may have stopped):", file=_errors or sys.stderr, flush=True)
+        traceback.print_exc(file=_errors or sys.stderr)
+        code = 1
+    if multi:
+        _end_now(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -358,12 +358,14 @@ def cmd_run(args) -> int:
     import jax
     import numpy as np
 
-    from arm_jax import experiment, results
+    from arm_jax import distributed, experiment, parallel, results
 
     t_start = time.perf_counter()
     dataset, data_info = load_dataset(args)
-    # one progress line per strategy and round, the mean over seeds (the program reports per seed)
-    study = experiment.make_study(configs, dataset, progress=SeedAverager(args.seeds, args.rounds))
+    # one progress line per strategy and round, the mean over seeds (the program reports per
+    # seed; on several processes, over the seeds process 0 runs: the others print nothing)
+    start, stop = parallel.process_rows(args.seeds)  # the seeds of process 0's devices
+    study = experiment.make_study(configs, dataset, progress=SeedAverager(max(1, stop - start), args.rounds))
     reward_std = float(study.data.reward_std)
     if not (np.isfinite(reward_std) and reward_std > 0):
         print(
@@ -403,7 +405,7 @@ def cmd_run(args) -> int:
     log(f"compiled in {compile_s:.1f}s; running")
     t1 = time.perf_counter()
     # waits for the run; refuses a run whose picks were not sound (experiment.RunFailed)
-    metrics = jax.tree_util.tree_map(np.asarray, experiment.check_result(compiled(keys, study.data)).metrics)
+    metrics = parallel.to_host(experiment.check_result(compiled(keys, study.data)).metrics)
     run_s = time.perf_counter() - t1
     payload["compile_time_s"], payload["run_time_s"] = round(compile_s, 3), round(run_s, 3)
     log(f"ran in {run_s:.1f}s")
@@ -411,6 +413,8 @@ def cmd_run(args) -> int:
         m = jax.tree_util.tree_map(lambda x: x[:, s], metrics)
         payload["results"][config.strategy] = results.strategy_record(m, config.best_of_n, list(range(args.seeds)))
     payload["wall_time_s"] = round(time.perf_counter() - t_start, 3)
+    if not distributed.is_writer():  # several processes: process 0 writes and reports
+        return 0
     json_path, csv_path = results.write_results(args.out, payload)
     written = [json_path, csv_path]
     if not args.no_plot:

@@ -15,8 +15,10 @@ Two kinds of work split cleanly over devices:
 
 Both give the numbers one device gives (up to float32 summation order). ``devices`` defaults
 to ``jax.devices()``: the local accelerators on one host, every process's devices after
-``jax.distributed.initialize()`` on several (inputs are then placed with
-``jax.make_array_from_callback``, and :func:`to_host` gathers results to every process).
+``jax.distributed.initialize()`` on several (:mod:`arm_jax.distributed`; inputs are then placed
+with ``jax.make_array_from_callback``, and :func:`to_host` gathers results to every process).
+A pool too large for one host is given as :class:`Rows`: a function that builds any block of
+candidate rows, called by each process for its own devices' rows only (:func:`process_rows`).
 On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` gives four devices to test with.
 """
 from __future__ import annotations
@@ -58,6 +60,56 @@ def _put(x, sharding: NamedSharding):
         return jax.device_put(x, sharding)
     host = np.asarray(x)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+class Rows(NamedTuple):
+    """(n, h) float32 candidate rows given by a function instead of an array: ``rows(start,
+    stop)`` returns rows ``start .. stop-1`` (a host array). Each process calls it only for the
+    rows of its own devices (:func:`process_rows`), so no process holds the whole pool. The
+    caller checks that the rows are finite (as :func:`sharded_select` does for an array)."""
+
+    n: int
+    h: int
+    rows: Callable[[int, int], np.ndarray]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n, self.h)
+
+
+def process_rows(n_rows: int, devices: Sequence[jax.Device] | None = None) -> tuple[int, int]:
+    """``(start, stop)``: the rows of an (n_rows, ...) candidate axis that this process's devices
+    hold in the pool mesh (the axis padded to a multiple of the device count, then split
+    evenly; every process's devices are contiguous in ``jax.devices()`` order)."""
+    mesh = make_mesh(POOL_AXIS, devices)
+    flat = list(mesh.devices.flat)
+    n_local = -(-n_rows // len(flat))
+    mine = [i for i, d in enumerate(flat) if d.process_index == jax.process_index()]
+    if not mine:
+        return 0, 0
+    if mine != list(range(mine[0], mine[-1] + 1)):
+        raise InputError(f"process {jax.process_index()}'s devices are not contiguous in the mesh: {mine}")
+    return min(mine[0] * n_local, n_rows), min((mine[-1] + 1) * n_local, n_rows)
+
+
+def _put_rows(source: Rows, padded: int, sharding: NamedSharding):
+    """The rows of ``source`` zero-padded to ``padded``, laid out on ``sharding``: each device's
+    block built by ``source.rows`` on the process that owns the device."""
+
+    def block(index):
+        start, stop = index[0].indices(padded)[:2]
+        out = np.zeros((stop - start, source.h), np.float32)
+        end = min(stop, source.n)
+        if end > start:
+            out[: end - start] = source.rows(start, end)
+        return out
+
+    return jax.make_array_from_callback((padded, source.h), sharding, block)
+
+
+def replicated_value(x) -> np.ndarray:
+    """A fully replicated (possibly multi-process) array as NumPy, from this process's copy."""
+    return np.asarray(x.addressable_data(0))
 
 
 def _pad_rows(x, n_rows: int, fill=0):
@@ -194,12 +246,12 @@ def _pool_setup(
     past_weight=None, tie=None,
 ):
     """(mesh, n, x, valid, beta, I_past, (λ, ν)) placed on the devices: the rows split, the
-    rest replicated. ν is None for Bradley–Terry labels."""
+    rest replicated. ν is None for Bradley–Terry labels. ``phi_diff``: an (N, H) array or
+    :class:`Rows`."""
     mesh = make_mesh(POOL_AXIS, devices)
     n_dev = mesh.devices.size
-    phi_diff = jnp.asarray(phi_diff, jnp.float32)
     beta = jnp.asarray(beta, jnp.float32)
-    n = phi_diff.shape[0]
+    n, h = np.shape(phi_diff)
     padded = -(-n // n_dev) * n_dev
     valid = jnp.ones(n, bool) if valid is None else jnp.asarray(valid, bool)
     past = None
@@ -210,11 +262,13 @@ def _pool_setup(
         past = fisher.past_information(jnp.asarray(past_phi_diff, jnp.float32), beta, past_mask, past_weight, tie_nu)
     by_row = NamedSharding(mesh, P(POOL_AXIS))
     replicated = NamedSharding(mesh, P())
-    x = _put(_pad_rows(phi_diff, padded), by_row)  # zero rows: no information, score 0
+    if not isinstance(phi_diff, Rows):
+        full = np.asarray(phi_diff, np.float32)
+        phi_diff = Rows(n, h, lambda start, stop: full[start:stop])
+    x = _put_rows(phi_diff, padded, by_row)  # zero rows: no information, score 0
     valid = _put(_pad_rows(valid, padded, False), by_row)
-    h = phi_diff.shape[1]
     past = jnp.zeros((h, h), jnp.float32) if past is None else past
-    prior = _put((jnp.float32(prior_precision), None if tie is None else jnp.float32(tie)), replicated)
+    prior = _put_tree((jnp.float32(prior_precision), None if tie is None else jnp.float32(tie)), replicated)
     return mesh, n, x, valid, _put(beta, replicated), _put(past, replicated), prior
 
 
@@ -308,6 +362,9 @@ def sharded_select(
 
     Validates on the host (one-line ValueError), then runs one jit-compiled ``shard_map``:
     per-device scores (M all-reduced), per-device top k, ``all_gather``, global top k.
+    ``phi_diff``: an (N, H) array, or :class:`Rows` (each process builds only its own rows; on
+    several processes every input but the rows is the same on each). Returns host arrays
+    (the same on every process).
     """
     if name not in SHARDED_STRATEGIES:
         strategies.get_strategy(name)  # unknown names: the registry's message
@@ -320,5 +377,6 @@ def sharded_select(
         phi_diff, beta, valid, past_phi_diff, past_mask, devices, prior_precision, past_weight, tie
     )
     chosen = _sharded_top_k(name, mesh, x, valid_s, beta_s, past, prior, int(k), float(ridge))
+    chosen = Selection(replicated_value(chosen.indices), replicated_value(chosen.scores))
     strategies.check_selection(name, chosen.scores)
     return chosen

@@ -15,7 +15,10 @@ Formats (:func:`load_pool`):
 
 Embeddings must be float16/32/64 and finite (a streaming check reports how many rows hold
 NaN/inf). Items are used as float32. Every problem raises :class:`~arm_jax.errors.InputError`
-naming the file (``FileNotFoundError`` for a missing one).
+naming the file (``FileNotFoundError`` for a missing one). On several processes
+(:mod:`arm_jax.distributed`) each checks only its own block of rows and the counts are
+gathered: every process reads a memory-mapped pool's header and its block, and raises the
+same error.
 """
 from __future__ import annotations
 
@@ -101,6 +104,17 @@ def nonfinite_rows(embeddings: np.ndarray, chunk_bytes: int = _CHUNK_BYTES) -> t
                 first = start + int(np.argmax(bad))
             count += nbad
     return count, first
+
+
+def _nonfinite_rows_of_all_processes(embeddings: np.ndarray) -> tuple[int, int]:
+    """:func:`nonfinite_rows` of the whole pool, each process scanning its own block."""
+    from arm_jax import distributed
+
+    start, stop = distributed.block(embeddings.shape[0])
+    count, first = nonfinite_rows(embeddings[start:stop])
+    found = distributed.gather(np.array([count, start + first if first >= 0 else -1], np.int64))
+    hits = found[found[:, 1] >= 0, 1]
+    return int(found[:, 0].sum()), int(hits.min()) if hits.size else -1
 
 
 def _ids_array(path, name: str, raw: np.ndarray, n: int) -> np.ndarray:
@@ -215,7 +229,7 @@ def load_pool(path) -> Pool:
             dup = str(unique[np.argmax(counts > 1)])
             rows = np.flatnonzero(item_ids == dup)[:2].tolist()
             raise InputError(f"{path}: item_ids are not unique ({dup!r} at rows {rows[0]} and {rows[1]})")
-    bad, first_bad = nonfinite_rows(embeddings)
+    bad, first_bad = _nonfinite_rows_of_all_processes(embeddings)
     if bad:
         raise InputError(
             f"{path}: {bad} row(s) of embeddings contain NaN or inf"

@@ -41,6 +41,7 @@ from typing import Callable, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from arm_jax import distributed
 from arm_jax import fitting as fitting_lib
 from arm_jax import io as io_lib
 from arm_jax import model as model_lib
@@ -393,6 +394,12 @@ def select_pairs(
     (:func:`arm_jax.strategies.select_within_budget`); ``k`` is then the most pairs (None: no
     limit but the budget) and each line carries its ``cost``.
     Checks every input and the output path before training and writes nothing on error.
+
+    On several processes (:mod:`arm_jax.distributed`) the pair-score strategies split the
+    candidate rows over every process's devices: each process embeds and scores only its
+    rows (:class:`arm_jax.parallel.Rows`), and the picks are those of one process. The other
+    strategies, ``--budget`` and ``--pairs all-cross`` run whole on every process. Only
+    process 0 writes.
     """
     model_config = model_config or ModelConfig()
     train_config = train_config or TrainConfig()
@@ -443,6 +450,11 @@ def select_pairs(
             pool, pairs, n_candidates, seed, labelled, allow_relabel=allow_relabel, never=val_keys
         )
         _check_enough_candidates(1 if budget is not None else k, candidates, pairs, pool, evaluation=val is not None)
+    # several processes: each embeds and scores its own block of the candidate rows
+    shard_rows = (
+        candidates is not None and budget is None and distributed.process_count() > 1
+        and strategy in strategies_lib.PAIR_SCORE_STRATEGIES
+    )
     timings["load"] = time.perf_counter() - t0
 
     # 2. train the reward model on the labels (from scratch, seeded)
@@ -467,7 +479,8 @@ def select_pairs(
     if candidates is None:
         row_of = None
     else:
-        touched = [candidates.a, candidates.b, ts.first, ts.second]
+        mine = slice(*_process_rows(candidates.a.size)) if shard_rows else slice(None)
+        touched = [candidates.a[mine], candidates.b[mine], ts.first, ts.second]
         if val is not None:
             touched += [val.winner, val.loser]
         row_of = np.unique(np.concatenate(touched))
@@ -504,8 +517,21 @@ def select_pairs(
                 if pairs == "in-prompt":
                     group = np.unique(pool.prompt_ids[candidates.a], return_inverse=True)[1].astype(np.int32)
                 items = strategies_lib.PairItems(phi, local(candidates.a), local(candidates.b), group)
-            diff = phi[local(candidates.a)] - phi[local(candidates.b)]
-            if budget is None:
+            if shard_rows:
+                from arm_jax import parallel
+
+                diff = parallel.Rows(
+                    candidates.a.size, phi.shape[1],
+                    lambda start, stop: phi[local(candidates.a[start:stop])] - phi[local(candidates.b[start:stop])],
+                )
+            else:
+                diff = phi[local(candidates.a)] - phi[local(candidates.b)]
+            if shard_rows:
+                chosen = parallel.sharded_select(
+                    strategy, None, diff, beta, k, valid=candidates.valid, past_phi_diff=past,
+                    prior_precision=prior, past_weight=past_weight, tie=tie,
+                )
+            elif budget is None:
                 chosen = strategies_lib.select(
                     strategy, select_key(seed), diff, beta, k, valid=candidates.valid, past_phi_diff=past,
                     prior_precision=prior, items=items, past_weight=past_weight, tie=tie,
@@ -523,6 +549,8 @@ def select_pairs(
             idx = np.asarray(chosen.indices)
             a, b, scores = candidates.a[idx], candidates.b[idx], np.asarray(chosen.scores)
             n_cand, n_masked = candidates.a.size, candidates.a.size - candidates.n_valid
+            if shard_rows:  # the picked items, embedded here when another process held them
+                row_of, phi, rew = _add_rows(params, model_config, pool, row_of, phi, rew, np.concatenate([a, b]))
     timings["select"] = time.perf_counter() - t
     if report_path is not None:
         # a rerun on the same number of labels replaces its round's row
@@ -549,7 +577,9 @@ def select_pairs(
          **({} if pool.costs is None else {"cost": _fmt(pool.costs[i] + pool.costs[j])})}
         for rank, (i, j, p, s) in enumerate(zip(a.tolist(), b.tolist(), p_a.tolist(), scores.tolist()), start=1)
     ]
-    if output_format == "label-studio":
+    if not distributed.is_writer():
+        pass
+    elif output_format == "label-studio":
         from arm_jax import labelstudio
 
         with io_lib.atomic_paths([out_path, label_config_path(out_path)]) as (tasks_tmp, config_tmp):
@@ -557,7 +587,7 @@ def select_pairs(
             config_tmp.write_text(labelstudio.LABEL_CONFIG, encoding="utf-8")
     else:
         io_lib.write_jsonl(out_path, rows)
-    if report_path is not None:
+    if report_path is not None and distributed.is_writer():
         io_lib.write_jsonl(report_path, history)
     timings["write"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
@@ -566,6 +596,24 @@ def select_pairs(
         fit if ts.n else None, val_metrics, n_overlap, labels.n_soft, history,
         None if pool.costs is None else float(np.sum(pool.costs[a] + pool.costs[b])),
     )
+
+
+def _process_rows(n: int) -> tuple[int, int]:
+    from arm_jax import parallel
+
+    return parallel.process_rows(n)
+
+
+def _add_rows(params, model_config, pool: Pool, row_of, phi, rew, rows):
+    """(row_of, phi, rew) with the features of ``rows`` added where missing, rows sorted."""
+    extra = np.setdiff1d(rows, row_of)
+    if not extra.size:
+        return row_of, phi, rew
+    phi_x, rew_x = item_features(params, model_config, pool.embeddings, extra)
+    check_features(pool, extra, phi_x, rew_x)
+    order = np.argsort(np.concatenate([row_of, extra]), kind="stable")
+    return (np.concatenate([row_of, extra])[order], np.concatenate([phi, phi_x])[order],
+            np.concatenate([rew, rew_x])[order])
 
 
 def _check_all_cross(strategy: str, k: int, pool: Pool, excluded: np.ndarray) -> None:
@@ -828,7 +876,8 @@ def train_model(
             )
         ]
     t = time.perf_counter()
-    save_model(out_path, params, model_config, pool.dim, metadata)
+    if distributed.is_writer():  # several processes fit the same model; one writes it
+        save_model(out_path, params, model_config, pool.dim, metadata)
     timings["write"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     return TrainResult(
@@ -862,7 +911,8 @@ def score_pool(model_path, pool_path, out, log: Log = _quiet) -> ScoreResult:
 
     The two files are written together (:func:`arm_jax.io.atomic_paths`): whenever both exist
     they are from the same run; an interrupted run can leave ``OUT.csv`` missing, never an
-    old ``OUT.csv`` beside a new ``OUT.npy``.
+    old ``OUT.csv`` beside a new ``OUT.npy``. On several processes (:mod:`arm_jax.distributed`)
+    each scores one block of the items, the rewards are gathered, and process 0 writes.
     """
     npy_path, csv_path = score_paths(out)
     inputs = {"--model": model_path, "--pool": pool_path}
@@ -879,8 +929,11 @@ def score_pool(model_path, pool_path, out, log: Log = _quiet) -> ScoreResult:
         )
     timings["load"] = time.perf_counter() - t0
     t = time.perf_counter()
-    phi, rewards = item_features(saved.params, saved.model_config, pool.embeddings, progress=log is not _quiet)
-    check_features(pool, None, phi, rewards)
+    start, stop = distributed.block(pool.n)
+    mine = None if stop - start == pool.n else np.arange(start, stop)
+    phi, rewards = item_features(saved.params, saved.model_config, pool.embeddings, mine, progress=log is not _quiet)
+    check_features(pool, mine, phi, rewards)
+    rewards = distributed.gather_blocks(rewards, pool.n)
     timings["score"] = time.perf_counter() - t
     t = time.perf_counter()
     prompts = pool.prompt_ids.tolist() if pool.prompt_ids is not None else [""] * pool.n
@@ -888,9 +941,10 @@ def score_pool(model_path, pool_path, out, log: Log = _quiet) -> ScoreResult:
         ["item_id", "prompt_id", "reward"],
         ((i, p, f"{r:.9g}") for i, p, r in zip(pool.item_ids.tolist(), prompts, rewards.tolist())),
     )
-    with io_lib.atomic_paths([npy_path, csv_path]) as (npy_tmp, csv_tmp):
-        npy_tmp.write_bytes(io_lib.npy_bytes(rewards))
-        csv_tmp.write_text(csv_text, encoding="utf-8")
+    if distributed.is_writer():
+        with io_lib.atomic_paths([npy_path, csv_path]) as (npy_tmp, csv_tmp):
+            npy_tmp.write_bytes(io_lib.npy_bytes(rewards))
+            csv_tmp.write_text(csv_text, encoding="utf-8")
     timings["write"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     return ScoreResult(rewards, npy_path, csv_path, timings)

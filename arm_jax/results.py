@@ -23,6 +23,7 @@ def environment() -> dict:
         "jax_version": jax.__version__,
         "backend": jax.default_backend(),
         "devices": [str(d.device_kind) for d in devices],
+        "processes": jax.process_count(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

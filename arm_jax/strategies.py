@@ -819,7 +819,9 @@ def validate_selection(phi_diff, beta, k, valid=None, past_phi_diff=None, past_m
     n = shape[0]
     if valid is not None and np.shape(valid) != (n,):
         raise InputError(f"valid must have shape ({n},) to match phi_diff {shape}, got {np.shape(valid)}")
-    fisher.check_finite(phi_diff=phi_diff, beta=beta, past_phi_diff=past_phi_diff)
+    # rows given by a function (arm_jax.parallel.Rows) are checked by whoever builds them
+    rows = None if hasattr(phi_diff, "rows") else phi_diff
+    fisher.check_finite(phi_diff=rows, beta=beta, past_phi_diff=past_phi_diff)
     fisher.check_k(k)
     n_valid = n if valid is None else int(np.count_nonzero(np.asarray(valid)))
     if k > n_valid:

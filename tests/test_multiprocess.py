@@ -1,0 +1,128 @@
+"""Real processes with ``jax.distributed`` (a coordinator on localhost, gloo collectives on the
+CPU): ``select`` and ``run`` on two processes give what one process gives, only process 0
+writes, and a process killed mid-way leaves no output on any."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from arm_jax.cli import main
+
+# the tiny study of test_parallel_experiment, through the command line; 3 seeds: 2 on
+# process 0, 1 on process 1 (the seed axis padded to 4 and the copy dropped)
+TINY_RUN = [
+    "run", "--preset", "demo", "--train-prompts", "30", "--responses", "4", "--test-prompts", "5",
+    "--test-responses", "6", "--dim", "8", "--strategies", "random,pa_dopt", "--rounds", "2", "--k", "8",
+    "--initial-labels", "8", "--prompts-per-round", "6", "--candidates", "30", "--best-of-n", "6",
+    "--depth", "2", "--width", "8", "--schedule", "fixed", "--steps", "10", "--batch-size", "8", "--seeds", "3",
+    "--no-plot", "--quiet",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env():
+    env = dict(os.environ, JAX_PLATFORMS="cpu", ARM_JAX_NO_COMPILE_CACHE="1", ARM_JAX_PROGRESS="0")
+    env.pop("XLA_FLAGS", None)  # one CPU device per process
+    return env
+
+
+def _start(args, n=2, timeout=60):
+    port = _free_port()
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "arm_jax.cli", *args, "--coordinator", f"127.0.0.1:{port}",
+             "--num-processes", str(n), "--process-id", str(i), "--process-timeout", str(timeout)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+        )
+        for i in range(n)
+    ]
+
+
+def _finish(procs, timeout=240):
+    out = []
+    for p in procs:
+        try:
+            stdout, stderr = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail("a process of the multi-process run hung")
+        out.append((p.returncode, stdout, stderr))
+    return out
+
+
+@pytest.fixture(scope="module")
+def pool_and_labels(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pool")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 16)).astype(np.float32)
+    np.savez(d / "pool.npz", embeddings=x, prompt_ids=np.repeat(np.arange(100), 4))
+    r = x @ rng.normal(size=16)
+    with open(d / "labels.jsonl", "w") as f:
+        for _ in range(120):
+            a, b = rng.choice(400, 2, replace=False)
+            a, b = (a, b) if r[a] > r[b] else (b, a)
+            f.write(json.dumps({"winner": str(a), "loser": str(b)}) + "\n")
+    return d / "pool.npz", d / "labels.jsonl"
+
+
+def _select_args(pool, labels, out):
+    return ["select", "--pool", str(pool), "--labels", str(labels), "--strategy", "dopt", "--k", "20",
+            "--candidates", "3001", "--schedule", "fixed", "--steps", "60", "--out", str(out)]
+    # 3001 candidates: the candidate axis is padded to 3002 and split 1501/1500 rows
+
+
+def test_select_on_two_processes_picks_what_one_process_picks(tmp_path, pool_and_labels):
+    pool, labels = pool_and_labels
+    assert main(_select_args(pool, labels, tmp_path / "one.jsonl")) == 0
+    done = _finish(_start(_select_args(pool, labels, tmp_path / "two.jsonl")))
+    assert [code for code, _, _ in done] == [0, 0], done[0][2][-3000:] + done[1][2][-3000:]
+    one = [json.loads(line) for line in open(tmp_path / "one.jsonl")]
+    two = [json.loads(line) for line in open(tmp_path / "two.jsonl")]
+    assert [(r["a"], r["b"]) for r in two] == [(r["a"], r["b"]) for r in one]
+    assert [r["p_a_wins"] for r in two] == [r["p_a_wins"] for r in one]  # the same model on both
+    # the scores: the same sums in another order (the information matrix all-reduced)
+    np.testing.assert_allclose([r["score"] for r in two], [r["score"] for r in one], rtol=1e-5)
+    # only process 0 speaks and writes
+    assert "dopt picked 20" in done[0][2] and done[1][1] == "" and "picked" not in done[1][2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.jsonl", "two.jsonl"]
+
+
+def test_run_on_two_processes_equals_one_process(tmp_path):
+    assert main([*TINY_RUN, "--out", str(tmp_path / "one")]) == 0
+    done = _finish(_start([*TINY_RUN, "--out", str(tmp_path / "two")]))
+    assert [code for code, _, _ in done] == [0, 0], done[0][2][-3000:] + done[1][2][-3000:]
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert two["results"] == one["results"]  # every strategy, seed and round, as written
+    assert (tmp_path / "two" / "metrics.csv").read_text() == (tmp_path / "one" / "metrics.csv").read_text()
+
+
+def test_a_process_killed_mid_way_leaves_no_output(tmp_path, pool_and_labels):
+    """Process 1 is killed while process 0 trains (before the collective selection step, so
+    process 0 cannot have finished): process 0 stops with an error, and nothing is written."""
+    pool, labels = pool_and_labels
+    out = tmp_path / "next.jsonl"
+    procs = _start(_select_args(pool, labels, out), timeout=20)
+    lines = []
+    for line in procs[0].stderr:  # process 0's progress
+        lines.append(line)
+        if "training the reward model" in line:
+            break
+    assert lines and "training the reward model" in lines[-1], "".join(lines)
+    procs[1].send_signal(signal.SIGKILL)
+    (code0, _, err0), (code1, _, _) = _finish(procs, timeout=120)
+    assert code1 == -signal.SIGKILL
+    assert code0 != 0 and "arm-jax: failed (another process may have stopped)" in err0, err0[-3000:]
+    assert list(tmp_path.iterdir()) == []  # no output, no temporary file
