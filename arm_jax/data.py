@@ -23,12 +23,14 @@ Three sources:
 from __future__ import annotations
 
 import functools
+import mmap
 import os
 from typing import NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from arm_jax.errors import InputError
 
 ArrayLike = Union[np.ndarray, jax.Array]
@@ -101,13 +103,27 @@ def _open_npy(path: PathLike, what: str) -> np.ndarray:
     return array
 
 
+def release_pages(array: np.ndarray) -> None:
+    """Drop a memory-mapped array's pages from this process's resident memory (``madvise
+    MADV_DONTNEED`` on its read-only map; they stay in the page cache, and a later read
+    maps them again). A no-op for arrays in memory. So a scan over a file larger than RAM
+    keeps the process's peak RSS at one chunk, not the file."""
+    base = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    if base is not None and hasattr(base, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        base.madvise(mmap.MADV_DONTNEED)
+
+
 def iter_row_chunks(array: np.ndarray, chunk_bytes: int = _CHUNK_BYTES):
     """Yield ``(start, chunk)`` over the first axis, each chunk about ``chunk_bytes`` in memory
-    (for scanning a memory-mapped file without reading it whole)."""
+    (for scanning a memory-mapped file without reading it whole: the map's pages are released
+    once the caller is done with a chunk, :func:`release_pages`)."""
     row_bytes = max(1, array[:1].nbytes)
     rows = max(1, chunk_bytes // row_bytes)
     for start in range(0, array.shape[0], rows):
         yield start, np.asarray(array[start : start + rows])
+        release_pages(array)
 
 
 def count_nonfinite(array: ArrayLike, chunk_bytes: int = _CHUNK_BYTES) -> int:

@@ -22,6 +22,7 @@ import numpy as np
 from arm_jax import model as model_lib
 from arm_jax import progress as progress_lib
 from arm_jax import train as train_lib
+from arm_jax.data import release_pages
 from arm_jax.errors import InputError
 from arm_jax.model import ModelConfig
 from arm_jax.pool_io import Pool
@@ -215,6 +216,7 @@ def item_features(
         stop = min(start + chunk, n_rows)
         block = embeddings[start:stop] if rows is None else embeddings[rows[start:stop]]
         block = np.asarray(block, np.float32)
+        release_pages(embeddings)  # a memory-mapped pool: keep only this chunk resident
         if block.shape[0] < chunk:
             block = np.concatenate([block, np.zeros((chunk - block.shape[0], block.shape[1]), np.float32)])
         f, r = forward(params, jnp.asarray(block))

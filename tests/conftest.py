@@ -21,6 +21,15 @@ import pytest
 # the cache itself point it at a temporary directory.
 os.environ["ARM_JAX_NO_COMPILE_CACHE"] = "1"
 
+# The suite compiles hundreds of small programs and runs each for milliseconds: XLA's backend
+# (LLVM) optimisations cost more compile time than they save there. Level 0 takes about a
+# third off the compile-bound tests; every comparison in the suite is between programs
+# compiled alike, or against float64 references with tolerances. XLA reads the flags when the
+# backend starts, so this must come before the first computation; arm-jax processes the tests
+# start inherit it (the LAPACK-hang regression test runs its process without it).
+TEST_XLA_FLAG = "--xla_backend_optimization_level=0"
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAG}".strip()
+
 MULTIDEVICE_FLAG = "--xla_force_host_platform_device_count"
 MULTIDEVICE_COMMAND = f"XLA_FLAGS={MULTIDEVICE_FLAG}=4 python -m pytest -q -m multidevice"
 

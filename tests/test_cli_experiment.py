@@ -141,8 +141,14 @@ def test_a_study_of_two_lapack_strategies_finishes_on_a_small_cpu(tmp_path):
 
     cmd = [sys.executable, "-m", "arm_jax.cli", "run", "--preset", "demo", "--strategies", "dopt,pa_dopt",
            "--rounds", "3", "--quiet", "--no-plot", "--out", str(tmp_path / "out")]
+    import os
+
+    from conftest import TEST_XLA_FLAG
+
+    # as a user runs it: XLA's default optimisation (the hang is about its thread pool)
+    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "").replace(TEST_XLA_FLAG, "").strip())
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     except subprocess.TimeoutExpired:
         pytest.fail("arm-jax run hung (no result after 300 s)")
     assert done.returncode == 0, done.stderr

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 from arm_jax.cli import main
+from conftest import TEST_XLA_FLAG
 
 # the tiny study of test_parallel_experiment, through the command line; 3 seeds: 2 on
 # process 0, 1 on process 1 (the seed axis padded to 4 and the copy dropped)
 TINY_RUN = [
     "run", "--preset", "demo", "--train-prompts", "30", "--responses", "4", "--test-prompts", "5",
-    "--test-responses", "6", "--dim", "8", "--strategies", "random,pa_dopt", "--rounds", "2", "--k", "8",
+    "--test-responses", "6", "--dim", "8", "--strategies", "random,entropy", "--rounds", "2", "--k", "8",
     "--initial-labels", "8", "--prompts-per-round", "6", "--candidates", "30", "--best-of-n", "6",
     "--depth", "2", "--width", "8", "--schedule", "fixed", "--steps", "10", "--batch-size", "8", "--seeds", "3",
     "--no-plot", "--quiet",
@@ -31,9 +32,9 @@ def _free_port() -> int:
 
 
 def _env():
-    env = dict(os.environ, JAX_PLATFORMS="cpu", ARM_JAX_NO_COMPILE_CACHE="1", ARM_JAX_PROGRESS="0")
-    env.pop("XLA_FLAGS", None)  # one CPU device per process
-    return env
+    # one CPU device per process, compiled as the in-process reference is (conftest)
+    return dict(os.environ, JAX_PLATFORMS="cpu", ARM_JAX_NO_COMPILE_CACHE="1", ARM_JAX_PROGRESS="0",
+                XLA_FLAGS=TEST_XLA_FLAG)
 
 
 def _start(args, n=2, timeout=60):
