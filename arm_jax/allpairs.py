@@ -85,10 +85,14 @@ def _tiles(x: jax.Array, tile: int) -> jax.Array:
     return x.reshape((x.shape[0] // tile, tile) + x.shape[1:])
 
 
-def _weighted_pair_information(items: _Padded, tile: int, weight=fisher.gap_variance) -> jax.Array:
+def _weighted_pair_information(
+    items: _Padded, tile: int, weight=fisher.gap_variance, row_tiles: jax.Array | None = None, reduce=None
+) -> jax.Array:
     """Φᵀ diag(W1) Φ − Φᵀ W Φ for w_uv = weight(r_u − r_v) over valid u ≠ v, by row tiles.
 
     Each step builds one (tile × Kp) row block of W on the fly: O(tile·K) memory.
+    ``row_tiles``: sum only these row tiles (−1: none), and ``reduce`` the partial sums
+    (a device's share, all-reduced: :func:`arm_jax.parallel.sharded_select_all_pairs`).
     """
     phi, r, valid = items.phi, items.reward, items.valid
     h = phi.shape[1]
@@ -104,7 +108,12 @@ def _weighted_pair_information(items: _Padded, tile: int, weight=fisher.gap_vari
         return m, None
 
     xs = (_tiles(phi, tile), _tiles(r, tile), _tiles(valid, tile), _tiles(index, tile))
+    if row_tiles is not None:
+        phi_t, r_t, valid_t, index_t = (x[jnp.maximum(row_tiles, 0)] for x in xs)
+        xs = (phi_t, r_t, valid_t & (row_tiles >= 0)[:, None], index_t)
     m, _ = jax.lax.scan(row_tile, jnp.zeros((h, h), phi.dtype), xs)
+    if reduce is not None:
+        m = reduce(m)
     return 0.5 * (m + m.T)
 
 
@@ -131,6 +140,23 @@ def all_pairs_information(
 def _upper_blocks(n_tiles: int) -> tuple[np.ndarray, np.ndarray]:
     i, j = np.triu_indices(n_tiles)
     return i.astype(np.int32), j.astype(np.int32)
+
+
+def fit_tile(tile: int, k_items: int) -> int:
+    """The tile used for K items: never pad a small K up to a huge tile."""
+    return int(min(tile, -(-k_items // 8) * 8))
+
+
+class Ranked(NamedTuple):
+    """The k best pairs of some blocks before they are shown: rank scores (−inf: none), the
+    pairs, the scores shown (:func:`arm_jax.strategies.report_scores`), and whether M could
+    be factorised."""
+
+    rank: jax.Array
+    u: jax.Array
+    v: jax.Array
+    shown: jax.Array
+    ok: jax.Array
 
 
 # ----------------------------------------------------------------------------- the kernel
@@ -178,6 +204,26 @@ def top_k_all_pairs(
     if name not in ALLPAIRS_STRATEGIES:
         raise InputError(_unsupported_message(name))
     del key
+    best = rank_blocks(
+        name, phi, beta, k, past_phi_diff, past_mask, item_valid, tile, ridge, exclude_u, exclude_v,
+        prior_precision, past_weight, tie,
+    )
+    # never unranked picks: a failed factorisation (or fewer scorable pairs than k) shows as
+    # non-finite scores, which select_all_pairs refuses
+    scores = jnp.where(best.ok & jnp.isfinite(best.rank), best.shown, jnp.nan)
+    return AllPairsSelection(best.u.astype(jnp.int32), best.v.astype(jnp.int32), scores)
+
+
+@fisher.full_precision
+def rank_blocks(
+    name, phi, beta, k, past_phi_diff=None, past_mask=None, item_valid=None, tile=DEFAULT_TILE,
+    ridge=fisher.DEFAULT_RIDGE, exclude_u=None, exclude_v=None, prior_precision=posterior.DEFAULT_PRIOR_PRECISION,
+    past_weight=None, tie=None, blocks=None, row_tiles=None, reduce=None,
+) -> Ranked:
+    """The body of :func:`top_k_all_pairs` (same arguments) over a share of the work: the
+    (tile × tile) ``blocks`` ``(i, j)`` of the pair grid to score (default: every upper block;
+    −1: none) and the ``row_tiles`` of M to sum, all-reduced by ``reduce`` (default: all, no
+    reduction). Returns the share's k best, :class:`Ranked`."""
     spec = strategies_lib.with_tie(STRATEGIES[name].pair_score, tie)
     phi = jnp.asarray(phi, jnp.float32)
     beta = jnp.asarray(beta, jnp.float32)
@@ -195,7 +241,7 @@ def top_k_all_pairs(
         elif spec.weight is strategies_lib.unit_weight:
             m = _unit_pair_information(items)
         else:
-            m = _weighted_pair_information(items, tile, spec.weight)
+            m = _weighted_pair_information(items, tile, spec.weight, row_tiles, reduce)
         if spec.uses_past and past_phi_diff is not None:
             m = m + fisher.past_information(
                 jnp.asarray(past_phi_diff, jnp.float32), beta, past_mask, past_weight, tie
@@ -225,7 +271,7 @@ def top_k_all_pairs(
 
     z_t, sq_t, r_t, valid_t = _tiles(z, tile), _tiles(sq, tile), _tiles(items.reward, tile), _tiles(items.valid, tile)
     y_t, sq_y_t = _tiles(y, tile), _tiles(sq_y, tile)
-    block_i, block_j = _upper_blocks(n_tiles)
+    block_i, block_j = _upper_blocks(n_tiles) if blocks is None else blocks
     local = jnp.arange(tile, dtype=jnp.int32)
     k_block = min(k, tile * tile)
 
@@ -253,6 +299,7 @@ def top_k_all_pairs(
         rows = i * tile + local
         cols = j * tile + local
         ok_pair = (rows[:, None] < cols[None, :]) & valid_t[i][:, None] & valid_t[j][None, :] & ~excluded(i, j)
+        ok_pair = ok_pair & (i >= 0)  # a padding block of a device's share
         s = block_scores(i, j)
         # Anything not above the running k-th best cannot enter the merged top k (ties go
         # to the carry, which comes first), so drop it before the block's top k: the
@@ -272,10 +319,7 @@ def top_k_all_pairs(
     init = (jnp.full(k, -jnp.inf, jnp.float32), jnp.zeros(k, jnp.int32), jnp.zeros(k, jnp.int32))
     (scores, u, v), _ = jax.lax.scan(step, init, (jnp.asarray(block_i), jnp.asarray(block_j)))
     shown = strategies_lib.report_scores(spec, items.reward[u] - items.reward[v], scores)
-    # never unranked picks: a failed factorisation (or fewer scorable pairs than k) shows as
-    # non-finite scores, which select_all_pairs refuses
-    scores = jnp.where(ok & jnp.isfinite(scores), shown, jnp.nan)
-    return AllPairsSelection(u.astype(jnp.int32), v.astype(jnp.int32), scores)
+    return Ranked(scores, u, v, shown, ok)
 
 
 _top_k_all_pairs_jit = jax.jit(top_k_all_pairs, static_argnames=("name", "k", "tile", "ridge"))
@@ -353,7 +397,7 @@ def select_all_pairs(
     """
     validate_all_pairs(name, phi, beta, k, past_phi_diff, past_mask, item_valid, tile, exclude)
     phi = jnp.asarray(phi, jnp.float32)
-    tile = int(min(tile, -(-phi.shape[0] // 8) * 8))  # never pad a small K up to a huge tile
+    tile = fit_tile(tile, phi.shape[0])
     if past_phi_diff is not None:
         past_phi_diff = jnp.asarray(past_phi_diff, jnp.float32)
         past_mask = None if past_mask is None else jnp.asarray(past_mask, bool)

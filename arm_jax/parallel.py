@@ -380,3 +380,86 @@ def sharded_select(
     chosen = Selection(replicated_value(chosen.indices), replicated_value(chosen.scores))
     strategies.check_selection(name, chosen.scores)
     return chosen
+
+
+# ----------------------------------------------------------------------------- all pairs
+
+
+def _pad_to(x: np.ndarray, n_dev: int) -> np.ndarray:
+    padded = -(-max(x.size, 1) // n_dev) * n_dev
+    return np.concatenate([x, np.full(padded - x.size, -1, x.dtype)])
+
+
+@functools.partial(jax.jit, static_argnames=("name", "mesh", "k", "tile", "ridge"))
+def _sharded_all_pairs(name, mesh, k, tile, ridge, block_i, block_j, row_tiles, shared):
+    from arm_jax import allpairs
+
+    def body(block_i, block_j, row_tiles, shared):
+        best = allpairs.rank_blocks(
+            name, k=k, tile=tile, ridge=ridge, blocks=(block_i, block_j), row_tiles=row_tiles,
+            reduce=lambda m: jax.lax.psum(m, POOL_AXIS), **shared,
+        )
+        gather = lambda a: jax.lax.all_gather(a, POOL_AXIS, tiled=True)
+        rank, pos = jax.lax.top_k(gather(best.rank), k)  # device order = block order: the same ties
+        shown = jnp.where(best.ok & jnp.isfinite(rank), gather(best.shown)[pos], jnp.nan)
+        return gather(best.u)[pos].astype(jnp.int32), gather(best.v)[pos].astype(jnp.int32), shown
+
+    # every device ends with the same k (after the all_gather), so the outputs are replicated
+    return jax.shard_map(
+        body, mesh=mesh, in_specs=(P(POOL_AXIS), P(POOL_AXIS), P(POOL_AXIS), P()), out_specs=(P(), P(), P()),
+        check_vma=False,
+    )(block_i, block_j, row_tiles, shared)
+
+
+def sharded_select_all_pairs(
+    name: str,
+    key: jax.Array | None,
+    phi,
+    beta,
+    k: int,
+    past_phi_diff=None,
+    past_mask=None,
+    item_valid=None,
+    tile: int | None = None,
+    exclude=None,
+    prior_precision: float = posterior.DEFAULT_PRIOR_PRECISION,
+    past_weight=None,
+    tie=None,
+    devices: Sequence[jax.Device] | None = None,
+    ridge: float = fisher.DEFAULT_RIDGE,
+):
+    """:func:`arm_jax.allpairs.select_all_pairs` with the work split over devices: each device
+    scores its share of the (tile × tile) blocks of the pair grid and sums its share of the
+    row tiles of M (one ``psum``), then a local top k, ``all_gather`` and global top k. The
+    item features are replicated (K × H on every device). The same picks as one device;
+    returns host arrays, the same on every process."""
+    from arm_jax import allpairs
+
+    del key
+    tile = allpairs.DEFAULT_TILE if tile is None else tile
+    allpairs.validate_all_pairs(name, phi, beta, k, past_phi_diff, past_mask, item_valid, tile, exclude)
+    mesh = make_mesh(POOL_AXIS, devices)
+    n_dev = mesh.devices.size
+    k_items = np.shape(phi)[0]
+    tile = allpairs.fit_tile(tile, k_items)
+    n_tiles = -(-k_items // tile)
+    block_i, block_j = (_pad_to(b, n_dev) for b in allpairs._upper_blocks(n_tiles))
+    row_tiles = _pad_to(np.arange(n_tiles, dtype=np.int32), n_dev)
+    ex_u = ex_v = None
+    if exclude is not None and np.size(exclude[0]):
+        ex_u, ex_v = (np.asarray(e, np.int64).astype(np.int32) for e in exclude)
+    f32 = lambda a: None if a is None else np.asarray(a, np.float32)
+    flags = lambda a: None if a is None else np.asarray(a, bool)
+    shared = dict(
+        phi=f32(phi), beta=f32(beta), past_phi_diff=f32(past_phi_diff), past_mask=flags(past_mask),
+        item_valid=flags(item_valid), exclude_u=ex_u, exclude_v=ex_v, prior_precision=np.float32(prior_precision),
+        past_weight=f32(past_weight), tie=None if tie is None else np.float32(tie),
+    )
+    by_block = NamedSharding(mesh, P(POOL_AXIS))
+    u, v, scores = _sharded_all_pairs(
+        name, mesh, int(k), int(tile), float(ridge), _put(block_i, by_block), _put(block_j, by_block),
+        _put(row_tiles, by_block), _put_tree(shared, NamedSharding(mesh, P())),
+    )
+    chosen = allpairs.AllPairsSelection(replicated_value(u), replicated_value(v), replicated_value(scores))
+    strategies.check_selection(name, chosen.scores)
+    return chosen

@@ -397,9 +397,10 @@ def select_pairs(
 
     On several processes (:mod:`arm_jax.distributed`) the pair-score strategies split the
     candidate rows over every process's devices: each process embeds and scores only its
-    rows (:class:`arm_jax.parallel.Rows`), and the picks are those of one process. The other
-    strategies, ``--budget`` and ``--pairs all-cross`` run whole on every process. Only
-    process 0 writes.
+    rows (:class:`arm_jax.parallel.Rows`), and the picks are those of one process; with
+    ``--pairs all-cross`` each embeds a block of the items and scores a share of the pair
+    grid's blocks (:func:`arm_jax.parallel.sharded_select_all_pairs`). The other strategies and
+    ``--budget`` run whole on every process. Only process 0 writes.
     """
     model_config = model_config or ModelConfig()
     train_config = train_config or TrainConfig()
@@ -484,8 +485,11 @@ def select_pairs(
         if val is not None:
             touched += [val.winner, val.loser]
         row_of = np.unique(np.concatenate(touched))
-    phi, rew = item_features(params, model_config, pool.embeddings, row_of, progress=log is not _quiet)
-    check_features(pool, row_of, phi, rew)
+    if row_of is None:  # every item (all pairs): on several processes each embeds a block
+        phi, rew = all_item_features(params, model_config, pool, progress=log is not _quiet)
+    else:
+        phi, rew = item_features(params, model_config, pool.embeddings, row_of, progress=log is not _quiet)
+        check_features(pool, row_of, phi, rew)
     timings["features"] = time.perf_counter() - t
 
     def local(rows):
@@ -598,6 +602,19 @@ def select_pairs(
     )
 
 
+def all_item_features(params, model_config: ModelConfig, pool: Pool, with_phi: bool = True, progress: bool = False):
+    """(Φ, r) of every pool item, checked finite. On several processes each embeds its block of
+    the items (:func:`arm_jax.distributed.block`) and the blocks are gathered; ``with_phi=False``
+    gathers only the rewards (Φ is then this process's block)."""
+    start, stop = distributed.block(pool.n)
+    mine = None if stop - start == pool.n else np.arange(start, stop)
+    phi, rew = item_features(params, model_config, pool.embeddings, mine, progress=progress)
+    check_features(pool, mine, phi, rew)
+    if with_phi:
+        phi = distributed.gather_blocks(phi, pool.n)
+    return phi, distributed.gather_blocks(rew, pool.n)
+
+
 def _process_rows(n: int) -> tuple[int, int]:
     from arm_jax import parallel
 
@@ -682,8 +699,14 @@ def _select_all_pairs(
     # k + #labelled, which always suffices). The first k unlabelled of the best k_try are the
     # best k unlabelled as soon as there are k of them.
     k_try = int(min(k_req, k + min(labelled.size, max(k, 64))))
+    if distributed.process_count() > 1:  # the blocks of the pair grid split over every process's devices
+        from arm_jax import parallel
+
+        select_all = parallel.sharded_select_all_pairs
+    else:
+        select_all = allpairs.select_all_pairs
     while True:
-        result = allpairs.select_all_pairs(
+        result = select_all(
             strategy, select_key(seed), phi, beta, k_try, past_phi_diff=past, prior_precision=prior,
             past_weight=past_weight, tie=tie,
         )
@@ -929,11 +952,7 @@ def score_pool(model_path, pool_path, out, log: Log = _quiet) -> ScoreResult:
         )
     timings["load"] = time.perf_counter() - t0
     t = time.perf_counter()
-    start, stop = distributed.block(pool.n)
-    mine = None if stop - start == pool.n else np.arange(start, stop)
-    phi, rewards = item_features(saved.params, saved.model_config, pool.embeddings, mine, progress=log is not _quiet)
-    check_features(pool, mine, phi, rewards)
-    rewards = distributed.gather_blocks(rewards, pool.n)
+    _, rewards = all_item_features(saved.params, saved.model_config, pool, with_phi=False, progress=log is not _quiet)
     timings["score"] = time.perf_counter() - t
     t = time.perf_counter()
     prompts = pool.prompt_ids.tolist() if pool.prompt_ids is not None else [""] * pool.n

@@ -79,7 +79,7 @@ def run_select(n_proc: int, pool: Path, labels: Path, out: Path, args) -> dict:
            "--schedule", "fixed", "--steps", str(args.steps), "--out", str(out)]
     if out.exists():
         out.unlink()
-    env = dict(os.environ, ARM_JAX_PROGRESS="0")
+    env = dict(os.environ, ARM_JAX_PROGRESS="0", ARM_JAX_NO_COMPILE_CACHE="1")  # every run compiles
     env.pop("XLA_FLAGS", None)
     port = _free_port()
     t0 = time.perf_counter()

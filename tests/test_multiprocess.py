@@ -77,16 +77,18 @@ def pool_and_labels(tmp_path_factory):
     return d / "pool.npz", d / "labels.jsonl"
 
 
-def _select_args(pool, labels, out):
+def _select_args(pool, labels, out, pairs="cross-prompt"):
+    # 3001 candidates: the candidate axis is padded to 3002 and split 1501/1500 rows;
+    # all-cross: the 400 items' 79 800 pairs, the pair grid's blocks split
     return ["select", "--pool", str(pool), "--labels", str(labels), "--strategy", "dopt", "--k", "20",
-            "--candidates", "3001", "--schedule", "fixed", "--steps", "60", "--out", str(out)]
-    # 3001 candidates: the candidate axis is padded to 3002 and split 1501/1500 rows
+            "--pairs", pairs, "--candidates", "3001", "--schedule", "fixed", "--steps", "60", "--out", str(out)]
 
 
-def test_select_on_two_processes_picks_what_one_process_picks(tmp_path, pool_and_labels):
+@pytest.mark.parametrize("pairs", ["cross-prompt", "all-cross"])
+def test_select_on_two_processes_picks_what_one_process_picks(tmp_path, pool_and_labels, pairs):
     pool, labels = pool_and_labels
-    assert main(_select_args(pool, labels, tmp_path / "one.jsonl")) == 0
-    done = _finish(_start(_select_args(pool, labels, tmp_path / "two.jsonl")))
+    assert main(_select_args(pool, labels, tmp_path / "one.jsonl", pairs)) == 0
+    done = _finish(_start(_select_args(pool, labels, tmp_path / "two.jsonl", pairs)))
     assert [code for code, _, _ in done] == [0, 0], done[0][2][-3000:] + done[1][2][-3000:]
     one = [json.loads(line) for line in open(tmp_path / "one.jsonl")]
     two = [json.loads(line) for line in open(tmp_path / "two.jsonl")]

@@ -142,3 +142,21 @@ def test_sharded_select_equals_one_device(four_devices, name):
     # k larger than one device's share of the pool still works
     big = parallel.sharded_select(name, None, x[:40], beta, 30)
     np.testing.assert_array_equal(np.sort(big.indices), np.sort(strategies.select(name, None, x[:40], beta, 30).indices))
+
+
+@pytest.mark.multidevice
+@pytest.mark.parametrize("name", ["dopt", "pa_dopt", "xtx", "entropy"])
+def test_sharded_all_pairs_equal_one_device(four_devices, name):
+    """The pair grid's blocks and M's row tiles split over 4 devices (K = 150 items in tiles of
+    16: 10 row tiles, 55 blocks, both padded): the picks and scores of one device, with
+    invalid items, excluded pairs and labelled pairs in M."""
+    from arm_jax import allpairs
+
+    phi, beta, past = _pool(2, n=150, h=6)
+    kw = dict(past_phi_diff=past, item_valid=np.arange(150) % 11 != 4, tile=16,
+              exclude=(np.array([0, 5, 7, 30]), np.array([1, 9, 3, 2])))
+    sharded = parallel.sharded_select_all_pairs(name, None, phi, beta, 25, **kw)
+    single = allpairs.select_all_pairs(name, None, phi, beta, 25, **kw)
+    np.testing.assert_array_equal(sharded.u, single.u)
+    np.testing.assert_array_equal(sharded.v, single.v)
+    np.testing.assert_allclose(sharded.scores, single.scores, rtol=1e-5, atol=1e-7)
