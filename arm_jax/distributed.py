@@ -95,14 +95,23 @@ def initialize(args) -> None:
     import jax
 
     check_flags(args)
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     timeouts = {}
     if args.process_timeout is not None:
         timeouts = dict(initialization_timeout=args.process_timeout, heartbeat_timeout_seconds=args.process_timeout)
-    jax.distributed.initialize(
-        coordinator_address=args.coordinator, num_processes=args.num_processes, process_id=args.process_id,
-        **timeouts,
-    )
+    try:
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator, num_processes=args.num_processes, process_id=args.process_id,
+            **timeouts,
+        )
+    except (ValueError, RuntimeError, TypeError) as err:
+        from arm_jax.io import one_line
+
+        where = ("--distributed: JAX found no cluster to read it from (SLURM under srun, Open MPI under mpirun, a "
+                 "Cloud TPU pod slice, Kubernetes); give --coordinator, --num-processes and --process-id"
+                 if args.distributed and args.coordinator is None else "could not join the other processes")
+        raise InputError(f"{where} ({one_line(err)})") from None
+    # read when the CPU backend starts, after this: collectives between processes' CPU devices
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 
 def process_count() -> int:

@@ -725,8 +725,10 @@ def check_result(result: ExperimentResult) -> ExperimentResult:
     """Raise :class:`RunFailed` unless every round's picks were sound (``picks_ok``).
     Reduces on the device, so it is safe on arrays sharded over processes."""
     if not bool(jnp.all(result.metrics.picks_ok)):
-        bad = jnp.argwhere(~result.metrics.picks_ok.reshape(-1, result.metrics.picks_ok.shape[-1]).all(0))
-        rounds = ", ".join(str(int(r)) for r in jax.device_get(bad).ravel()[:5])
+        from arm_jax import parallel
+
+        ok = parallel.to_host(result.metrics.picks_ok)  # gathered when the seeds span processes
+        rounds = ", ".join(str(r) for r in np.flatnonzero(~ok.reshape(-1, ok.shape[-1]).all(0))[:5].tolist())
         raise RunFailed(
             f"round(s) {rounds}: a strategy picked a pair that was not a valid, scored candidate "
             "(fewer unlabelled candidates than k left, or the information matrix could not be "

@@ -129,3 +129,24 @@ def test_a_process_killed_mid_way_leaves_no_output(tmp_path, pool_and_labels):
     assert code1 == -signal.SIGKILL
     assert code0 != 0 and "arm-jax: failed (another process may have stopped)" in err0, err0[-3000:]
     assert list(tmp_path.iterdir()) == []  # no output, no temporary file
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--num-processes", "2"], "several processes need --coordinator, --num-processes and --process-id "
+                                   "(missing: --coordinator, --process-id), or --distributed"),
+        (["--coordinator", "host0", "--num-processes", "2", "--process-id", "0"],
+         "--coordinator must be HOST:PORT, got 'host0'"),
+        (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"], "--process-id must be in 0 .. 1, got 2"),
+        (["--distributed"], "--distributed: JAX found no cluster to read it from"),
+    ],
+)
+def test_multi_process_flags_are_checked_before_anything_starts(tmp_path, capsys, monkeypatch, flags, message):
+    for var in [v for v in os.environ if v.startswith(("SLURM_", "OMPI_", "TPU_", "KUBERNETES_", "JAX_COORDINATOR"))]:
+        monkeypatch.delenv(var)  # no cluster around
+    assert main(["select", "--pool", "nowhere.npz", "--strategy", "dopt", "--k", "3",
+                 "--out", str(tmp_path / "x.jsonl"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"arm-jax: error: {message}") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
