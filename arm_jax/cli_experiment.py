@@ -353,12 +353,15 @@ def cmd_run(args) -> int:
     _positive("seeds", args.seeds)
     configs = [build_config(args, name) for name in names]  # validates every knob before any work
     outputs = OUTPUT_FILES[:2] if args.no_plot else OUTPUT_FILES
-    io.check_output_dir(args.out, outputs, inputs=_run_inputs(args))
+    from arm_jax import distributed
+
+    # process 0 writes (several processes: the others may not see its file system)
+    distributed.on_writer(lambda: io.check_output_dir(args.out, outputs, inputs=_run_inputs(args)))
 
     import jax
     import numpy as np
 
-    from arm_jax import distributed, experiment, parallel, results
+    from arm_jax import experiment, parallel, results
 
     t_start = time.perf_counter()
     dataset, data_info = load_dataset(args)

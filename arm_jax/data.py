@@ -105,13 +105,16 @@ def _open_npy(path: PathLike, what: str) -> np.ndarray:
 
 def release_pages(array: np.ndarray) -> None:
     """Drop a memory-mapped array's pages from this process's resident memory (``madvise
-    MADV_DONTNEED`` on its read-only map; they stay in the page cache, and a later read
-    maps them again). A no-op for arrays in memory. So a scan over a file larger than RAM
+    MADV_DONTNEED`` on its map; they stay in the page cache, and a later read maps them
+    again). Only read-only maps (``mmap_mode="r"``, how pools are read); a no-op for arrays in
+    memory and for writable maps. So a scan over a file larger than RAM
     keeps the process's peak RSS at one chunk, not the file."""
-    base = array
+    base, read_only = array, False
     while base is not None and not isinstance(base, mmap.mmap):
+        if isinstance(base, np.memmap):
+            read_only = base.mode == "r"  # a copy-on-write map ("c") would lose its changes
         base = getattr(base, "base", None)
-    if base is not None and hasattr(base, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+    if base is not None and read_only and hasattr(base, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
         base.madvise(mmap.MADV_DONTNEED)
 
 

@@ -30,6 +30,8 @@ JAX read them from the cluster (SLURM's ``SLURM_*`` variables under ``srun``, Op
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Callable
 
 import numpy as np
 
@@ -61,17 +63,21 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def requested(args) -> bool:
-    """Whether the parsed flags ask for a multi-process run."""
-    return bool(getattr(args, "distributed", False) or getattr(args, "coordinator", None)
-                or getattr(args, "num_processes", None) or getattr(args, "process_id", None) is not None)
+    """Whether the parsed flags ask for a multi-process run (any of its flags given)."""
+    return bool(getattr(args, "distributed", False)) or any(
+        getattr(args, name, None) is not None for name in ("coordinator", "num_processes", "process_id", "process_timeout")
+    )
 
 
 def check_flags(args) -> None:
     """One-line errors for incomplete or contradictory flags (before anything starts)."""
     explicit = (args.coordinator, args.num_processes, args.process_id)
+    if args.process_timeout is not None and args.process_timeout < 1:
+        raise InputError(f"--process-timeout must be >= 1 second, got {args.process_timeout}")
     if args.distributed:
-        if args.num_processes is not None and args.num_processes < 1:
-            raise InputError(f"--num-processes must be >= 1, got {args.num_processes}")
+        if any(v is not None for v in explicit):
+            raise InputError("--distributed reads the coordinator, process count and id from the cluster: "
+                             "give either --distributed or --coordinator, --num-processes and --process-id")
         return
     if None in explicit:
         missing = [f for f, v in zip(("--coordinator", "--num-processes", "--process-id"), explicit) if v is None]
@@ -85,8 +91,6 @@ def check_flags(args) -> None:
         raise InputError(f"--num-processes must be >= 1, got {args.num_processes}")
     if not 0 <= args.process_id < args.num_processes:
         raise InputError(f"--process-id must be in 0 .. {args.num_processes - 1}, got {args.process_id}")
-    if args.process_timeout is not None and args.process_timeout < 1:
-        raise InputError(f"--process-timeout must be >= 1 second, got {args.process_timeout}")
 
 
 def initialize(args) -> None:
@@ -106,21 +110,33 @@ def initialize(args) -> None:
     except (ValueError, RuntimeError, TypeError) as err:
         from arm_jax.io import one_line
 
-        where = ("--distributed: JAX found no cluster to read it from (SLURM under srun, Open MPI under mpirun, a "
-                 "Cloud TPU pod slice, Kubernetes); give --coordinator, --num-processes and --process-id"
-                 if args.distributed and args.coordinator is None else "could not join the other processes")
+        where = ("--distributed: JAX could not read the run from the cluster (it reads SLURM under srun, Open MPI "
+                 "under mpirun, a Cloud TPU pod slice, Kubernetes); elsewhere give --coordinator, --num-processes "
+                 "and --process-id" if args.distributed else "could not join the other processes")
         raise InputError(f"{where} ({one_line(err)})") from None
     # read when the CPU backend starts, after this: collectives between processes' CPU devices
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 
+def _joined() -> bool:
+    """Whether ``jax.distributed.initialize`` has run in this process (without starting JAX)."""
+    jax = sys.modules.get("jax")
+    return jax is not None and jax.distributed.is_initialized()
+
+
 def process_count() -> int:
+    """How many processes take part: 1 unless ``jax.distributed`` was initialised (this never
+    starts a JAX backend by itself)."""
+    if not _joined():
+        return 1
     import jax
 
     return jax.process_count()
 
 
 def process_index() -> int:
+    if not _joined():
+        return 0
     import jax
 
     return jax.process_index()
@@ -159,3 +175,61 @@ def gather_blocks(local: np.ndarray, n: int) -> np.ndarray:
     pad = np.zeros((size - local.shape[0],) + local.shape[1:], local.dtype)
     stacked = gather(np.concatenate([local, pad]))
     return stacked.reshape((-1,) + local.shape[1:])[:n]
+
+
+def _encode(message: str, size: int = 1024) -> np.ndarray:
+    raw = message.encode("utf-8", errors="replace")[:size]
+    out = np.zeros(size, np.uint8)
+    out[: len(raw)] = np.frombuffer(raw, np.uint8)
+    return out
+
+
+def check_together(check: Callable[[], None]) -> None:
+    """Run a check that may raise :class:`~arm_jax.errors.InputError` on some processes only (a
+    process's own block of rows, process 0's output path): every process raises the error of
+    the first process that has one, so none waits for the others in a later collective."""
+    try:
+        check()
+        message = ""
+    except InputError as err:
+        if process_count() == 1:
+            raise
+        message = str(err) or "input error"
+    if process_count() == 1:
+        return
+    for row in gather(_encode(message)):
+        if row.any():
+            raise InputError(bytes(row).rstrip(b"\0").decode("utf-8", errors="replace"))
+
+
+def on_writer(check: Callable[[], None]) -> None:
+    """Run an output check on process 0 only (the file system the output goes to, which the
+    others may not see); every process raises its error (:func:`check_together`)."""
+    check_together(check if is_writer() else (lambda: None))
+
+
+def barrier(name: str) -> None:
+    """Wait until every process gets here (before process 0 writes: if another process died,
+    this fails instead of writing results the run did not finish)."""
+    if process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(f"arm-jax: {name}")
+
+
+def from_process_0(tree):
+    """Process 0's values of a pytree of host arrays, on every process, bit for bit (sent as
+    bytes). For what every process computes alike but may not compute identically (training
+    on a GPU is not bitwise deterministic): they all go on with process 0's copy."""
+    if process_count() == 1:
+        return tree
+    import jax
+    from jax.experimental import multihost_utils
+
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    host = [np.asarray(leaf) for leaf in leaves]
+    sent = multihost_utils.broadcast_one_to_all([np.ascontiguousarray(h).reshape(-1).view(np.uint8) for h in host])
+    return jax.tree_util.tree_unflatten(
+        treedef, [np.asarray(b, np.uint8).view(h.dtype).reshape(h.shape) for b, h in zip(sent, host)]
+    )

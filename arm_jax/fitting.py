@@ -216,10 +216,10 @@ def item_features(
         stop = min(start + chunk, n_rows)
         block = embeddings[start:stop] if rows is None else embeddings[rows[start:stop]]
         block = np.asarray(block, np.float32)
-        release_pages(embeddings)  # a memory-mapped pool: keep only this chunk resident
         if block.shape[0] < chunk:
             block = np.concatenate([block, np.zeros((chunk - block.shape[0], block.shape[1]), np.float32)])
         f, r = forward(params, jnp.asarray(block))
+        release_pages(embeddings)  # a memory-mapped pool: keep only this chunk resident
         phi[start:stop] = np.asarray(f)[: stop - start]
         rew[start:stop] = np.asarray(r)[: stop - start]
     return phi, rew

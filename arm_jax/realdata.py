@@ -143,6 +143,11 @@ def fit_training_set(
         params, fit = fit_on_labels(
             seed, pool.embeddings, ts.first, ts.second, model_config, train_config, ts.counts, ts.annotator
         )
+    if distributed.process_count() > 1:  # every process trained alike; all go on with process 0's model
+        numbers = np.array([fit.prior_precision, fit.tie, *fit.reliability], np.float64)
+        params, numbers = distributed.from_process_0((params, numbers))
+        fit = fit._replace(prior_precision=float(numbers[0]), tie=float(numbers[1]),
+                           reliability=tuple(float(q) for q in numbers[2:]))
     check_fit(params, pool, ts.rows())
     return params, fit
 
@@ -423,13 +428,18 @@ def select_pairs(
     if output_format not in OUTPUT_FORMATS:
         raise InputError(f"unknown --format {output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
     inputs = {"--pool": pool_path, "--labels": labels_path, "--val-labels": val_labels_path}
-    io_lib.check_output_file(out_path, inputs)
-    if output_format == "label-studio":
-        io_lib.check_output_file(label_config_path(out_path), inputs)
     history = []
-    if report_path is not None:
-        io_lib.check_output_file(report_path, {**inputs, "--out": out_path}, flag="--report")
-        history = read_report(report_path)
+
+    def check_outputs():  # on process 0, which writes them (distributed.on_writer)
+        nonlocal history
+        io_lib.check_output_file(out_path, inputs)
+        if output_format == "label-studio":
+            io_lib.check_output_file(label_config_path(out_path), inputs)
+        if report_path is not None:
+            io_lib.check_output_file(report_path, {**inputs, "--out": out_path}, flag="--report")
+            history = read_report(report_path)
+
+    distributed.on_writer(check_outputs)
     timings = {}
     t0 = time.perf_counter()
 
@@ -489,7 +499,8 @@ def select_pairs(
         phi, rew = all_item_features(params, model_config, pool, progress=log is not _quiet)
     else:
         phi, rew = item_features(params, model_config, pool.embeddings, row_of, progress=log is not _quiet)
-        check_features(pool, row_of, phi, rew)
+        # on several processes each holds its own rows: all stop on the first's bad row
+        distributed.check_together(lambda: check_features(pool, row_of, phi, rew))
     timings["features"] = time.perf_counter() - t
 
     def local(rows):
@@ -581,6 +592,7 @@ def select_pairs(
          **({} if pool.costs is None else {"cost": _fmt(pool.costs[i] + pool.costs[j])})}
         for rank, (i, j, p, s) in enumerate(zip(a.tolist(), b.tolist(), p_a.tolist(), scores.tolist()), start=1)
     ]
+    distributed.barrier("select: every process done")
     if not distributed.is_writer():
         pass
     elif output_format == "label-studio":
@@ -609,7 +621,7 @@ def all_item_features(params, model_config: ModelConfig, pool: Pool, with_phi: b
     start, stop = distributed.block(pool.n)
     mine = None if stop - start == pool.n else np.arange(start, stop)
     phi, rew = item_features(params, model_config, pool.embeddings, mine, progress=progress)
-    check_features(pool, mine, phi, rew)
+    distributed.check_together(lambda: check_features(pool, mine, phi, rew))
     if with_phi:
         phi = distributed.gather_blocks(phi, pool.n)
     return phi, distributed.gather_blocks(rew, pool.n)
@@ -802,7 +814,9 @@ def train_model(
     early = bool(train_config.early_stopping)
     if early:
         train_config = dataclasses.replace(train_config, refit=bool(refit))
-    io_lib.check_output_file(out_path, {"--pool": pool_path, "--labels": labels_path, "--val-labels": val_labels_path})
+    distributed.on_writer(lambda: io_lib.check_output_file(
+        out_path, {"--pool": pool_path, "--labels": labels_path, "--val-labels": val_labels_path}
+    ))
     timings = {}
     t0 = time.perf_counter()
     pool = load_pool(pool_path)
@@ -899,6 +913,7 @@ def train_model(
             )
         ]
     t = time.perf_counter()
+    distributed.barrier("train: every process done")
     if distributed.is_writer():  # several processes fit the same model; one writes it
         save_model(out_path, params, model_config, pool.dim, metadata)
     timings["write"] = time.perf_counter() - t
@@ -939,8 +954,7 @@ def score_pool(model_path, pool_path, out, log: Log = _quiet) -> ScoreResult:
     """
     npy_path, csv_path = score_paths(out)
     inputs = {"--model": model_path, "--pool": pool_path}
-    for path in (npy_path, csv_path):
-        io_lib.check_output_file(path, inputs)
+    distributed.on_writer(lambda: [io_lib.check_output_file(path, inputs) for path in (npy_path, csv_path)])
     timings = {}
     t0 = time.perf_counter()
     saved = load_model(model_path)

@@ -136,17 +136,41 @@ def test_a_process_killed_mid_way_leaves_no_output(tmp_path, pool_and_labels):
     [
         (["--num-processes", "2"], "several processes need --coordinator, --num-processes and --process-id "
                                    "(missing: --coordinator, --process-id), or --distributed"),
+        (["--process-timeout", "5"], "several processes need --coordinator, --num-processes and --process-id"),
         (["--coordinator", "host0", "--num-processes", "2", "--process-id", "0"],
          "--coordinator must be HOST:PORT, got 'host0'"),
         (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"], "--process-id must be in 0 .. 1, got 2"),
-        (["--distributed"], "--distributed: JAX found no cluster to read it from"),
+        (["--distributed", "--num-processes", "2"], "--distributed reads the coordinator, process count and id"),
+        (["--distributed", "--process-timeout", "0"], "--process-timeout must be >= 1 second, got 0"),
     ],
 )
-def test_multi_process_flags_are_checked_before_anything_starts(tmp_path, capsys, monkeypatch, flags, message):
-    for var in [v for v in os.environ if v.startswith(("SLURM_", "OMPI_", "TPU_", "KUBERNETES_", "JAX_COORDINATOR"))]:
-        monkeypatch.delenv(var)  # no cluster around
+def test_multi_process_flags_are_checked_before_anything_starts(tmp_path, capsys, flags, message):
     assert main(["select", "--pool", "nowhere.npz", "--strategy", "dopt", "--k", "3",
                  "--out", str(tmp_path / "x.jsonl"), *flags]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"arm-jax: error: {message}") and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_distributed_outside_a_cluster_is_one_line(tmp_path):
+    """A fresh process (JAX must not have started): no SLURM, Open MPI, TPU or Kubernetes."""
+    env = {k: v for k, v in _env().items() if not k.startswith(("SLURM_", "OMPI_", "TPU_", "KUBERNETES_", "JAX_COORD"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "arm_jax.cli", "select", "--pool", "nowhere.npz", "--strategy", "dopt", "--k", "3",
+         "--out", str(tmp_path / "x.jsonl"), "--distributed"], capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("arm-jax: error: --distributed: JAX could not read the run from the cluster")
+    assert done.stderr.count("\n") == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_an_error_on_process_0_stops_every_process_with_one_line(tmp_path, pool_and_labels):
+    """--out is a directory: process 0 checks it (the output is its to write), every process
+    says why and exits 2, nobody waits for the others."""
+    pool, labels = pool_and_labels
+    (tmp_path / "out").mkdir()
+    done = _finish(_start(_select_args(pool, labels, tmp_path / "out")))
+    assert [code for code, _, _ in done] == [2, 2]
+    last = done[0][2].splitlines()[-1]  # after the collectives library's own "[Gloo] ... connected" line
+    assert last.startswith("arm-jax: error: ") and "is a directory" in last
+    assert done[1][2].splitlines()[-1] == last.replace("arm-jax: ", "arm-jax: process 1: ")
