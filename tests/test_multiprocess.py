@@ -174,3 +174,20 @@ def test_an_error_on_process_0_stops_every_process_with_one_line(tmp_path, pool_
     last = done[0][2].splitlines()[-1]  # after the collectives library's own "[Gloo] ... connected" line
     assert last.startswith("arm-jax: error: ") and "is a directory" in last
     assert done[1][2].splitlines()[-1] == last.replace("arm-jax: ", "arm-jax: process 1: ")
+
+
+def test_train_and_score_on_two_processes_write_what_one_process_writes(tmp_path, pool_and_labels):
+    """train: both processes fit, process 0's model is written (byte for byte one process's);
+    score: each process scores a block of the 400 items (200 each), process 0 writes them all."""
+    pool, labels = pool_and_labels
+    train = ["train", "--pool", str(pool), "--labels", str(labels), "--schedule", "fixed", "--steps", "60"]
+    assert main([*train, "--out", str(tmp_path / "one.msgpack")]) == 0
+    done = _finish(_start([*train, "--out", str(tmp_path / "two.msgpack")]))
+    assert [code for code, _, _ in done] == [0, 0], done[0][2][-3000:] + done[1][2][-3000:]
+    assert (tmp_path / "two.msgpack").read_bytes() == (tmp_path / "one.msgpack").read_bytes()
+    score = ["score", "--model", str(tmp_path / "one.msgpack"), "--pool", str(pool)]
+    assert main([*score, "--out", str(tmp_path / "one")]) == 0
+    done = _finish(_start([*score, "--out", str(tmp_path / "two")]))
+    assert [code for code, _, _ in done] == [0, 0], done[0][2][-3000:] + done[1][2][-3000:]
+    assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
+    assert (tmp_path / "two.npy").read_bytes() == (tmp_path / "one.npy").read_bytes()
