@@ -311,8 +311,8 @@ class SeedAverager:
     reported; later copies are ignored.
     """
 
-    def __init__(self, n_seeds: int, rounds: int, stream=None):
-        self.n_seeds, self.rounds, self.stream = n_seeds, rounds, stream
+    def __init__(self, n_seeds: int, rounds: int, stream=None, where: str = ""):
+        self.n_seeds, self.rounds, self.stream, self.where = n_seeds, rounds, stream, where
         self.pending: dict = {}
         self.done: set = set()
         self.lock = threading.Lock()  # devices report from their own threads
@@ -333,7 +333,7 @@ class SeedAverager:
             print(
                 f"  {report.strategy:<11} round {report.round_index:>3}/{self.rounds}"
                 f"  annotations {report.annotations:>7}  1-spearman {oms:.4f}  best-of-N {bon:+.4f}"
-                f"  (mean of {len(got)} seeds)",
+                f"  (mean of {len(got)} seeds{self.where})",
                 file=self.stream or sys.stderr, flush=True,
             )
 
@@ -368,7 +368,8 @@ def cmd_run(args) -> int:
     # one progress line per strategy and round, the mean over seeds (the program reports per
     # seed; on several processes, over the seeds process 0 runs: the others print nothing)
     start, stop = parallel.process_rows(args.seeds)  # the seeds of process 0's devices
-    study = experiment.make_study(configs, dataset, progress=SeedAverager(max(1, stop - start), args.rounds))
+    where = " on process 0" if jax.process_count() > 1 else ""
+    study = experiment.make_study(configs, dataset, progress=SeedAverager(max(1, stop - start), args.rounds, where=where))
     reward_std = float(study.data.reward_std)
     if not (np.isfinite(reward_std) and reward_std > 0):
         print(
@@ -383,6 +384,7 @@ def cmd_run(args) -> int:
         f"arm-jax run: {data_info['task']} data, train {tuple(dataset.train_embeddings.shape)}, "
         f"test {tuple(dataset.test_embeddings.shape)}; {len(names)} strategies x {args.seeds} seeds x "
         f"{args.rounds} rounds of k={args.k} ({args.pairs}); backend {env['backend']}"
+        + (f", {jax.process_count()} processes, {jax.device_count()} devices" if jax.process_count() > 1 else "")
     )
     base = dataclasses.replace(configs[0], strategy="dopt", progress=False)
     payload = {
