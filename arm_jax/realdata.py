@@ -466,6 +466,15 @@ def select_pairs(
         candidates is not None and budget is None and distributed.process_count() > 1
         and strategy in strategies_lib.PAIR_SCORE_STRATEGIES
     )
+    if distributed.process_count() > 1:
+        import jax
+
+        split = (
+            "the pair grid's blocks split over them" if candidates is None
+            else "the candidate rows split over them" if shard_rows
+            else f"{'--budget' if budget is not None else strategy} runs whole on every process"
+        )
+        log(f"{distributed.process_count()} processes, {jax.device_count()} devices: {split}")
     timings["load"] = time.perf_counter() - t0
 
     # 2. train the reward model on the labels (from scratch, seeded)
