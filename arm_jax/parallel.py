@@ -112,6 +112,11 @@ def replicated_value(x) -> np.ndarray:
     return np.asarray(x.addressable_data(0))
 
 
+def _round_up(n: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is >= n."""
+    return -(-n // multiple) * multiple
+
+
 def _pad_rows(x, n_rows: int, fill=0):
     pad = n_rows - x.shape[0]
     if pad == 0:
@@ -169,7 +174,7 @@ class SeedSharded:
             raise InputError(f"keys must be a non-empty (S, ...) batch of PRNG keys, got shape {keys.shape}")
         n_seeds = key_data.shape[0]
         n_dev = len(self.devices)
-        padded = -(-n_seeds // n_dev) * n_dev
+        padded = _round_up(n_seeds, n_dev)
         # pad with copies of the last key: the extra seeds are computed, then dropped
         key_data = jnp.concatenate([key_data, jnp.repeat(key_data[-1:], padded - n_seeds, axis=0)])
         program, by_seed, replicated = _seed_program(self.fn, self.devices, len(args), impl)
@@ -252,7 +257,7 @@ def _pool_setup(
     n_dev = mesh.devices.size
     beta = jnp.asarray(beta, jnp.float32)
     n, h = np.shape(phi_diff)
-    padded = -(-n // n_dev) * n_dev
+    padded = _round_up(n, n_dev)
     valid = jnp.ones(n, bool) if valid is None else jnp.asarray(valid, bool)
     past = None
     if past_phi_diff is not None:
@@ -385,11 +390,6 @@ def sharded_select(
 # ----------------------------------------------------------------------------- all pairs
 
 
-def _pad_to(x: np.ndarray, n_dev: int) -> np.ndarray:
-    padded = -(-max(x.size, 1) // n_dev) * n_dev
-    return np.concatenate([x, np.full(padded - x.size, -1, x.dtype)])
-
-
 @functools.partial(jax.jit, static_argnames=("name", "mesh", "k", "tile", "ridge"))
 def _sharded_all_pairs(name, mesh, k, tile, ridge, block_i, block_j, row_tiles, shared):
     from arm_jax import allpairs
@@ -443,8 +443,9 @@ def sharded_select_all_pairs(
     k_items = np.shape(phi)[0]
     tile = allpairs.fit_tile(tile, k_items)
     n_tiles = -(-k_items // tile)
-    block_i, block_j = (_pad_to(b, n_dev) for b in allpairs._upper_blocks(n_tiles))
-    row_tiles = _pad_to(np.arange(n_tiles, dtype=np.int32), n_dev)
+    # each device's share of the blocks and of M's row tiles; -1: a padding entry, no work
+    block_i, block_j = (_pad_rows(b, _round_up(b.size, n_dev), -1) for b in allpairs._upper_blocks(n_tiles))
+    row_tiles = _pad_rows(np.arange(n_tiles, dtype=np.int32), _round_up(n_tiles, n_dev), -1)
     ex_u = ex_v = None
     if exclude is not None and np.size(exclude[0]):
         ex_u, ex_v = (np.asarray(e, np.int64).astype(np.int32) for e in exclude)

@@ -38,10 +38,11 @@ import time
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arm_jax import distributed
+from arm_jax import distributed, parallel
 from arm_jax import fitting as fitting_lib
 from arm_jax import io as io_lib
 from arm_jax import model as model_lib
@@ -467,8 +468,6 @@ def select_pairs(
         and strategy in strategies_lib.PAIR_SCORE_STRATEGIES
     )
     if distributed.process_count() > 1:
-        import jax
-
         split = (
             "the pair grid's blocks split over them" if candidates is None
             else "the candidate rows split over them" if shard_rows
@@ -499,7 +498,7 @@ def select_pairs(
     if candidates is None:
         row_of = None
     else:
-        mine = slice(*_process_rows(candidates.a.size)) if shard_rows else slice(None)
+        mine = slice(*parallel.process_rows(candidates.a.size)) if shard_rows else slice(None)
         touched = [candidates.a[mine], candidates.b[mine], ts.first, ts.second]
         if val is not None:
             touched += [val.winner, val.loser]
@@ -541,19 +540,12 @@ def select_pairs(
                 if pairs == "in-prompt":
                     group = np.unique(pool.prompt_ids[candidates.a], return_inverse=True)[1].astype(np.int32)
                 items = strategies_lib.PairItems(phi, local(candidates.a), local(candidates.b), group)
-            if shard_rows:
-                from arm_jax import parallel
-
-                diff = parallel.Rows(
-                    candidates.a.size, phi.shape[1],
-                    lambda start, stop: phi[local(candidates.a[start:stop])] - phi[local(candidates.b[start:stop])],
-                )
-            else:
-                diff = phi[local(candidates.a)] - phi[local(candidates.b)]
-            if shard_rows:
+            diff_rows = lambda start, stop: phi[local(candidates.a[start:stop])] - phi[local(candidates.b[start:stop])]
+            diff = None if shard_rows else diff_rows(0, candidates.a.size)
+            if shard_rows:  # each process builds only its own rows
                 chosen = parallel.sharded_select(
-                    strategy, None, diff, beta, k, valid=candidates.valid, past_phi_diff=past,
-                    prior_precision=prior, past_weight=past_weight, tie=tie,
+                    strategy, None, parallel.Rows(candidates.a.size, phi.shape[1], diff_rows), beta, k,
+                    valid=candidates.valid, past_phi_diff=past, prior_precision=prior, past_weight=past_weight, tie=tie,
                 )
             elif budget is None:
                 chosen = strategies_lib.select(
@@ -602,18 +594,8 @@ def select_pairs(
         for rank, (i, j, p, s) in enumerate(zip(a.tolist(), b.tolist(), p_a.tolist(), scores.tolist()), start=1)
     ]
     distributed.barrier("select: every process done")
-    if not distributed.is_writer():
-        pass
-    elif output_format == "label-studio":
-        from arm_jax import labelstudio
-
-        with io_lib.atomic_paths([out_path, label_config_path(out_path)]) as (tasks_tmp, config_tmp):
-            tasks_tmp.write_text(json.dumps(labelstudio.tasks(rows), indent=1) + "\n", encoding="utf-8")
-            config_tmp.write_text(labelstudio.LABEL_CONFIG, encoding="utf-8")
-    else:
-        io_lib.write_jsonl(out_path, rows)
-    if report_path is not None and distributed.is_writer():
-        io_lib.write_jsonl(report_path, history)
+    if distributed.is_writer():
+        _write_selection(rows, out_path, output_format, report_path, history)
     timings["write"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     return SelectResult(
@@ -621,6 +603,21 @@ def select_pairs(
         fit if ts.n else None, val_metrics, n_overlap, labels.n_soft, history,
         None if pool.costs is None else float(np.sum(pool.costs[a] + pool.costs[b])),
     )
+
+
+def _write_selection(rows, out_path, output_format: str, report_path, history) -> None:
+    """``select``'s output files: the picks (JSON Lines, or Label Studio tasks and their
+    config), and the stopping report when asked for."""
+    if output_format == "label-studio":
+        from arm_jax import labelstudio
+
+        with io_lib.atomic_paths([out_path, label_config_path(out_path)]) as (tasks_tmp, config_tmp):
+            tasks_tmp.write_text(json.dumps(labelstudio.tasks(rows), indent=1) + "\n", encoding="utf-8")
+            config_tmp.write_text(labelstudio.LABEL_CONFIG, encoding="utf-8")
+    else:
+        io_lib.write_jsonl(out_path, rows)
+    if report_path is not None:
+        io_lib.write_jsonl(report_path, history)
 
 
 def all_item_features(params, model_config: ModelConfig, pool: Pool, with_phi: bool = True, progress: bool = False):
@@ -634,12 +631,6 @@ def all_item_features(params, model_config: ModelConfig, pool: Pool, with_phi: b
     if with_phi:
         phi = distributed.gather_blocks(phi, pool.n)
     return phi, distributed.gather_blocks(rew, pool.n)
-
-
-def _process_rows(n: int) -> tuple[int, int]:
-    from arm_jax import parallel
-
-    return parallel.process_rows(n)
 
 
 def _add_rows(params, model_config, pool: Pool, row_of, phi, rew, rows):
@@ -720,12 +711,8 @@ def _select_all_pairs(
     # k + #labelled, which always suffices). The first k unlabelled of the best k_try are the
     # best k unlabelled as soon as there are k of them.
     k_try = int(min(k_req, k + min(labelled.size, max(k, 64))))
-    if distributed.process_count() > 1:  # the blocks of the pair grid split over every process's devices
-        from arm_jax import parallel
-
-        select_all = parallel.sharded_select_all_pairs
-    else:
-        select_all = allpairs.select_all_pairs
+    # several processes: the blocks of the pair grid split over every process's devices
+    select_all = parallel.sharded_select_all_pairs if distributed.process_count() > 1 else allpairs.select_all_pairs
     while True:
         result = select_all(
             strategy, select_key(seed), phi, beta, k_try, past_phi_diff=past, prior_precision=prior,
