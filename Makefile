@@ -18,6 +18,7 @@ demo: $(STAMP)
 # -n auto: one pytest worker per core (pytest-xdist); XLA compiles are mostly single-threaded,
 # so two workers on CI's 2 cores take the suite from ~7.5 to ~5.5 minutes.
 test: $(STAMP)
+	$(VENV)/bin/ruff check arm_jax tests benchmarks
 	$(PY) -m pytest -q -n auto -m "not multidevice"
 	XLA_FLAGS=--xla_force_host_platform_device_count=4 $(PY) -m pytest -q -n auto -m multidevice
 

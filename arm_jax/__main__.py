@@ -1,5 +1,5 @@
 import sys
 
-from arm_jax.cli import main
+from arm_jax.cli.main import main
 
 sys.exit(main())

@@ -32,11 +32,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from arm_jax.experiment.results import mean_and_stderr
+from arm_jax.runtime import files as io
 from bench_experiment import SCALES, plot, run  # noqa: E402
 from bench_rules import analyse  # noqa: E402
-
-from arm_jax import io  # noqa: E402
-from arm_jax.results import mean_and_stderr  # noqa: E402
 
 RULES = "random,entropy,dopt,uncertain_iopt"
 PANEL = (0.0, 1.0, 1.0, 1.0, 1.0)

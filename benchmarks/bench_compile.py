@@ -25,10 +25,15 @@ import time
 import jax
 import jax.numpy as jnp
 
-from arm_jax import io
-from arm_jax.cli import build_parser
-from arm_jax.cli_experiment import abstract_data, build_config, parse_strategies, resolve_presets
-from arm_jax.experiment import make_experiment, make_study
+from arm_jax.cli.experiment import (
+    abstract_data,
+    build_config,
+    parse_strategies,
+    resolve_presets,
+)
+from arm_jax.cli.main import build_parser
+from arm_jax.experiment.program import make_experiment, make_study
+from arm_jax.runtime import files as io
 
 GiB = 2.0**30
 

@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from arm_jax.experiment.results import mean_and_stderr, plot_learning_curves
+from arm_jax.runtime import files as io
 from bench_experiment import SCALES, run  # noqa: E402
-
-from arm_jax import io  # noqa: E402
-from arm_jax.results import mean_and_stderr, plot_learning_curves  # noqa: E402
 
 RULES = "random,dopt,greedy_dopt"
 VARIANTS = {"plain": [], "cost-aware": ["--cost-aware"]}

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from arm_jax import io
-from arm_jax.cli import main as arm_jax
-from arm_jax.results import mean_and_stderr
+from arm_jax.cli.main import main as arm_jax
+from arm_jax.experiment.results import mean_and_stderr
+from arm_jax.runtime import files as io
 
 SCALES = {
     # reduced: D = 256, 2 000 × 10 training items, 200 × 100 test items

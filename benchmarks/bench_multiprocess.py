@@ -11,7 +11,7 @@ reports the wall time from start to the last exit, each process's peak resident 
 
 What should hold: a process's peak memory does not grow with the pool beyond its block of
 candidate rows and their features (a pool scan keeps one chunk resident: the map's pages are
-released, ``arm_jax.data.release_pages``), so a pool 4x larger at the same ``--candidates`` costs
+released, ``arm_jax.runtime.arrays.release_pages``), so a pool 4x larger at the same ``--candidates`` costs
 about the same memory; and at P = 2 each process holds half the candidate rows.
 
 Usage::
@@ -74,7 +74,7 @@ def _free_port() -> int:
 
 def run_select(n_proc: int, pool: Path, labels: Path, out: Path, args) -> dict:
     """Start n_proc select processes; wall time, per-process peak RSS, process 0's stderr."""
-    cmd = [sys.executable, "-m", "arm_jax.cli", "select", "--pool", str(pool), "--labels", str(labels),
+    cmd = [sys.executable, "-m", "arm_jax.cli.main", "select", "--pool", str(pool), "--labels", str(labels),
            "--strategy", args.strategy, "--k", str(args.k), "--candidates", str(args.candidates),
            "--schedule", "fixed", "--steps", str(args.steps), "--out", str(out)]
     if out.exists():

@@ -35,10 +35,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from arm_jax.experiment.results import mean_and_stderr
+from arm_jax.runtime import files as io
 from bench_experiment import SCALES, plot, run  # noqa: E402
-
-from arm_jax import io  # noqa: E402
-from arm_jax.results import mean_and_stderr  # noqa: E402
 
 RATINGS_PROTOCOL = ["--rounds", "10", "--k", "100", "--initial-labels", "100", "--candidates", "5000",
                     "--best-of-n", "10,100"]
@@ -100,7 +99,8 @@ def selection_times(payload: dict, names: list[str], feature_dim: int) -> dict[s
     """Median seconds of one round's selection per strategy (kernel only, after a warm-up)."""
     import jax
 
-    from arm_jax import strategies
+    from arm_jax.selection import pool, registry
+    from arm_jax.selection import scores as strategies
 
     cfg = payload["config"]
     n, k, past = cfg["n_candidates"], cfg["k"], payload["annotations"][-1]
@@ -115,9 +115,9 @@ def selection_times(payload: dict, names: list[str], feature_dim: int) -> dict[s
     items = strategies.PairItems(phi, np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2), np.arange(n) // 45)
     out = {}
     for name in names:
-        extra = {"items": items} if name in strategies.RESPONSE_RULES else {}
+        extra = {"items": items} if name in registry.RESPONSE_RULES else {}
         call = lambda: jax.block_until_ready(
-            strategies.select(name, jax.random.PRNGKey(0), x, beta, k, None, past_x, **extra)
+            pool.select(name, jax.random.PRNGKey(0), x, beta, k, None, past_x, **extra)
         )
         call()
         times = []

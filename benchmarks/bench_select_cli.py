@@ -8,7 +8,7 @@ smooth nonlinear function of a low-dimensional latent, Bernoulli labels). Then i
 
 1. ``arm-jax select ...`` as a fresh process (what a user waits for: Python and JAX start-up,
    loading, XLA compilation, training, scoring, writing), with the CLI's own phase breakdown;
-2. the same selection in this process twice through :func:`arm_jax.realdata.select_pairs`:
+2. the same selection in this process twice through :func:`arm_jax.workflow.select.select_pairs`:
    the first run compiles, the second shows the compiled (steady-state) cost.
 
 Usage::
@@ -145,9 +145,9 @@ def main(argv=None) -> int:
         print(proc.stderr.strip(), file=sys.stderr)
 
         if not args.no_in_process:
-            from arm_jax import realdata
-            from arm_jax.model import ModelConfig
-            from arm_jax.train import TrainConfig
+            from arm_jax.model.config import TrainConfig
+            from arm_jax.model.network import ModelConfig
+            from arm_jax.workflow import select as realdata
 
             for name in ("in-process, 1st (compiles)", "in-process, 2nd (compiled)"):
                 result = realdata.select_pairs(

@@ -9,7 +9,7 @@ differentiated with autograd (``jax.grad`` of ``slogdet``); run only where N·H�
 under ``--baseline-max-gb``. ``dopt`` is checked against it (share of the same k picks).
 
 All-pairs section (``--allpairs``): every unordered pair of K items (K(K−1)/2 pairs) scored
-by :func:`arm_jax.allpairs.top_k_all_pairs`, beside scoring the materialised pair list with
+by :func:`arm_jax.selection.allpairs.top_k_all_pairs`, beside scoring the materialised pair list with
 the ordinary strategy where that fits (``--explicit-max-gb``), with a check that both pick
 the same pairs.
 
@@ -42,7 +42,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arm_jax import allpairs, fisher, parallel, strategies
+from arm_jax.model import likelihood
+from arm_jax.runtime import precision
+from arm_jax.selection import allpairs, fisher, registry, sharded
+from arm_jax.selection import scores as strategies
 
 POOL_STRATEGIES = ("dopt", "pa_dopt", "xtx", "greedy_dopt", "entropy", "maxdiff", "coreset", "batchbald")
 BASELINE = "paper"
@@ -56,11 +59,11 @@ N_PAST = 2_000  # labelled pairs seen by pa_dopt / greedy_dopt / batchbald (4 ro
 # ----------------------------------------------------------------------------- the baseline
 
 
-@fisher.full_precision  # like our kernels: exact float32 products on every backend
+@precision.full_precision  # like our kernels: exact float32 products on every backend
 def paper_dopt_scores(phi_diff: jax.Array, beta: jax.Array, jitter: float = 1e-6) -> jax.Array:
     """D-opt scores the way the paper's code gets them: autograd of log det over an
     explicitly materialised (N, H, H) tensor of weighted outer products. O(N·H²) memory."""
-    v = fisher.bernoulli_variance(phi_diff, beta)
+    v = likelihood.bernoulli_variance(phi_diff, beta)
     outer = v[:, None, None] * phi_diff[:, :, None] * phi_diff[:, None, :]  # (N, H, H)
     outer = jax.lax.optimization_barrier(outer)  # keep it materialised, as the paper's code does
     eye = jitter * jnp.eye(phi_diff.shape[1], dtype=phi_diff.dtype)
@@ -261,7 +264,7 @@ def run_pool(args, rows: list[Row]):
                     skip_after[(name, h)] = "skipped: too slow at a smaller N"
                     print(f"  skip {name:12s} N={n:>9,} H={h}: {row.note}", flush=True)
                     continue
-                fn = paper_select if name == BASELINE else strategies.STRATEGIES[name].fn
+                fn = paper_select if name == BASELINE else registry.STRATEGIES[name].fn
                 jitted = jax.jit(functools.partial(fn, k=args.k))
                 out = measure(row, jitted, (jax.random.PRNGKey(1), inputs), args.repeats, budget)
                 if out is None:
@@ -275,9 +278,9 @@ def run_pool(args, rows: list[Row]):
                     row = Row("pool", f"{name} (sharded x{jax.device_count()})", n, h, args.k, pairs=n)
                     rows.append(row)
                     size_rows.append(row)
-                    mesh, _, x, valid, beta_s, past_info = parallel._pool_setup(phi_diff, beta, None, past, None, None)
+                    mesh, _, x, valid, beta_s, past_info = sharded._pool_setup(phi_diff, beta, None, past, None, None)
                     jitted = jax.jit(
-                        functools.partial(parallel._sharded_top_k, name, mesh, k=args.k, ridge=fisher.DEFAULT_RIDGE)
+                        functools.partial(sharded._sharded_top_k, name, mesh, k=args.k, ridge=fisher.DEFAULT_RIDGE)
                     )
                     out = measure(row, jitted, (x, valid, beta_s, past_info), args.repeats, budget)
                     if out is not None and name in picks:
@@ -315,7 +318,7 @@ def run_allpairs(args, rows: list[Row]):
 
                 def explicit(phi, beta, past, u, v, name=name):
                     inputs = strategies.make_inputs(phi[u] - phi[v], beta, None, past, None)
-                    return strategies.STRATEGIES[name].fn(None, inputs, args.k)
+                    return registry.STRATEGIES[name].fn(None, inputs, args.k)
 
                 ref_out = measure(ref, jax.jit(explicit), (phi, beta, past, u, v), args.repeats, args.budget_s)
                 if ref_out is not None:
@@ -472,9 +475,9 @@ def parse_args(argv=None):
         args.baseline_max_gb = 1.5 if (on_cpu or not limit) else 0.15 * limit / 2**30
     if args.explicit_max_gb is None:
         args.explicit_max_gb = 1.0 if on_cpu else 8.0
-    unknown = [s for s in args.strategies if s not in strategies.STRATEGIES]
+    unknown = [s for s in args.strategies if s not in registry.STRATEGIES]
     if unknown:
-        p.error(f"unknown strategies {unknown}; choose from {', '.join(strategies.STRATEGIES)}")
+        p.error(f"unknown strategies {unknown}; choose from {', '.join(registry.STRATEGIES)}")
     bad = [s for s in args.allpairs_strategies if s not in allpairs.ALLPAIRS_STRATEGIES]
     if bad:
         p.error(f"all-pairs supports {', '.join(allpairs.ALLPAIRS_STRATEGIES)}, not {bad}")

@@ -6,7 +6,7 @@ Runs ``arm-jax run`` on the LLM-like task (the ``cpu`` scale of bench_experiment
 rounds of 250: 5 250 labels) with random, dopt and uncertain_iopt, and reads each round's
 information gain per label of its batch (``batch_gain`` in metrics.json: log det of the head's
 posterior precision with the batch minus without it, under the model trained on everything,
-divided by the batch size). The rule (``arm_jax.stopping``): stop after the first round r ≥ 2
+divided by the batch size). The rule (``arm_jax.selection.stopping``): stop after the first round r ≥ 2
 at which this gain has been below τ × the first active round's for two rounds in a row.
 For several τ it reports, over seeds (mean ± s.e.): the round and labels at which the rule
 stops, the labels it saves against running every round, and the quality lost, 1 − Spearman
@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from arm_jax.experiment.results import mean_and_stderr
+from arm_jax.runtime import files as io
+from arm_jax.selection import stopping
 from bench_experiment import SCALES, run  # noqa: E402
-
-from arm_jax import io, stopping  # noqa: E402
-from arm_jax.results import mean_and_stderr  # noqa: E402
 
 FRACTIONS = (0.5, 0.3, 0.2, 0.1)
 

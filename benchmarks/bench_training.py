@@ -15,7 +15,7 @@ experiment's metric; lower is better) and the Spearman of all test items against
 reward. Five seeds (the labels and the initialisation change; the task does not), vmapped.
 Calibration: the expected calibration error (10 bins, both orientations of each pair) of the
 plug-in P(a ≻ b) = σ(r̂_a − r̂_b) and of the Laplace posterior predictive
-(:func:`arm_jax.posterior.predictive_probability`) on 4 000 fresh random pairs labelled by the
+(:func:`arm_jax.selection.posterior.predictive_probability`) on 4 000 fresh random pairs labelled by the
 same annotator and never trained on. Prints a markdown table (mean ± standard error) per label count and marks settings more than
 two standard errors worse than the best; writes JSON with --json.
 """
@@ -23,34 +23,39 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arm_jax import annotator, data, fitting, metrics, model, posterior, train
-from arm_jax.results import mean_and_stderr
+from arm_jax.experiment import annotator, metrics
+from arm_jax.experiment import datasets as data
+from arm_jax.experiment.results import mean_and_stderr
+from arm_jax.model import buffer as buffer_lib
+from arm_jax.model import config, evaluate, fit_linear
+from arm_jax.model import fit as train
+from arm_jax.model import network as model
+from arm_jax.selection import posterior
 
 CALIBRATION_PAIRS = 4000
 SETTINGS = {
-    "steps 1000 (old default)": train.TrainConfig(steps=1000, early_stopping=False),
-    "steps 200": train.TrainConfig(steps=200, early_stopping=False),
-    "max-epochs 5": train.TrainConfig(steps=1000, max_epochs=5.0, early_stopping=False),
-    "max-epochs 10": train.TrainConfig(steps=1000, max_epochs=10.0, early_stopping=False),
-    "max-epochs 20": train.TrainConfig(steps=1000, max_epochs=20.0, early_stopping=False),
-    "weight-decay 1e-2": train.TrainConfig(steps=1000, weight_decay=1e-2, early_stopping=False),
-    "early stopping (no refit)": train.TrainConfig(refit=False),
-    "default (early stopping + refit)": train.TrainConfig(),
+    "steps 1000 (old default)": config.TrainConfig(steps=1000, early_stopping=False),
+    "steps 200": config.TrainConfig(steps=200, early_stopping=False),
+    "max-epochs 5": config.TrainConfig(steps=1000, max_epochs=5.0, early_stopping=False),
+    "max-epochs 10": config.TrainConfig(steps=1000, max_epochs=10.0, early_stopping=False),
+    "max-epochs 20": config.TrainConfig(steps=1000, max_epochs=20.0, early_stopping=False),
+    "weight-decay 1e-2": config.TrainConfig(steps=1000, weight_decay=1e-2, early_stopping=False),
+    "early stopping (no refit)": config.TrainConfig(refit=False),
+    "default (early stopping + refit)": config.TrainConfig(),
 }
 LINEAR_SETTINGS = ["steps 1000 (old default)", "max-epochs 10", "weight-decay 1e-2"]
-for _c in train.LINEAR_PRIOR_GRID:
-    SETTINGS[f"exact (prior {_c:g})"] = train.TrainConfig(linear_prior=_c)
+for _c in fit_linear.LINEAR_PRIOR_GRID:
+    SETTINGS[f"exact (prior {_c:g})"] = config.TrainConfig(linear_prior=_c)
     LINEAR_SETTINGS.append(f"exact (prior {_c:g})")
-SETTINGS["exact (prior by held-out 1-s.e. rule)"] = train.TrainConfig(linear_prior_rule="held-out")
-SETTINGS["exact (prior by 5-fold 1-s.e. rule)"] = train.TrainConfig(linear_prior_rule="cross-validation")
-SETTINGS["exact (prior by evidence)"] = train.TrainConfig(linear_prior_rule="evidence")
+SETTINGS["exact (prior by held-out 1-s.e. rule)"] = config.TrainConfig(linear_prior_rule="held-out")
+SETTINGS["exact (prior by 5-fold 1-s.e. rule)"] = config.TrainConfig(linear_prior_rule="cross-validation")
+SETTINGS["exact (prior by evidence)"] = config.TrainConfig(linear_prior_rule="evidence")
 LINEAR_SETTINGS += ["exact (prior by held-out 1-s.e. rule)", "exact (prior by 5-fold 1-s.e. rule)",
                     "exact (prior by evidence)", "default (early stopping + refit)"]
 
@@ -61,7 +66,7 @@ def draw_labels(key, rewards, n_items, n, reward_std):
     b = jax.random.randint(k_b, (n,), 0, n_items - 1, jnp.int32)
     b = b + (b >= a)
     winner, loser = annotator.annotate(k_y, rewards, a, b, 1.0, reward_std)
-    return train.buffer_from_pairs(winner, loser)
+    return buffer_lib.buffer_from_pairs(winner, loser)
 
 
 def quality(params, model_config, ds):
@@ -94,7 +99,7 @@ def run_setting(cfg, model_config, ds, n, keys):
     t0 = time.perf_counter()
     out = jax.block_until_ready(fn(keys, *args))
     within, overall, epochs, plug_in, predictive = (np.asarray(x, np.float64) for x in out)
-    ece = lambda p: np.array([fitting.expected_calibration_error(row) for row in p])
+    ece = lambda p: np.array([evaluate.expected_calibration_error(row) for row in p])
     return [within, overall, epochs, ece(plug_in), ece(predictive)], time.perf_counter() - t0
 
 
@@ -159,7 +164,7 @@ def main(argv=None):
                   f"{r['seconds']:.1f} |")
         results.extend(rows)
     if args.json:
-        from arm_jax import io
+        from arm_jax.runtime import files as io
 
         io.write_json(args.json, {"results": results, "seeds": args.seeds, "data": args.data or "llm-like",
                                   "dim": int(ds.train_embeddings.shape[-1]), "depth": args.depth})

@@ -53,7 +53,7 @@ def _api(base: str, path: str, token: str, body=None, method=None):
 
 
 def _arm_jax(*args) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "arm_jax.cli", *map(str, args)]
+    cmd = [sys.executable, "-m", "arm_jax.cli.main", *map(str, args)]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"arm-jax {' '.join(map(str, args))} failed ({out.returncode}):\n{out.stderr}")
@@ -138,7 +138,8 @@ def main(argv=None) -> int:
         out = _arm_jax("train", "--pool", work / "pool.npz", "--labels", work / "export.json",
                        "--out", work / "model.msgpack", "--depth", "0")
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from arm_jax import labels as labels_lib, pool_io
+        from arm_jax.workflow import labels as labels_lib
+        from arm_jax.workflow import pool as pool_io
 
         read = labels_lib.load_labels(work / "export.json", pool_io.load_pool(work / "pool.npz"))
         v = read.votes

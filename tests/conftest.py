@@ -16,7 +16,7 @@ import os
 
 import pytest
 
-# The CLI keeps compiled programs in a per-user cache directory (arm_jax.compile_cache); the
+# The CLI keeps compiled programs in a per-user cache directory (arm_jax.runtime.compile_cache); the
 # tests, and every arm-jax process they start (which inherits this), never write to it. Tests of
 # the cache itself point it at a temporary directory.
 os.environ["ARM_JAX_NO_COMPILE_CACHE"] = "1"

@@ -3,8 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from arm_jax import allpairs, fisher, strategies
-from arm_jax.allpairs import ALLPAIRS_STRATEGIES, select_all_pairs
+from arm_jax.model import likelihood
+from arm_jax.selection import allpairs, fisher, pool
+from arm_jax.selection.allpairs import ALLPAIRS_STRATEGIES, select_all_pairs
 
 
 def _items(seed=0, k_items=37, h=5, m=9):
@@ -21,7 +22,7 @@ def _pairs_of(sel):
 def _explicit(name, phi, beta, k, past=None, item_valid=None):
     """Score the materialised pair list with the ordinary strategy: the ground truth."""
     u, v, x = allpairs.explicit_pairs(phi, item_valid)
-    sel = strategies.select(name, jax.random.PRNGKey(0), x, beta, k, past_phi_diff=past)
+    sel = pool.select(name, jax.random.PRNGKey(0), x, beta, k, past_phi_diff=past)
     idx = np.asarray(sel.indices)
     return set(zip(np.asarray(u)[idx].tolist(), np.asarray(v)[idx].tolist())), np.asarray(sel.scores)
 
@@ -31,7 +32,7 @@ def test_all_pairs_information_matches_explicit_pairs(weighted):
     phi, beta, _ = _items()
     valid = jnp.arange(phi.shape[0]) % 6 != 1
     _, _, x = allpairs.explicit_pairs(phi, valid)
-    w = fisher.bernoulli_variance(x, beta) if weighted else jnp.ones(x.shape[0])
+    w = likelihood.bernoulli_variance(x, beta) if weighted else jnp.ones(x.shape[0])
     expected = np.asarray(fisher.information_matrix(x, w))
     got = np.asarray(allpairs.all_pairs_information(phi, beta, weighted, item_valid=valid, tile=8))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())

@@ -1,11 +1,11 @@
-"""Tests for arm_jax.annotator: the simulated Bradley-Terry annotator."""
+"""Tests for arm_jax.experiment.annotator: the simulated Bradley-Terry annotator."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from arm_jax.annotator import annotate, preference_probability
+from arm_jax.experiment.annotator import annotate, preference_probability
 
 
 def _random_pairs(rng, n_items, n_pairs):

@@ -7,9 +7,11 @@ import jax
 import numpy as np
 import pytest
 
-from arm_jax import strategies
-from arm_jax.cli import main
+from arm_jax.cli.main import main
 from arm_jax.errors import InputError
+from arm_jax.selection import pool as pool_lib
+from arm_jax.selection import registry
+from arm_jax.selection import scores as strategies
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def pool():
 def test_additive_scores_fill_the_budget_by_gain_per_cost(pool, name):
     x, beta, costs = pool
     budget = 20.0
-    got = strategies.select_within_budget(name, jax.random.PRNGKey(0), x, beta, costs, budget, 1000)
+    got = pool_lib.select_within_budget(name, jax.random.PRNGKey(0), x, beta, costs, budget, 1000)
     idx = np.asarray(got.indices)
     assert costs[idx].sum() <= budget + 1e-9 and len(set(idx.tolist())) == idx.size
     # nothing left out would still fit
@@ -33,7 +35,7 @@ def test_additive_scores_fill_the_budget_by_gain_per_cost(pool, name):
     rest = np.setdiff1d(np.arange(120), idx)
     if name != "random":
         inputs = strategies.make_inputs(x, beta)
-        spec = strategies.STRATEGIES[name].pair_score
+        spec = registry.STRATEGIES[name].pair_score
         gain = np.asarray(strategies.pair_scores(spec, inputs), np.float64)
         if spec.report is not None:
             gain = np.asarray(spec.report(np.asarray(x @ beta), None), np.float64)
@@ -51,26 +53,26 @@ def test_additive_scores_fill_the_budget_by_gain_per_cost(pool, name):
 def test_greedy_dopt_knapsack_with_equal_costs_is_greedy_dopt(pool):
     x, beta, _ = pool
     ones = np.ones(120)
-    got = strategies.select_within_budget("greedy_dopt", None, x, beta, ones, 7.0, 1000)
-    plain = strategies.select("greedy_dopt", None, x, beta, 7)
+    got = pool_lib.select_within_budget("greedy_dopt", None, x, beta, ones, 7.0, 1000)
+    plain = pool_lib.select("greedy_dopt", None, x, beta, 7)
     assert np.asarray(got.indices).tolist() == np.asarray(plain.indices).tolist()
     np.testing.assert_allclose(np.asarray(got.scores), np.asarray(plain.scores), rtol=1e-5)
 
 
 def test_greedy_dopt_knapsack_respects_budget_and_k(pool):
     x, beta, costs = pool
-    got = strategies.select_within_budget("greedy_dopt", None, x, beta, costs, 15.0, 1000)
+    got = pool_lib.select_within_budget("greedy_dopt", None, x, beta, costs, 15.0, 1000)
     assert costs[np.asarray(got.indices)].sum() <= 15.0 + 1e-6
-    few = strategies.select_within_budget("greedy_dopt", None, x, beta, costs, 1e6, 3)
+    few = pool_lib.select_within_budget("greedy_dopt", None, x, beta, costs, 1e6, 3)
     assert np.asarray(few.indices).size == 3
 
 
 def test_budget_refuses_what_it_cannot_do(pool):
     x, beta, costs = pool
     with pytest.raises(InputError, match="cannot pick within a budget"):
-        strategies.select_within_budget("batchbald", None, x, beta, costs, 10.0, 5)
+        pool_lib.select_within_budget("batchbald", None, x, beta, costs, 10.0, 5)
     with pytest.raises(InputError, match="finite and > 0"):
-        strategies.select_within_budget("dopt", None, x, beta, -costs, 10.0, 5)
+        pool_lib.select_within_budget("dopt", None, x, beta, -costs, 10.0, 5)
 
 
 def test_cli_budget(tmp_path, capsys):

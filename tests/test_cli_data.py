@@ -9,12 +9,16 @@ import jax
 import numpy as np
 import pytest
 
-from arm_jax import model as model_lib
-from arm_jax import fitting, model_files, pool_io, realdata
-from arm_jax import labels as labels_lib
-from arm_jax.cli import main
-from arm_jax.model import ModelConfig
-from arm_jax.train import TrainConfig
+from arm_jax.cli.main import main
+from arm_jax.model import network as model_lib
+from arm_jax.model.config import TrainConfig
+from arm_jax.model.network import ModelConfig
+from arm_jax.workflow import checkpoint as model_files
+from arm_jax.workflow import fitting, score
+from arm_jax.workflow import labels as labels_lib
+from arm_jax.workflow import pool as pool_io
+from arm_jax.workflow import select as realdata
+from arm_jax.workflow import train as train_lib
 
 N_PROMPTS, N_RESPONSES, DIM = 10, 4, 6
 FAST = ["--steps", "40", "--batch-size", "16", "--depth", "2", "--width", "8"]
@@ -410,7 +414,7 @@ def test_an_output_that_is_an_input_is_refused(world, capsys, monkeypatch, argv,
     monkeypatch.chdir(tmp)
     code, out, err = _run(capsys, *argv, *(FAST if argv[0] != "score" else []))
     assert code == 2 and err.startswith("arm-jax: error: ") and err.count("\n") == 1, err
-    assert f"is the input file --" in err and victim in err
+    assert "is the input file --" in err and victim in err
     assert {p.name: p.read_bytes() for p in tmp.iterdir()} == before
 
 
@@ -420,11 +424,11 @@ def test_score_replaces_both_files_or_leaves_no_mixed_pair(world, monkeypatch, f
     for seed in (0, 1):
         model_files.save_model(tmp / f"m{seed}.msgpack", model_lib.init_params(jax.random.PRNGKey(seed), MODEL, DIM),
                                MODEL, DIM)
-    realdata.score_pool(tmp / "m0.msgpack", tmp / "pool.npz", tmp / "scores")
+    score.score_pool(tmp / "m0.msgpack", tmp / "pool.npz", tmp / "scores")
     old = np.load(tmp / "scores.npy")
     fail_second_replace()
     with pytest.raises(OSError, match="injected fault"):
-        realdata.score_pool(tmp / "m1.msgpack", tmp / "pool.npz", tmp / "scores")
+        score.score_pool(tmp / "m1.msgpack", tmp / "pool.npz", tmp / "scores")
     monkeypatch.undo()
     new = np.load(tmp / "scores.npy")
     assert not np.array_equal(new, old)
@@ -433,7 +437,7 @@ def test_score_replaces_both_files_or_leaves_no_mixed_pair(world, monkeypatch, f
         csv_rewards = [float(line.split(",")[2]) for line in (tmp / "scores.csv").read_text().splitlines()[1:]]
         np.testing.assert_allclose(csv_rewards, new, rtol=1e-6)
     assert not [p.name for p in tmp.iterdir() if p.name.endswith(".tmp")]
-    realdata.score_pool(tmp / "m1.msgpack", tmp / "pool.npz", tmp / "scores")  # a rerun completes the pair
+    score.score_pool(tmp / "m1.msgpack", tmp / "pool.npz", tmp / "scores")  # a rerun completes the pair
     assert (tmp / "scores.csv").exists()
 
 
@@ -450,7 +454,8 @@ def test_output_location_is_checked_before_any_work(world, capsys, monkeypatch, 
     def no_work(*args, **kwargs):
         raise AssertionError("work started before the output path was checked")
 
-    monkeypatch.setattr(realdata, "load_pool", no_work)
+    for module in (realdata, train_lib, score):
+        monkeypatch.setattr(module, "load_pool", no_work)
     argv = {
         "select": ["select", "--pool", tmp / "pool.npz", "--k", 2, "--out", out, *FAST],
         "train": ["train", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl", "--out", out, *FAST],

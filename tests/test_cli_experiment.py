@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from arm_jax import data
-from arm_jax.cli import main
+from arm_jax.cli.main import main
+from arm_jax.experiment import datasets as data
 
 TINY = [
     "--preset", "demo", "--dim", "8", "--train-prompts", "30", "--test-prompts", "5", "--test-responses", "8",
@@ -116,10 +116,10 @@ def test_every_preset_traces_for_every_strategy(preset):
     would have, from abstract data: nothing is generated or compiled."""
     import jax
 
-    from arm_jax.cli import build_parser
-    from arm_jax.cli_experiment import abstract_data, build_config, resolve_presets
-    from arm_jax.experiment import make_study
-    from arm_jax.strategies import STRATEGIES
+    from arm_jax.cli.experiment import abstract_data, build_config, resolve_presets
+    from arm_jax.cli.main import build_parser
+    from arm_jax.experiment.program import make_study
+    from arm_jax.selection.registry import STRATEGIES
 
     args = resolve_presets(build_parser().parse_args(["run", "--preset", preset]))
     data_shapes = abstract_data(args)
@@ -139,7 +139,7 @@ def test_a_study_of_two_lapack_strategies_finishes_on_a_small_cpu(tmp_path):
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "arm_jax.cli", "run", "--preset", "demo", "--strategies", "dopt,pa_dopt",
+    cmd = [sys.executable, "-m", "arm_jax", "run", "--preset", "demo", "--strategies", "dopt,pa_dopt",
            "--rounds", "3", "--quiet", "--no-plot", "--out", str(tmp_path / "out")]
     import os
 
@@ -162,7 +162,7 @@ def test_a_study_of_two_lapack_strategies_finishes_on_a_small_cpu(tmp_path):
 def test_run_out_problems_stop_before_any_work(tmp_path, capsys, monkeypatch, what):
     """Item 13: `run --out <existing file>` is one line, exit 2, before the experiment (it
     was a FileExistsError traceback after it)."""
-    from arm_jax import cli_experiment
+    from arm_jax.cli import experiment as cli_experiment
 
     (tmp_path / "results").write_text("not a directory")
     np.save(tmp_path / "embd.npy", np.zeros((2, 2, 2), np.float32))
@@ -215,8 +215,8 @@ def test_run_help_shows_what_the_presets_give(capsys):
 
 
 def test_preset_help_matches_what_the_preset_resolves_to():
-    from arm_jax.cli import build_parser
-    from arm_jax.cli_experiment import resolve_presets
+    from arm_jax.cli.experiment import resolve_presets
+    from arm_jax.cli.main import build_parser
 
     args = resolve_presets(build_parser().parse_args(["run"]))
     assert (args.seeds, args.rounds, args.k, args.candidates, args.initial_labels, args.task) == (
@@ -224,8 +224,8 @@ def test_preset_help_matches_what_the_preset_resolves_to():
 
 
 def test_allow_relabel_reaches_the_experiment_config():
-    from arm_jax.cli import build_parser
-    from arm_jax.cli_experiment import build_config, resolve_presets
+    from arm_jax.cli.experiment import build_config, resolve_presets
+    from arm_jax.cli.main import build_parser
 
     args = resolve_presets(build_parser().parse_args(["run", "--allow-relabel"]))
     assert build_config(args, "dopt").allow_relabel is True
@@ -233,7 +233,7 @@ def test_allow_relabel_reaches_the_experiment_config():
 
 
 def test_a_value_error_from_a_bug_is_not_reported_as_bad_input(tmp_path, monkeypatch):
-    from arm_jax import cli_experiment
+    from arm_jax.cli import experiment as cli_experiment
 
     def broken(*args, **kwargs):
         raise ValueError("a bug deep inside")
@@ -249,8 +249,8 @@ def test_a_value_error_from_a_bug_is_not_reported_as_bad_input(tmp_path, monkeyp
 def test_seed_averager_counts_each_seed_once_whatever_the_order(capsys):
     """Item 7: 3 seeds padded to 4 devices report 4 times per round, the padding seed with the
     last seed's key and numbers; the mean is over the 3 real seeds."""
-    from arm_jax.cli_experiment import SeedAverager
-    from arm_jax.experiment import RoundReport
+    from arm_jax.cli.experiment import SeedAverager
+    from arm_jax.experiment.round import RoundReport
 
     avg = SeedAverager(n_seeds=3, rounds=1)
     seeds = [(0, 1), (0, 2), (0, 3)]
@@ -294,7 +294,7 @@ def test_progress_means_equal_metrics_with_padded_seeds(tmp_path, capsys):
 def test_config_dict_is_dataclasses_asdict_made_json_safe():
     import dataclasses
 
-    from arm_jax.results import config_dict
+    from arm_jax.experiment.results import config_dict
 
     @dataclasses.dataclass(frozen=True)
     class Inner:
@@ -321,9 +321,9 @@ def test_version_comes_from_the_installed_metadata():
 def test_model_flags_come_from_the_config_dataclasses():
     import argparse
 
-    from arm_jax.cli_common import add_model_flags, model_and_train_configs
-    from arm_jax.model import ModelConfig
-    from arm_jax.train import TrainConfig
+    from arm_jax.cli.flags import add_model_flags, model_and_train_configs
+    from arm_jax.model.config import TrainConfig
+    from arm_jax.model.network import ModelConfig
 
     parser = argparse.ArgumentParser()
     add_model_flags(parser)

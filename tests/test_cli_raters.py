@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from arm_jax import likelihood, model_files
-from arm_jax.cli import main
+from arm_jax.cli.main import main
+from arm_jax.model import likelihood
+from arm_jax.workflow import checkpoint as model_files
 
 N_ITEMS, DIM = 40, 5
 FAST = ["--steps", "40", "--batch-size", "16", "--depth", "1", "--width", "8"]
@@ -127,7 +128,8 @@ def test_label_studio_export_becomes_labels_and_trains(world, capsys):
     """A stored export of Label Studio 1.23.2 (benchmarks/label_studio_roundtrip.py, item ids
     renamed to this pool's; a fifth task not yet annotated added): two raters, one tie, one
     skipped task. Every completed annotation is a label with its rater; train runs on it."""
-    from arm_jax import labels as labels_lib, pool_io
+    from arm_jax.workflow import labels as labels_lib
+    from arm_jax.workflow import pool as pool_io
 
     pool = pool_io.load_pool(world / "pool.npz")
     labels = labels_lib.load_labels(EXPORT, pool)
@@ -150,7 +152,7 @@ def test_label_studio_export_becomes_labels_and_trains(world, capsys):
 def test_select_writes_label_studio_tasks_and_config(world, capsys):
     import xml.etree.ElementTree as ET
 
-    from arm_jax import labelstudio
+    from arm_jax.workflow import labelstudio
 
     texts = np.load(world / "pool.npz")
     np.savez(world / "texts.npz", **texts, prompts=np.array([f"prompt {i // 4}" for i in range(N_ITEMS)]),

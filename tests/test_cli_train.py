@@ -9,12 +9,16 @@ import jax
 import numpy as np
 import pytest
 
-from arm_jax import fitting, model_files, pool_io, realdata
-from arm_jax import labels as labels_lib
-from arm_jax import model as model_lib
-from arm_jax.cli import main
-from arm_jax.model import ModelConfig
-from arm_jax.train import TrainConfig
+from arm_jax.cli.main import main
+from arm_jax.model import evaluate
+from arm_jax.model import network as model_lib
+from arm_jax.model.config import TrainConfig
+from arm_jax.model.network import ModelConfig
+from arm_jax.workflow import checkpoint as model_files
+from arm_jax.workflow import fitting
+from arm_jax.workflow import labels as labels_lib
+from arm_jax.workflow import pool as pool_io
+from arm_jax.workflow import select as realdata
 
 N_ITEMS, DIM = 60, 6
 FAST = ["--steps", "60", "--batch-size", "16", "--depth", "1", "--width", "8"]
@@ -109,7 +113,7 @@ def test_train_fixed_schedule_reports_its_split(world, capsys):
     tr, va = labels_lib.split_labels(80, 0.25, 0)
     params = model_files.load_model(world / "m.msgpack").params
     rewards = np.asarray(model_lib.reward(params, MODEL, np.asarray(pool.embeddings)))
-    held = fitting.pair_metrics(rewards[labels.winner[va]], rewards[labels.loser[va]])
+    held = evaluate.pair_metrics(rewards[labels.winner[va]], rewards[labels.loser[va]])
     assert _line(out, "held-out pairwise accuracy: ") == (
         f"held-out pairwise accuracy: {held.accuracy:.4f} (20 of 80 labels, the --val-fraction split)"
     )
@@ -140,7 +144,7 @@ def test_train_val_labels_are_reported_and_never_trained_on(world, capsys):
         gap = rewards[val.winner].astype(np.float64) - rewards[val.loser]
         accuracy = np.mean((gap > 0) + 0.5 * (gap == 0))
         log_loss = np.mean(np.log1p(np.exp(-gap)))
-        ece = fitting.expected_calibration_error(1.0 / (1.0 + np.exp(-gap)))
+        ece = evaluate.expected_calibration_error(1.0 / (1.0 + np.exp(-gap)))
         out, saved = runs[name]
         assert _line(out, "val-labels pairwise accuracy: ") == (
             f"val-labels pairwise accuracy: {accuracy:.4f} (30 comparisons in {world / f'{name}.jsonl'}, "

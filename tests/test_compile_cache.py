@@ -1,4 +1,4 @@
-"""The CLI's persistent compilation cache (arm_jax.compile_cache): where it lives, the opt-outs,
+"""The CLI's persistent compilation cache (arm_jax.runtime.compile_cache): where it lives, the opt-outs,
 a directory that cannot be written, and a real cache written and reused by two processes.
 
 The test session runs with ARM_JAX_NO_COMPILE_CACHE=1 (conftest.py); tests that need the
@@ -14,7 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from arm_jax import cli, compile_cache
+from arm_jax.cli import main as cli
+from arm_jax.runtime import compile_cache
 
 
 def _recorder():

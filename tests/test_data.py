@@ -1,4 +1,4 @@
-"""Tests for arm_jax.data: file loading, the 2-D mixture task and the LLM-like task."""
+"""Tests for arm_jax.experiment.datasets: file loading, the 2-D mixture task and the LLM-like task."""
 
 import re
 
@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from arm_jax.data import (
+from arm_jax.experiment.datasets import (
     Dataset,
-    count_nonfinite,
     gaussian_mixture_2d,
     llm_like,
     load_paper_files,
     mixture_log_density,
 )
+from arm_jax.runtime.arrays import count_nonfinite
 
 # --------------------------------------------------------------------------------------
 # Files

@@ -1,19 +1,25 @@
 import dataclasses
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from arm_jax import data, experiment, model, strategies, train
+from arm_jax import errors
 from arm_jax.errors import InputError
-from arm_jax.experiment import ExperimentConfig
+from arm_jax.experiment import config as config_lib
+from arm_jax.experiment import datasets as data
+from arm_jax.experiment import program as experiment
+from arm_jax.experiment import round as round_lib
+from arm_jax.experiment.config import ExperimentConfig
+from arm_jax.model import config as model_config
+from arm_jax.model import network as model
+from arm_jax.selection import pool
 
 TINY = dict(
     rounds=3, k=12, initial_labels=10, n_prompts=8, n_candidates=60, best_of_n=(4, 8),
     # the fixed schedule: these tests are about the experiment, and it compiles faster
-    model=model.ModelConfig(depth=2, width=8), train=train.TrainConfig(steps=15, batch_size=16, early_stopping=False),
+    model=model.ModelConfig(depth=2, width=8), train=model_config.TrainConfig(steps=15, batch_size=16, early_stopping=False),
 )
 
 
@@ -25,7 +31,7 @@ def dataset():
 
 @pytest.fixture(scope="module")
 def prepared(dataset):
-    return experiment.prepare_data(dataset)
+    return config_lib.prepare_data(dataset)
 
 
 def _trees_close(a, b, rtol=1e-5, atol=1e-6):
@@ -40,10 +46,10 @@ def test_scan_equals_python_loop(prepared, strategy):
     scanned = experiment.make_experiment(cfg, prepared).run(key)
 
     init_key, round_key = jax.random.split(key)
-    buffer, ok = experiment.initial_buffer(init_key, cfg, prepared)
-    fitted = experiment.initial_model(cfg, prepared)
+    buffer, ok = round_lib.initial_buffer(init_key, cfg, prepared)
+    fitted = round_lib.initial_model(cfg, prepared)
     round_keys = jax.random.split(round_key, cfg.rounds + 1)
-    step = jax.jit(lambda c, xs: experiment.round_step(c, xs, cfg, prepared))
+    step = jax.jit(lambda c, xs: round_lib.round_step(c, xs, cfg, prepared))
     outs = []
     for r in range(cfg.rounds + 1):
         (buffer, fitted, ok), out = step((buffer, fitted, ok), (jnp.int32(r), round_keys[r]))
@@ -130,18 +136,18 @@ def test_the_fits_prior_reaches_the_posterior_rules(prepared):
     the same parameters and buffer, iopt picks differently under λ = 1e-3 and λ = 1e3, while
     dopt (no prior in its score) picks the same; and the linear model's study runs soundly."""
     cfg = ExperimentConfig(strategy="iopt", **TINY)
-    buffer, _ = experiment.initial_buffer(jax.random.PRNGKey(0), cfg, prepared)
-    fitted, _, _ = experiment.retrain(jax.random.PRNGKey(1), buffer, cfg, prepared)
+    buffer, _ = round_lib.initial_buffer(jax.random.PRNGKey(0), cfg, prepared)
+    fitted, _, _ = round_lib.retrain(jax.random.PRNGKey(1), buffer, cfg, prepared)
     picks = {}
     for name in ("iopt", "dopt"):
         for lam in (1e-3, 1e3):
-            a, b, ok = experiment.choose_pairs(jax.random.PRNGKey(2), fitted.params, buffer, cfg, prepared, name,
+            a, b, ok = round_lib.choose_pairs(jax.random.PRNGKey(2), fitted.params, buffer, cfg, prepared, name,
                                                cfg.k, lam)
             assert bool(ok)
             picks[name, lam] = (np.asarray(a).tolist(), np.asarray(b).tolist())
     assert picks["iopt", 1e-3] != picks["iopt", 1e3]
     assert picks["dopt", 1e-3] == picks["dopt", 1e3]
-    linear = dict(TINY, model=model.ModelConfig(depth=0), train=train.TrainConfig())
+    linear = dict(TINY, model=model.ModelConfig(depth=0), train=model_config.TrainConfig())
     result = experiment.make_experiment(ExperimentConfig(strategy="iopt", **linear), prepared).run(jax.random.PRNGKey(4))
     assert bool(np.all(np.asarray(result.metrics.picks_ok)))
 
@@ -149,7 +155,7 @@ def test_the_fits_prior_reaches_the_posterior_rules(prepared):
 @pytest.fixture(scope="module")
 def one_prompt():
     """One training prompt of 5 responses: 10 possible pairs in all."""
-    return experiment.prepare_data(data.llm_like(
+    return config_lib.prepare_data(data.llm_like(
         jax.random.PRNGKey(0), n_train_prompts=1, n_responses=5, n_test_prompts=2, n_test_responses=8, dim=12
     ))
 
@@ -159,7 +165,7 @@ def test_a_run_that_runs_out_of_candidates_is_refused(one_prompt):
     labels padding; with allow_relabel the labelled pairs come back and the run is sound."""
     tight = {**TINY, "n_prompts": 1, "n_candidates": 10, "k": 6, "initial_labels": 6, "rounds": 1}
     exp = experiment.make_experiment(ExperimentConfig(strategy="entropy", **tight), one_prompt)
-    with pytest.raises(experiment.RunFailed, match=r"round\(s\) 1: a strategy picked a pair that was not a valid"):
+    with pytest.raises(errors.RunFailed, match=r"round\(s\) 1: a strategy picked a pair that was not a valid"):
         exp.run(jax.random.PRNGKey(0))
     loose = experiment.make_experiment(ExperimentConfig(strategy="entropy", allow_relabel=True, **tight), one_prompt)
     result = loose.run(jax.random.PRNGKey(0))
@@ -171,13 +177,14 @@ def test_a_run_that_runs_out_of_candidates_is_refused(one_prompt):
 @pytest.mark.parametrize("strategy", ["pa_dopt", "maxdiff"])
 def test_all_cross_scores_every_pair_of_the_rounds_items(prepared, strategy):
     """With all-cross the round's picks are the top k of all unlabelled pairs among its items."""
-    from arm_jax import allpairs, pools
+    from arm_jax.experiment import pools
+    from arm_jax.selection import allpairs
 
     cfg = ExperimentConfig(strategy=strategy, pairs="all-cross", **TINY)
-    buffer, _ = experiment.initial_buffer(jax.random.PRNGKey(0), cfg, prepared)
+    buffer, _ = round_lib.initial_buffer(jax.random.PRNGKey(0), cfg, prepared)
     params = model.init_params(jax.random.PRNGKey(1), cfg.model, prepared.train_items.shape[-1])
     key = jax.random.PRNGKey(2)
-    a, b, ok = jax.jit(lambda k, p, b: experiment.choose_pairs(k, p, b, cfg, prepared, strategy, cfg.k))(key, params, buffer)
+    a, b, ok = jax.jit(lambda k, p, b: round_lib.choose_pairs(k, p, b, cfg, prepared, strategy, cfg.k))(key, params, buffer)
     assert bool(ok)
     items = np.asarray(pools.round_items(jax.random.split(key)[0], 40, 5, cfg.n_prompts))
     phi = model.features(params, cfg.model, prepared.train_items[items])
@@ -185,8 +192,8 @@ def test_all_cross_scores_every_pair_of_the_rounds_items(prepared, strategy):
     labelled = {tuple(sorted(p)) for p in np.asarray(buffer.pairs)[: int(buffer.count)].tolist()}
     pairs = list(zip(items[np.asarray(u)].tolist(), items[np.asarray(v)].tolist()))
     unlabelled = np.array([tuple(sorted(p)) not in labelled for p in pairs])
-    past = experiment.past_inputs(params, cfg, prepared, buffer, strategy)
-    explicit = strategies.select(strategy, None, phi_diff, model.head(params), cfg.k, valid=unlabelled,
+    past = round_lib.past_inputs(params, cfg, prepared, buffer, strategy)
+    explicit = pool.select(strategy, None, phi_diff, model.head(params), cfg.k, valid=unlabelled,
                                  past_phi_diff=past[0], past_mask=past[1])
     expected = {tuple(sorted(p)) for p in zip(items[np.asarray(u)[explicit.indices]].tolist(),
                                                items[np.asarray(v)[explicit.indices]].tolist())}
@@ -215,7 +222,7 @@ def test_dopt_learns_on_llm_like_data():
                        n_test_responses=20, dim=32)
     cfg = ExperimentConfig(
         strategy="dopt", rounds=4, k=60, initial_labels=40, n_prompts=40, n_candidates=600, best_of_n=(20,),
-        model=model.ModelConfig(depth=2, width=32), train=train.TrainConfig(steps=200, learning_rate=3e-3),
+        model=model.ModelConfig(depth=2, width=32), train=model_config.TrainConfig(steps=200, learning_rate=3e-3),
     )
     m = experiment.make_experiment(cfg, ds).run_seeds(jax.random.split(jax.random.PRNGKey(0), 2)).metrics
     oms = np.asarray(m.one_minus_spearman).mean(0)
@@ -285,7 +292,7 @@ def test_ties_a_panel_and_costs_run_end_to_end(prepared):
     counts, rater = np.asarray(buf.counts), np.asarray(buf.annotator)
     assert np.all(counts.sum(-1) == 1) and set(np.unique(rater).tolist()) <= {0, 1, 2}
     assert counts[..., 2].sum() > 0  # some ties were drawn
-    costs = np.asarray(experiment.item_costs(cfg, prepared))
+    costs = np.asarray(config_lib.item_costs(cfg, prepared))
     pairs = np.asarray(buf.pairs)
     ends = cfg.annotations()
     spent = np.asarray(m.cost_spent)

@@ -3,7 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from arm_jax import fisher
+from arm_jax.model import likelihood
+from arm_jax.selection import fisher
 
 
 def _problem(seed=0, n=40, h=5, m=7):
@@ -36,13 +37,13 @@ def _numpy_dopt(x, beta, past=None, ridge=1e-6):
 def test_bernoulli_variance_matches_p_one_minus_p():
     x, beta, _ = _problem()
     p = jax.nn.sigmoid(x @ beta)
-    np.testing.assert_allclose(fisher.bernoulli_variance(x, beta), p * (1 - p), rtol=1e-5)
+    np.testing.assert_allclose(likelihood.bernoulli_variance(x, beta), p * (1 - p), rtol=1e-5)
 
 
 def test_closed_form_equals_autodiff_and_numpy():
     x, beta, _ = _problem()
     closed = fisher.dopt_scores(x, beta)
-    auto = fisher.dopt_scores_autodiff(x, fisher.bernoulli_variance(x, beta))
+    auto = fisher.dopt_scores_autodiff(x, likelihood.bernoulli_variance(x, beta))
     reference, _ = _numpy_dopt(x, beta)
     np.testing.assert_allclose(closed, auto, rtol=1e-4)
     np.testing.assert_allclose(closed, reference, rtol=1e-4)
@@ -58,7 +59,7 @@ def test_past_aware_matches_numpy_and_mask():
     np.testing.assert_allclose(fisher.dopt_scores(x, beta, padded, past_mask=mask), reference, rtol=1e-4)
     # autodiff with I_past agrees too
     auto = fisher.dopt_scores_autodiff(
-        x, fisher.bernoulli_variance(x, beta), fisher.past_information(past, beta)
+        x, likelihood.bernoulli_variance(x, beta), fisher.past_information(past, beta)
     )
     np.testing.assert_allclose(auto, reference, rtol=1e-4)
 
@@ -78,7 +79,7 @@ def test_scores_sum_to_trace_identity():
 def test_weighted_logdet_matches_slogdet():
     x, beta, _ = _problem(3)
     w = jax.random.uniform(jax.random.PRNGKey(4), (x.shape[0],))
-    v = fisher.bernoulli_variance(x, beta)
+    v = likelihood.bernoulli_variance(x, beta)
     m = (np.asarray(x).T * np.asarray(w * v)) @ np.asarray(x)
     m += (1e-6 * np.trace(m) / x.shape[1] + fisher.RIDGE_FLOOR) * np.eye(x.shape[1])
     np.testing.assert_allclose(fisher.weighted_logdet(w, x, v), np.linalg.slogdet(m)[1], rtol=1e-4)
@@ -87,7 +88,7 @@ def test_weighted_logdet_matches_slogdet():
 def test_ranking_by_det_gradient_equals_log_det_gradient():
     """∂det/∂w = det · ∂logdet/∂w: same order."""
     x, beta, _ = _problem(5, n=30, h=3)
-    v = fisher.bernoulli_variance(x, beta)
+    v = likelihood.bernoulli_variance(x, beta)
     det_grad = jax.grad(lambda w: jnp.exp(fisher.weighted_logdet(w, x, v)))(jnp.ones(30))
     np.testing.assert_array_equal(np.argsort(-det_grad), np.argsort(-fisher.dopt_scores(x, beta)))
 

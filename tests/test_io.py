@@ -4,8 +4,8 @@ import stat
 import numpy as np
 import pytest
 
-from arm_jax import io
 from arm_jax.errors import InputError
+from arm_jax.runtime import files as io
 
 
 def test_atomic_write_leaves_no_file_on_error(tmp_path):

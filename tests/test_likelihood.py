@@ -7,8 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from arm_jax import annotator, fisher, likelihood, model, train
-from arm_jax.model import ModelConfig
+from arm_jax.experiment import annotator
+from arm_jax.model import buffer, likelihood
+from arm_jax.model import config as config_lib
+from arm_jax.model import fit as train
+from arm_jax.model import likelihood as likelihood_lib
+from arm_jax.model import network as model
+from arm_jax.model.network import ModelConfig
+from arm_jax.selection import fisher
 
 enable_x64 = functools.partial(jax.enable_x64, True)
 
@@ -29,7 +35,7 @@ def test_fisher_weight_is_the_hessian_of_the_log_likelihood():
                         jnp.float64(np.log(nu) if nu > 0 else -np.inf),
                     ))
                     with jax.enable_x64(False):
-                        v = fisher.gap_variance(scale * jnp.asarray(gaps), jnp.float32(nu))
+                        v = likelihood_lib.gap_variance(scale * jnp.asarray(gaps), jnp.float32(nu))
                     expected = sum(counts) * scale ** 2 * np.asarray(v, np.float64)
                     # atol: float64 autodiff of logaddexp is itself off by up to 2x below e^{-30}
                     # (the closed form matches the float64 definition: the next test)
@@ -41,13 +47,13 @@ def test_fisher_weight_closed_form_in_float64():
     d = np.linspace(-20, 20, 41)
     for nu in (0.0, 0.5, 3.0):
         ref = (1 + nu / 2 * np.cosh(d / 2)) / (2 * np.cosh(d / 2) + nu) ** 2
-        got = np.asarray(fisher.gap_variance(jnp.asarray(d, jnp.float32), jnp.float32(nu)), np.float64)
+        got = np.asarray(likelihood_lib.gap_variance(jnp.asarray(d, jnp.float32), jnp.float32(nu)), np.float64)
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-12)
         assert np.all(np.isfinite(got)) and np.all(got >= 0)
     # ν = 0 is Bradley–Terry's p(1 − p)
     np.testing.assert_allclose(
-        np.asarray(fisher.gap_variance(jnp.asarray(d, jnp.float32), jnp.float32(0.0))),
-        np.asarray(fisher.gap_variance(jnp.asarray(d, jnp.float32))), rtol=1e-6,
+        np.asarray(likelihood_lib.gap_variance(jnp.asarray(d, jnp.float32), jnp.float32(0.0))),
+        np.asarray(likelihood_lib.gap_variance(jnp.asarray(d, jnp.float32))), rtol=1e-6,
     )
 
 
@@ -81,7 +87,7 @@ def test_probabilities_and_bradley_terry_reduction():
     np.testing.assert_allclose(np.log(probs[mid, 0] / probs[mid, 1]), np.asarray(g)[mid], atol=1e-3)
     # ν = 0 with a decided vote is the Bradley–Terry loss
     nll = likelihood.row_nll(g, jnp.asarray([1.0, 0.0, 0.0]), 1.0, -jnp.inf)
-    np.testing.assert_allclose(np.asarray(nll), np.asarray(train.bt_loss(g, 0.0)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(nll), np.asarray(likelihood_lib.bt_loss(g, 0.0)), rtol=1e-5, atol=1e-6)
 
 
 def test_tie_strength_for_rate():
@@ -106,10 +112,10 @@ def _linear_problem(n=400, d=6, seed=0):
 
 
 def _fit(items, a, b, counts=None, annotator_ids=None, **config):
-    buf = train.buffer_from_pairs(a, b, capacity=len(a), counts=counts, annotator=annotator_ids)
+    buf = buffer.buffer_from_pairs(a, b, capacity=len(a), counts=counts, annotator=annotator_ids)
     return train.fit_jit(
         jax.random.PRNGKey(0), jnp.asarray(items), buf, model_config=ModelConfig(depth=0),
-        train_config=train.TrainConfig(**config),
+        train_config=config_lib.TrainConfig(**config),
     )
 
 
@@ -157,10 +163,10 @@ def test_tie_strength_and_reliabilities_are_recovered():
     assert q[0] < q[1] < q[2], q
     assert 0.4 < float(stats.tie) < 0.8, float(stats.tie)
     # the MLP's fit orders them too
-    buf = train.buffer_from_pairs(a, b, capacity=3072, counts=counts, annotator=rater)
+    buf = buffer.buffer_from_pairs(a, b, capacity=3072, counts=counts, annotator=rater)
     _, mlp = train.fit_jit(
         jax.random.PRNGKey(0), jnp.asarray(items), buf, model_config=ModelConfig(depth=1, width=8),
-        train_config=train.TrainConfig(steps=300, annotators=3),
+        train_config=config_lib.TrainConfig(steps=300, annotators=3),
     )
     q = np.asarray(mlp.reliability)
     assert q[0] < q[1] < q[2], q
@@ -197,7 +203,10 @@ def _davidson_v64(z, nu):
 def test_every_driver_scores_ties_alike_and_as_float64(name):
     """Under Davidson's ν with weighted past rows: the pool driver's scores equal a float64
     NumPy reference built from the definition, and all-pairs and sharded pick the same."""
-    from arm_jax import allpairs, parallel, strategies
+    from arm_jax.selection import allpairs, registry
+    from arm_jax.selection import pool as pool_lib
+    from arm_jax.selection import scores as strategies
+    from arm_jax.selection import sharded as sharded_lib
 
     rng = np.random.default_rng(3)
     phi = rng.normal(size=(14, 5)).astype(np.float32)
@@ -222,17 +231,17 @@ def test_every_driver_scores_ties_alike_and_as_float64(name):
         ref = vx * np.einsum("ij,jk,ik->i", x, np.linalg.inv(m), x)
     kw = dict(past_phi_diff=past, past_weight=weight, tie=nu)
     inputs = strategies.make_inputs(diff, beta, None, past, past_weight=weight, tie=nu)
-    got = np.asarray(strategies.pair_scores(strategies.STRATEGIES[name].pair_score, inputs), np.float64)
+    got = np.asarray(strategies.pair_scores(registry.STRATEGIES[name].pair_score, inputs), np.float64)
     np.testing.assert_allclose(got, ref, rtol=2e-3)
     k = 6
     top = set(np.argsort(-ref)[:k].tolist())
-    pool = strategies.select(name, None, diff, beta, k, **kw)
+    pool = pool_lib.select(name, None, diff, beta, k, **kw)
     assert set(np.asarray(pool.indices).tolist()) == top
     every = allpairs.select_all_pairs(name, None, phi, beta, k, tile=8, **kw)
     index = {(a, b): i for i, (a, b) in enumerate(zip(np.asarray(u).tolist(), np.asarray(v).tolist()))}
     assert {index[(a, b)] for a, b in zip(np.asarray(every.u).tolist(), np.asarray(every.v).tolist())} == top
-    sharded = parallel.sharded_select(name, None, diff, beta, k, **kw)
+    sharded = sharded_lib.sharded_select(name, None, diff, beta, k, **kw)
     assert set(np.asarray(sharded.indices).tolist()) == top
     # and ν changes the picks' scores: the Bradley–Terry weight is not what was used
-    bt = strategies.pair_scores(strategies.STRATEGIES[name].pair_score, strategies.make_inputs(diff, beta, None, past))
+    bt = strategies.pair_scores(registry.STRATEGIES[name].pair_score, strategies.make_inputs(diff, beta, None, past))
     assert not np.allclose(np.asarray(bt), got, rtol=1e-3)

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from arm_jax import model, posterior, train
+from arm_jax.model import buffer, config, fit_linear
+from arm_jax.model import fit as train
+from arm_jax.model import network as model
+from arm_jax.selection import posterior
 
 LINEAR = model.ModelConfig(depth=0)
 
@@ -23,8 +26,8 @@ def _labels(seed, n_items=120, n_pairs=300, dim=8, quality=1.0):
 
 
 def _fit(x, winner, loser, capacity=None, seed=0, **cfg):
-    buf = train.buffer_from_pairs(winner, loser, capacity)
-    params, stats = train.fit_jit(jax.random.PRNGKey(seed), jnp.asarray(x), buf, LINEAR, train.TrainConfig(**cfg))
+    buf = buffer.buffer_from_pairs(winner, loser, capacity)
+    params, stats = train.fit_jit(jax.random.PRNGKey(seed), jnp.asarray(x), buf, LINEAR, config.TrainConfig(**cfg))
     return np.asarray(model.head(params), np.float64), jax.device_get(stats)
 
 
@@ -66,7 +69,7 @@ def test_fit_does_not_depend_on_the_embeddings_scale():
 
 @pytest.mark.parametrize("rule", ["cross-validation", "evidence", "held-out"])
 def test_noise_gets_a_prior_stronger_than_the_data_and_clean_labels_a_weak_one(rule):
-    grid = np.asarray(train.LINEAR_PRIOR_GRID)
+    grid = np.asarray(fit_linear.LINEAR_PRIOR_GRID)
     x, _, winner, loser = _labels(2, quality=0.0)  # coin flips
     _, noisy = _fit(x, winner, loser, linear_prior_rule=rule)
     c_noisy = noisy.prior_precision / _scale(x, winner, loser)
@@ -95,7 +98,7 @@ def test_evidence_picks_the_grid_point_of_the_float64_laplace_evidence():
     s = _scale(x, winner, loser)
     d = np.asarray(x[winner] - x[loser], np.float64)
     log_ev = []
-    for c in train.LINEAR_PRIOR_GRID:
+    for c in fit_linear.LINEAR_PRIOR_GRID:
         lam = c * s
         beta = _map_float64(x, winner, loser, lam)
         z = d @ beta
@@ -105,7 +108,7 @@ def test_evidence_picks_the_grid_point_of_the_float64_laplace_evidence():
                       + 0.5 * d.shape[1] * np.log(lam) - 0.5 * np.linalg.slogdet(h)[1])
     best = int(np.argmax(log_ev))
     assert np.max(log_ev) - sorted(log_ev)[-2] > 1e-3  # a clear winner, so float32 must agree
-    np.testing.assert_allclose(stats.prior_precision, train.LINEAR_PRIOR_GRID[best] * s, rtol=1e-4)
+    np.testing.assert_allclose(stats.prior_precision, fit_linear.LINEAR_PRIOR_GRID[best] * s, rtol=1e-4)
 
 
 @pytest.mark.parametrize("rule, n", [("held-out", 20), ("cross-validation", 9)])
@@ -113,14 +116,14 @@ def test_too_few_labels_to_hold_out_use_the_default_prior(rule, n):
     x, _, winner, loser = _labels(3, n_pairs=n)
     head, stats = _fit(x, winner, loser, capacity=64, linear_prior_rule=rule)
     assert stats.n_val == 0 and np.isnan(stats.val_loss)
-    np.testing.assert_allclose(stats.prior_precision, train.LINEAR_DEFAULT_PRIOR * _scale(x, winner, loser), rtol=1e-4)
+    np.testing.assert_allclose(stats.prior_precision, fit_linear.LINEAR_DEFAULT_PRIOR * _scale(x, winner, loser), rtol=1e-4)
     np.testing.assert_allclose(head, _map_float64(x, winner, loser, stats.prior_precision), rtol=2e-3, atol=1e-5)
 
 
 def test_posterior_of_the_fit_is_centred_on_the_head_with_the_chosen_prior():
     x, _, winner, loser = _labels(4)
-    buf = train.buffer_from_pairs(winner, loser, 512)
-    params, stats = train.fit_jit(jax.random.PRNGKey(0), jnp.asarray(x), buf, LINEAR, train.TrainConfig())
+    buf = buffer.buffer_from_pairs(winner, loser, 512)
+    params, stats = train.fit_jit(jax.random.PRNGKey(0), jnp.asarray(x), buf, LINEAR, config.TrainConfig())
     beta = model.head(params)
     d = jnp.asarray(x)[buf.pairs[:, 0]] - jnp.asarray(x)[buf.pairs[:, 1]]
     post = posterior.laplace(beta, d, buf.mask, stats.prior_precision)
@@ -135,13 +138,13 @@ def test_posterior_of_the_fit_is_centred_on_the_head_with_the_chosen_prior():
 
 def test_vmapped_seeds_compile_once_and_equal_separate_fits():
     x, _, winner, loser = _labels(5)
-    fit = jax.jit(jax.vmap(lambda k, buf: train.fit(k, jnp.asarray(x), buf, LINEAR, train.TrainConfig())[0],
+    fit = jax.jit(jax.vmap(lambda k, buf: train.fit(k, jnp.asarray(x), buf, LINEAR, config.TrainConfig())[0],
                            in_axes=(0, None)))
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     for n in (100, 200, 300):
-        buf = train.buffer_from_pairs(winner[:n], loser[:n], 512)
+        buf = buffer.buffer_from_pairs(winner[:n], loser[:n], 512)
         heads = fit(keys, buf)
         for i in range(3):
-            one, _ = train.fit_jit(keys[i], jnp.asarray(x), buf, LINEAR, train.TrainConfig())
+            one, _ = train.fit_jit(keys[i], jnp.asarray(x), buf, LINEAR, config.TrainConfig())
             np.testing.assert_allclose(heads["params"]["head"][i], one["params"]["head"], rtol=1e-4, atol=1e-5)
     assert fit._cache_size() == 1

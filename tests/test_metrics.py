@@ -1,4 +1,4 @@
-"""Tests for arm_jax.metrics against scipy and hand-computed examples."""
+"""Tests for arm_jax.experiment.metrics against scipy and hand-computed examples."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from arm_jax.metrics import best_of_n, one_minus_spearman, rank_average, spearman_per_prompt
+from arm_jax.experiment.metrics import (
+    best_of_n,
+    one_minus_spearman,
+    rank_average,
+    spearman_per_prompt,
+)
 
 
 def test_rank_average_hand_example():

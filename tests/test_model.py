@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from arm_jax import model
+from arm_jax.model import network as model
 
 
 def test_reward_is_features_dot_head():
@@ -58,13 +58,16 @@ def test_depth_zero_is_the_linear_reward_model():
 
 
 def test_linear_model_runs_in_the_experiment():
-    from arm_jax import data, experiment, train
+    from arm_jax.experiment import config
+    from arm_jax.experiment import datasets as data
+    from arm_jax.experiment import program as experiment
+    from arm_jax.model import config as config_lib
 
     ds = data.llm_like(jax.random.PRNGKey(0), n_train_prompts=30, n_responses=4, n_test_prompts=4,
                        n_test_responses=6, dim=8)
-    cfg = experiment.ExperimentConfig(
+    cfg = config.ExperimentConfig(
         strategy="pa_dopt", rounds=2, k=6, initial_labels=6, n_prompts=6, n_candidates=30, best_of_n=(3,),
-        model=model.ModelConfig(depth=0), train=train.TrainConfig(steps=40, batch_size=8),
+        model=model.ModelConfig(depth=0), train=config_lib.TrainConfig(steps=40, batch_size=8),
     )
     result = experiment.make_experiment(cfg, ds).run(jax.random.PRNGKey(1))
     assert np.all(np.isfinite(np.asarray(result.metrics.one_minus_spearman)))

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from arm_jax.cli import main
+from arm_jax.cli.main import main
 from conftest import TEST_XLA_FLAG
 
 # the tiny study of test_parallel_experiment, through the command line; 3 seeds: 2 on
@@ -41,7 +41,7 @@ def _start(args, n=2, timeout=60):
     port = _free_port()
     return [
         subprocess.Popen(
-            [sys.executable, "-m", "arm_jax.cli", *args, "--coordinator", f"127.0.0.1:{port}",
+            [sys.executable, "-m", "arm_jax.cli.main", *args, "--coordinator", f"127.0.0.1:{port}",
              "--num-processes", str(n), "--process-id", str(i), "--process-timeout", str(timeout)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
         )
@@ -156,7 +156,7 @@ def test_distributed_outside_a_cluster_is_one_line(tmp_path):
     """A fresh process (JAX must not have started): no SLURM, Open MPI, TPU or Kubernetes."""
     env = {k: v for k, v in _env().items() if not k.startswith(("SLURM_", "OMPI_", "TPU_", "KUBERNETES_", "JAX_COORD"))}
     done = subprocess.run(
-        [sys.executable, "-m", "arm_jax.cli", "select", "--pool", "nowhere.npz", "--strategy", "dopt", "--k", "3",
+        [sys.executable, "-m", "arm_jax.cli.main", "select", "--pool", "nowhere.npz", "--strategy", "dopt", "--k", "3",
          "--out", str(tmp_path / "x.jsonl"), "--distributed"], capture_output=True, text=True, env=env, timeout=120,
     )
     assert done.returncode == 2

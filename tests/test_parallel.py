@@ -6,10 +6,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from arm_jax import fisher, model, parallel, strategies, train
+from arm_jax.model import buffer as buffer_lib
+from arm_jax.model import config
+from arm_jax.model import fit as train
+from arm_jax.model import network as model
+from arm_jax.runtime import mesh as parallel
+from arm_jax.selection import fisher, pool
+from arm_jax.selection import sharded as sharded_lib
 
 SMALL = model.ModelConfig(depth=2, width=16)
-TRAIN = train.TrainConfig(steps=25, batch_size=32, early_stopping=False)
+TRAIN = config.TrainConfig(steps=25, batch_size=32, early_stopping=False)
 N_DEVICES = 4
 
 
@@ -23,7 +29,7 @@ def _task(seed=0, n_items=120, n_pairs=200, dim=6):
     r = items @ jax.random.normal(k_w, (dim,))
     a = jax.random.randint(k_a, (n_pairs,), 0, n_items)
     b = jax.random.randint(k_b, (n_pairs,), 0, n_items)
-    return items, train.buffer_from_pairs(jnp.where(r[a] > r[b], a, b), jnp.where(r[a] > r[b], b, a))
+    return items, buffer_lib.buffer_from_pairs(jnp.where(r[a] > r[b], a, b), jnp.where(r[a] > r[b], b, a))
 
 
 def _pool(seed=0, n=1003, h=8, m=30):
@@ -78,11 +84,11 @@ def test_shard_seeds_on_whatever_devices_equals_vmap():
 def test_sharded_select_rejects_what_it_cannot_do():
     x, beta, _ = _pool(n=40)
     with pytest.raises(ValueError, match="strategy 'batchbald' is not supported for sharded selection; supported: entropy, maxdiff, xtx, dopt, pa_dopt"):
-        parallel.sharded_select("batchbald", None, x, beta, 5)
+        sharded_lib.sharded_select("batchbald", None, x, beta, 5)
     with pytest.raises(ValueError, match="unknown strategy 'best'"):
-        parallel.sharded_select("best", None, x, beta, 5)
+        sharded_lib.sharded_select("best", None, x, beta, 5)
     with pytest.raises(ValueError, match="k = 41 is larger than the pool of 40 candidate pairs"):
-        parallel.sharded_select("dopt", None, x, beta, 41)
+        sharded_lib.sharded_select("dopt", None, x, beta, 41)
     with pytest.raises(ValueError, match="keys must be a non-empty"):
         parallel.shard_seeds(_fit, jnp.zeros((0, 2), jnp.uint32), *_task(n_items=10, n_pairs=5))
 
@@ -121,27 +127,27 @@ def test_shard_seeds_pads_and_strips_and_takes_typed_keys(four_devices, n_seeds,
 def test_sharded_dopt_scores_equal_one_device(four_devices, with_past):
     x, beta, past = _pool()  # 1003 rows: not a multiple of 4
     past = past if with_past else None
-    sharded = parallel.sharded_dopt_scores(x, beta, past)
+    sharded = sharded_lib.sharded_dopt_scores(x, beta, past)
     np.testing.assert_allclose(sharded, fisher.dopt_scores(x, beta, past), rtol=1e-5, atol=1e-7)
-    even = parallel.sharded_dopt_scores(x[:1000], beta, past)
+    even = sharded_lib.sharded_dopt_scores(x[:1000], beta, past)
     assert _devices_of(even) == N_DEVICES
     np.testing.assert_allclose(even, fisher.dopt_scores(x[:1000], beta, past), rtol=1e-5, atol=1e-7)
-    unit = parallel.sharded_dopt_scores(x, beta, weighted=False)
+    unit = sharded_lib.sharded_dopt_scores(x, beta, weighted=False)
     np.testing.assert_allclose(unit, fisher.dopt_scores_from_weights(x, jnp.ones(x.shape[0])), rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.multidevice
-@pytest.mark.parametrize("name", parallel.SHARDED_STRATEGIES)
+@pytest.mark.parametrize("name", sharded_lib.SHARDED_STRATEGIES)
 def test_sharded_select_equals_one_device(four_devices, name):
     x, beta, past = _pool(1)
     valid = jnp.arange(x.shape[0]) % 7 != 3
-    sharded = parallel.sharded_select(name, None, x, beta, 40, valid=valid, past_phi_diff=past)
-    single = strategies.select(name, None, x, beta, 40, valid=valid, past_phi_diff=past)
+    sharded = sharded_lib.sharded_select(name, None, x, beta, 40, valid=valid, past_phi_diff=past)
+    single = pool.select(name, None, x, beta, 40, valid=valid, past_phi_diff=past)
     np.testing.assert_array_equal(sharded.indices, single.indices)
     np.testing.assert_allclose(sharded.scores, single.scores, rtol=1e-5, atol=1e-7)
     # k larger than one device's share of the pool still works
-    big = parallel.sharded_select(name, None, x[:40], beta, 30)
-    np.testing.assert_array_equal(np.sort(big.indices), np.sort(strategies.select(name, None, x[:40], beta, 30).indices))
+    big = sharded_lib.sharded_select(name, None, x[:40], beta, 30)
+    np.testing.assert_array_equal(np.sort(big.indices), np.sort(pool.select(name, None, x[:40], beta, 30).indices))
 
 
 @pytest.mark.multidevice
@@ -150,12 +156,12 @@ def test_sharded_all_pairs_equal_one_device(four_devices, name):
     """The pair grid's blocks and M's row tiles split over 4 devices (K = 150 items in tiles of
     16: 10 row tiles, 55 blocks, both padded): the picks and scores of one device, with
     invalid items, excluded pairs and labelled pairs in M."""
-    from arm_jax import allpairs
+    from arm_jax.selection import allpairs
 
     phi, beta, past = _pool(2, n=150, h=6)
     kw = dict(past_phi_diff=past, item_valid=np.arange(150) % 11 != 4, tile=16,
               exclude=(np.array([0, 5, 7, 30]), np.array([1, 9, 3, 2])))
-    sharded = parallel.sharded_select_all_pairs(name, None, phi, beta, 25, **kw)
+    sharded = sharded_lib.sharded_select_all_pairs(name, None, phi, beta, 25, **kw)
     single = allpairs.select_all_pairs(name, None, phi, beta, 25, **kw)
     np.testing.assert_array_equal(sharded.u, single.u)
     np.testing.assert_array_equal(sharded.v, single.v)

@@ -3,7 +3,11 @@ import jax
 import numpy as np
 import pytest
 
-from arm_jax import data, experiment, model, train
+from arm_jax.experiment import config
+from arm_jax.experiment import datasets as data
+from arm_jax.experiment import program as experiment
+from arm_jax.model import config as config_lib
+from arm_jax.model import network as model
 
 pytestmark = pytest.mark.multidevice
 
@@ -11,9 +15,9 @@ pytestmark = pytest.mark.multidevice
 def _tiny():
     ds = data.llm_like(jax.random.PRNGKey(0), n_train_prompts=30, n_responses=4, n_test_prompts=5,
                        n_test_responses=6, dim=8)
-    cfg = experiment.ExperimentConfig(
+    cfg = config.ExperimentConfig(
         strategy="pa_dopt", rounds=2, k=8, initial_labels=8, n_prompts=6, n_candidates=30, best_of_n=(6,),
-        model=model.ModelConfig(depth=2, width=8), train=train.TrainConfig(steps=10, batch_size=8, early_stopping=False),
+        model=model.ModelConfig(depth=2, width=8), train=config_lib.TrainConfig(steps=10, batch_size=8, early_stopping=False),
     )
     return ds, cfg
 

@@ -1,4 +1,4 @@
-"""Tests for arm_jax.pools: candidate pairs for one round."""
+"""Tests for arm_jax.experiment.pools: candidate pairs for one round."""
 
 import itertools
 
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from arm_jax.pools import (
-    labelled_mask,
+from arm_jax.experiment.pools import (
     CandidatePairs,
     candidate_pairs,
     cross_prompt_pairs,
     in_prompt_pairs,
+    labelled_mask,
     pool_items,
     pool_to_global,
 )

@@ -3,7 +3,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arm_jax import fisher, posterior
+from arm_jax.model import likelihood
+from arm_jax.selection import fisher, posterior
 
 
 def _problem(seed=0, m=60, h=4):
@@ -42,7 +43,7 @@ def test_gap_std_and_bounds_match_the_definition():
     post = posterior.laplace(jnp.asarray(beta), jnp.asarray(past), jnp.asarray(mask))
     x = np.random.default_rng(2).standard_normal((7, 4)).astype(np.float32)
     mean, std = posterior.gap_mean_and_std(post, jnp.asarray(x))
-    cov = np.linalg.inv(_ref_precision(past, beta, mask, posterior.DEFAULT_PRIOR_PRECISION))
+    cov = np.linalg.inv(_ref_precision(past, beta, mask, likelihood.DEFAULT_PRIOR_PRECISION))
     np.testing.assert_allclose(np.asarray(mean), x.astype(np.float64) @ beta, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(std), np.sqrt(np.einsum("ij,jk,ik->i", x, cov, x)), rtol=1e-4)
     lo, hi = posterior.preference_bounds(post, jnp.asarray(x), width=2.0)
@@ -54,7 +55,7 @@ def test_draws_have_the_posterior_covariance():
     past, beta, mask = _problem(3)
     post = posterior.laplace(jnp.asarray(beta), jnp.asarray(past), jnp.asarray(mask))
     draws = np.asarray(posterior.sample_heads(post, jax.random.PRNGKey(0), 40_000), np.float64)
-    cov = np.linalg.inv(_ref_precision(past, beta, mask, posterior.DEFAULT_PRIOR_PRECISION))
+    cov = np.linalg.inv(_ref_precision(past, beta, mask, likelihood.DEFAULT_PRIOR_PRECISION))
     np.testing.assert_allclose(draws.mean(axis=1), beta, atol=4 * np.sqrt(np.diag(cov).max() / 40_000))
     np.testing.assert_allclose(np.cov(draws), cov, rtol=0.05, atol=0.02 * np.abs(cov).max())
 

@@ -6,7 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from arm_jax import allpairs, strategies
+from arm_jax.selection import allpairs, batch, registry
+from arm_jax.selection import pool as pool_lib
+from arm_jax.selection import scores as strategies
 
 NEW = ("iopt", "greedy_iopt", "delta_ucb", "infomax", "uncertain_iopt")
 
@@ -60,14 +62,14 @@ def test_iopt_scores_are_the_drop_of_the_mean_predictive_variance(kind):
     assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got, ref, rtol=2e-3, atol=2e-4 * np.abs(ref).max())
     top = np.argsort(-ref)[:5]
-    assert set(np.asarray(strategies.select("iopt", None, x, beta, 5, None, past, None, lam).indices)) == set(top)
+    assert set(np.asarray(pool_lib.select("iopt", None, x, beta, 5, None, past, None, lam).indices)) == set(top)
 
 
 @pytest.mark.parametrize("kind", ["healthy", "rank-deficient"])
 def test_greedy_iopt_is_the_explicit_greedy_batch(kind):
     x, beta, past, lam = _case(kind, seed=1, n=60)
     k = 6
-    chosen = strategies.select("greedy_iopt", None, x, beta, k, None, past, None, lam)
+    chosen = pool_lib.select("greedy_iopt", None, x, beta, k, None, past, None, lam)
     x64 = x.astype(np.float64)
     spread = x64.T @ x64 / (2 * x.shape[0])
     m = _posterior64(past, beta, lam)
@@ -88,13 +90,13 @@ def test_greedy_iopt_is_the_explicit_greedy_batch(kind):
 def test_uncertain_iopt_is_greedy_iopt_among_the_most_uncertain_pairs():
     x, beta, past, lam = _case("healthy", seed=8, n=80)
     k = 5
-    chosen = strategies.select("uncertain_iopt", None, x, beta, k, None, past, None, lam)
+    chosen = pool_lib.select("uncertain_iopt", None, x, beta, k, None, past, None, lam)
     x64 = x.astype(np.float64)
     lam_m = _posterior64(past, beta, lam)
     mu = x64 @ beta.astype(np.float64)
     s = np.sqrt(np.einsum("ij,jk,ik->i", x64, np.linalg.inv(lam_m), x64))
     width = _sig(np.abs(mu) + s) - _sig(np.abs(mu) - s)
-    narrowed = np.argsort(-width)[: strategies.HYBRID_POOL_FACTOR * k]
+    narrowed = np.argsort(-width)[: batch.HYBRID_POOL_FACTOR * k]
     spread = x64.T @ x64 / (2 * x.shape[0])  # the whole pool's S
     v = _sig(mu) * _sig(-mu)
     m, picks = lam_m, []
@@ -118,7 +120,7 @@ def test_confidence_rules_are_their_definitions():
     refs = {"delta_ucb": np.abs(mu) + w * s, "infomax": _sig(np.abs(mu) + w * s) - _sig(np.abs(mu) - w * s)}
     for name, ref in refs.items():
         inputs = strategies.make_inputs(x, beta, None, past, None, lam)
-        got = np.asarray(strategies.pair_scores(strategies.STRATEGIES[name].pair_score, inputs), np.float64)
+        got = np.asarray(strategies.pair_scores(registry.STRATEGIES[name].pair_score, inputs), np.float64)
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
 
 
@@ -133,9 +135,9 @@ def test_four_responses_hand_computed():
     beta = np.array([1.0, 0.0], np.float32)
     expected = {"delta_ucb": ("c", "d"), "infomax": ("c", "d"), "iopt": ("b", "d"), "greedy_iopt": ("b", "d")}
     for name, pair in expected.items():
-        chosen = strategies.select(name, None, x, beta, 1, prior_precision=1.0)
+        chosen = pool_lib.select(name, None, x, beta, 1, prior_precision=1.0)
         assert pairs[int(chosen.indices[0])] == pair, name
-    iopt = strategies.select("iopt", None, x, beta, 2, prior_precision=1.0)
+    iopt = pool_lib.select("iopt", None, x, beta, 2, prior_precision=1.0)
     np.testing.assert_allclose(np.asarray(iopt.scores), [1.0358, 0.8275], atol=1e-4)
 
 
@@ -144,7 +146,7 @@ def test_batches_are_distinct_valid_picks(name):
     x, beta, past, lam = _case("healthy", seed=3)
     valid = np.ones(x.shape[0], bool)
     valid[::3] = False
-    chosen = strategies.select(name, jax.random.PRNGKey(0), x, beta, 20, valid, past, None, lam)
+    chosen = pool_lib.select(name, jax.random.PRNGKey(0), x, beta, 20, valid, past, None, lam)
     idx = np.asarray(chosen.indices)
     assert len(set(idx.tolist())) == 20 and valid[idx].all()
     assert np.all(np.isfinite(np.asarray(chosen.scores)))
@@ -157,7 +159,7 @@ def test_the_prior_reaches_the_all_pairs_driver():
     u, v, diff = allpairs.explicit_pairs(phi)
     for lam in (0.01, 100.0):
         every = allpairs.select_all_pairs("iopt", None, phi, beta, 5, tile=8, prior_precision=lam)
-        pool = strategies.select("iopt", None, np.asarray(diff), beta, 5, prior_precision=lam)
+        pool = pool_lib.select("iopt", None, np.asarray(diff), beta, 5, prior_precision=lam)
         assert list(zip(np.asarray(every.u), np.asarray(every.v))) == [
             (int(u[i]), int(v[i])) for i in np.asarray(pool.indices)
         ]
@@ -168,7 +170,7 @@ def test_bad_prior_is_a_one_line_error():
     x, beta, _, _ = _case("healthy")
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(Exception, match="prior precision"):
-            strategies.select("iopt", None, x, beta, 3, prior_precision=bad)
+            pool_lib.select("iopt", None, x, beta, 3, prior_precision=bad)
 
 
 # ----------------------------------------------------------------------------- response-level rules
@@ -189,7 +191,7 @@ def test_thompson_rules_with_a_certain_posterior_pick_best_against_second_or_wor
     drts the best with the worst (rewards 0, 1, 2, 3)."""
     x, beta, items, pairs, lam = _one_prompt([0.0, 1.0, 3.0, 2.0], 1e8)
     for name, expected in (("dts", {2, 3}), ("drts", {2, 0})):
-        chosen = strategies.select(name, jax.random.PRNGKey(0), x, beta, 1, prior_precision=lam, items=items)
+        chosen = pool_lib.select(name, jax.random.PRNGKey(0), x, beta, 1, prior_precision=lam, items=items)
         assert set(pairs[int(chosen.indices[0])]) == expected, name
 
 
@@ -201,7 +203,7 @@ def test_maxmin_lcb_hand_computed():
     x, beta, items, pairs, lam = _one_prompt([0.0, 1.0, 3.0], 1.0)
     seen = set()
     for seed in range(6):
-        chosen = strategies.select("maxmin_lcb", jax.random.PRNGKey(seed), x, beta, 1, prior_precision=lam, items=items)
+        chosen = pool_lib.select("maxmin_lcb", jax.random.PRNGKey(seed), x, beta, 1, prior_precision=lam, items=items)
         pair = pairs[int(chosen.indices[0])]
         assert 2 in pair
         np.testing.assert_allclose(float(chosen.scores[0]), 0.0, atol=1e-5)
@@ -209,7 +211,7 @@ def test_maxmin_lcb_hand_computed():
     assert len(seen) == 2  # the tie is broken at random, not always the same way
 
 
-@pytest.mark.parametrize("name", strategies.RESPONSE_RULES)
+@pytest.mark.parametrize("name", registry.RESPONSE_RULES)
 def test_response_rules_take_one_pair_per_prompt_first_and_never_repeat(name):
     rng = np.random.default_rng(5)
     n_prompts, r, h = 7, 5, 4
@@ -220,7 +222,7 @@ def test_response_rules_take_one_pair_per_prompt_first_and_never_repeat(name):
     valid = rng.random(len(pairs)) > 0.2
     items = strategies.PairItems(phi, a, b, group.astype(np.int32))
     past = rng.normal(size=(6, h)).astype(np.float32)
-    chosen = strategies.select(name, jax.random.PRNGKey(1), phi[a] - phi[b], rng.normal(size=h).astype(np.float32),
+    chosen = pool_lib.select(name, jax.random.PRNGKey(1), phi[a] - phi[b], rng.normal(size=h).astype(np.float32),
                                12, valid, past, None, 0.5, items)
     idx = np.asarray(chosen.indices)
     assert len(set(idx.tolist())) == 12 and valid[idx].all()
@@ -231,4 +233,4 @@ def test_response_rules_take_one_pair_per_prompt_first_and_never_repeat(name):
 def test_response_rules_need_the_items():
     x, beta, _, _ = _case("healthy")
     with pytest.raises(Exception, match="needs the candidates' items"):
-        strategies.select("dts", None, x, beta, 3)
+        pool_lib.select("dts", None, x, beta, 3)

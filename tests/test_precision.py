@@ -11,7 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from arm_jax import allpairs, fisher, parallel, strategies
+from arm_jax.model import likelihood
+from arm_jax.selection import allpairs, fisher, registry, sharded
+from arm_jax.selection import pool as pool_lib
+from arm_jax.selection import scores as strategies
 
 DOT = re.compile(r"stablehlo\.dot_general.*precision = \[(\w+), (\w+)\]")
 
@@ -49,15 +52,15 @@ def test_the_check_sees_default_precision(pool):
     assert dot_precisions(lowered) == [("DEFAULT", "DEFAULT")]
 
 
-@pytest.mark.parametrize("name", [n for n in strategies.STRATEGIES if n != "random"])
+@pytest.mark.parametrize("name", [n for n in registry.STRATEGIES if n != "random"])
 @pytest.mark.parametrize("outer", [None, "bfloat16"])
 def test_every_strategy_multiplies_at_full_precision(pool, name, outer):
     key = jax.random.PRNGKey(0)
     if outer is None:
-        lowered = strategies._select_jit.lower(name, key, pool, 5)
+        lowered = pool_lib._select_jit.lower(name, key, pool, 5)
     else:
         with jax.default_matmul_precision(outer):
-            lowered = jax.jit(strategies.STRATEGIES[name].fn, static_argnums=2).lower(key, pool, 5)
+            lowered = jax.jit(registry.STRATEGIES[name].fn, static_argnums=2).lower(key, pool, 5)
     assert_all_highest(lowered)
 
 
@@ -76,15 +79,15 @@ def test_all_pairs_multiplies_at_full_precision(pool, name):
 
 def test_fisher_functions_multiply_at_full_precision(pool):
     x, beta = pool.phi_diff, pool.beta
-    v = fisher.bernoulli_variance(x, beta)
+    v = likelihood.bernoulli_variance(x, beta)
     with jax.default_matmul_precision("bfloat16"):
         assert_all_highest(jax.jit(fisher.dopt_scores).lower(x, beta, pool.past_phi_diff))
         assert_all_highest(jax.jit(fisher.dopt_scores_autodiff).lower(x, v))
 
 
 def test_sharded_scores_multiply_at_full_precision(pool):
-    mesh, _, x, valid, beta, past, prior = parallel._pool_setup(
+    mesh, _, x, valid, beta, past, prior = sharded._pool_setup(
         pool.phi_diff, pool.beta, None, None, None, jax.devices()[:1]
     )
     for name in ("dopt", "entropy", "iopt"):
-        assert_all_highest(parallel._sharded_top_k.lower(name, mesh, x, valid, beta, past, prior, 5, 1e-6))
+        assert_all_highest(sharded._sharded_top_k.lower(name, mesh, x, valid, beta, past, prior, 5, 1e-6))

@@ -1,7 +1,7 @@
 """Progress bars: on at a terminal, off otherwise, and never change what is computed."""
 import sys
 
-from arm_jax import progress
+from arm_jax.runtime import progress
 
 
 def test_progress_is_off_without_a_terminal_and_passes_items_through(monkeypatch):

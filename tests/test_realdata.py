@@ -1,5 +1,5 @@
 """Unit tests of the pieces behind select/train/score (pool_io, labels, candidates, fitting,
-model_files) and of the loop in arm_jax.realdata."""
+model_files) and of the loop in arm_jax.workflow.select."""
 from __future__ import annotations
 
 import itertools
@@ -10,13 +10,19 @@ import jax
 import numpy as np
 import pytest
 
-from arm_jax import candidates, fitting, model_files, pool_io, realdata
-from arm_jax import labels as labels_lib
-from arm_jax import model as model_lib
 from arm_jax.errors import InputError
-from arm_jax import train as train_lib
-from arm_jax.model import ModelConfig
-from arm_jax.train import TrainConfig
+from arm_jax.model import buffer as buffer_lib
+from arm_jax.model import evaluate
+from arm_jax.model import fit as train_lib
+from arm_jax.model import network as model_lib
+from arm_jax.model.config import TrainConfig
+from arm_jax.model.network import ModelConfig
+from arm_jax.workflow import candidates, fitting, score
+from arm_jax.workflow import checkpoint as model_files
+from arm_jax.workflow import fitting as fitting_lib
+from arm_jax.workflow import labels as labels_lib
+from arm_jax.workflow import pool as pool_io
+from arm_jax.workflow import select as realdata
 
 MODEL = ModelConfig(depth=2, width=8)
 TRAIN = TrainConfig(steps=30, batch_size=16)
@@ -285,7 +291,7 @@ def test_fit_on_labels_equals_fit_on_the_whole_pool():
     x = np.random.default_rng(0).normal(size=(30, 5)).astype(np.float32)
     w = np.array([3, 7, 7, 20, 1]), np.array([4, 8, 29, 0, 2])
     params, report = fitting.fit_on_labels(5, x, w[0], w[1], MODEL, TRAIN)
-    buffer = train_lib.buffer_from_pairs(w[0], w[1])
+    buffer = buffer_lib.buffer_from_pairs(w[0], w[1])
     ref, stats = train_lib.fit_jit(fitting.train_key(5), x, buffer, model_config=MODEL, train_config=TRAIN)
     for p, q in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(ref)):
         np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-6)
@@ -298,7 +304,7 @@ def test_no_labels_gives_the_seeded_initialisation():
     empty = np.zeros(0, np.int64)
     params, report = fitting.fit_on_labels(2, x, empty, empty, MODEL, TRAIN)
     assert report.steps_taken == 0 and report.n_fit == 0 and np.isnan(report.val_accuracy)
-    ref, _ = train_lib.fit(fitting.train_key(2), jax.numpy.asarray(x), train_lib.empty_buffer(1), MODEL, TrainConfig(steps=1))
+    ref, _ = train_lib.fit(fitting.train_key(2), jax.numpy.asarray(x), buffer_lib.empty_buffer(1), MODEL, TrainConfig(steps=1))
     for p, q in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(ref)):
         np.testing.assert_array_equal(p, q)
 
@@ -331,7 +337,7 @@ def test_model_file_round_trip_and_errors(tmp_path):
 
 
 def test_pairwise_accuracy_and_split():
-    assert fitting.pairwise_accuracy(np.array([1.0, 0.0, 2.0, 1.0]), np.array([0.0, 1.0, 2.0, 0.5])) == pytest.approx(0.625)
+    assert evaluate.pairwise_accuracy(np.array([1.0, 0.0, 2.0, 1.0]), np.array([0.0, 1.0, 2.0, 0.5])) == pytest.approx(0.625)
     tr, va = labels_lib.split_labels(10, 0.2, 0)
     assert va.size == 2 and tr.size == 8 and set(tr) | set(va) == set(range(10))
     tr, va = labels_lib.split_labels(3, 0.1, 0)
@@ -344,11 +350,11 @@ def test_pairwise_accuracy_and_split():
 
 def test_pairwise_log_loss():
     # gaps 0, log 3 and -log 3: -log sigmoid = log 2, log(4/3), log 4
-    got = fitting.pairwise_log_loss(np.array([1.0, np.log(3.0), 0.0]), np.array([1.0, 0.0, np.log(3.0)]))
+    got = evaluate.pairwise_log_loss(np.array([1.0, np.log(3.0), 0.0]), np.array([1.0, 0.0, np.log(3.0)]))
     assert got == pytest.approx((np.log(2.0) + np.log(4.0 / 3.0) + np.log(4.0)) / 3)
-    assert fitting.pairwise_log_loss(np.array([800.0]), np.array([0.0])) == pytest.approx(0.0)  # no overflow
-    assert fitting.pairwise_log_loss(np.array([0.0]), np.array([800.0])) == pytest.approx(800.0)
-    assert np.isnan(fitting.pairwise_log_loss(np.zeros(0), np.zeros(0)))
+    assert evaluate.pairwise_log_loss(np.array([800.0]), np.array([0.0])) == pytest.approx(0.0)  # no overflow
+    assert evaluate.pairwise_log_loss(np.array([0.0]), np.array([800.0])) == pytest.approx(800.0)
+    assert np.isnan(evaluate.pairwise_log_loss(np.zeros(0), np.zeros(0)))
 
 
 def test_expected_calibration_error_by_hand():
@@ -356,15 +362,15 @@ def test_expected_calibration_error_by_hand():
     # bin 9: (.95, 1) -> -.05 | bin 0: (.05, 0) -> +.05 | bin 6: (.62, 1), (.65, 0) -> +.27
     # bin 3: (.38, 0), (.35, 1) -> -.27 | bin 8: (.85, 1) -> -.15 | bin 1: (.15, 0) -> +.15
     # ECE = (.05 + .05 + .27 + .27 + .15 + .15) / 8 = .1175
-    assert fitting.expected_calibration_error(np.array([0.95, 0.62, 0.35, 0.85])) == pytest.approx(0.1175)
+    assert evaluate.expected_calibration_error(np.array([0.95, 0.62, 0.35, 0.85])) == pytest.approx(0.1175)
     # the top-label form: confidences .95 (right), .62 (right), .65 (wrong), .85 (right)
     # in bins [.9, 1), [.6, .7), [.8, .9): (.05 + 2 * |.635 - .5| + .15) / 4 = .1175
     # calibrated: three winners at .75 and one comparison the model gave the loser .75
-    assert fitting.expected_calibration_error(np.array([0.75, 0.75, 0.75, 0.25])) == pytest.approx(0.0)
+    assert evaluate.expected_calibration_error(np.array([0.75, 0.75, 0.75, 0.25])) == pytest.approx(0.0)
     # always sure and always right: 0; always sure and always wrong: 1; p = 1 falls in the last bin
-    assert fitting.expected_calibration_error(np.ones(3)) == 0.0
-    assert fitting.expected_calibration_error(np.zeros(3)) == 1.0
-    assert np.isnan(fitting.expected_calibration_error(np.zeros(0)))
+    assert evaluate.expected_calibration_error(np.ones(3)) == 0.0
+    assert evaluate.expected_calibration_error(np.zeros(3)) == 1.0
+    assert np.isnan(evaluate.expected_calibration_error(np.zeros(0)))
 
 
 def test_expected_calibration_error_equals_top_label_ece():
@@ -373,22 +379,22 @@ def test_expected_calibration_error_equals_top_label_ece():
     right = (p > 0.5).astype(float)
     bins = np.minimum(((conf - 0.5) * 10).astype(int), 4)  # five bins of [.5, 1]
     top_label = sum(abs(np.sum(conf[bins == b] - right[bins == b])) for b in range(5)) / p.size
-    assert fitting.expected_calibration_error(p) == pytest.approx(top_label)
+    assert evaluate.expected_calibration_error(p) == pytest.approx(top_label)
 
 
 def test_pair_metrics():
-    m = fitting.pair_metrics(np.array([2.0, 0.0]), np.array([0.0, 1.0]))
+    m = evaluate.pair_metrics(np.array([2.0, 0.0]), np.array([0.0, 1.0]))
     assert m.n == 2 and m.accuracy == 0.5
     assert m.log_loss == pytest.approx(np.mean(np.log1p(np.exp([-2.0, 1.0]))))
-    assert m.ece == pytest.approx(fitting.expected_calibration_error(1 / (1 + np.exp([-2.0, 1.0]))))
-    assert fitting.PairMetrics(0, float("nan"), 1.0, 0.5).as_dict() == {"n": 0, "accuracy": None, "log_loss": 1.0,
+    assert m.ece == pytest.approx(evaluate.expected_calibration_error(1 / (1 + np.exp([-2.0, 1.0]))))
+    assert evaluate.PairMetrics(0, float("nan"), 1.0, 0.5).as_dict() == {"n": 0, "accuracy": None, "log_loss": 1.0,
                                                                        "ece": 0.5}
 
 
 def test_score_paths():
-    assert realdata.score_paths("out/scores") == (Path("out/scores.npy"), Path("out/scores.csv"))
-    assert realdata.score_paths("s.csv") == realdata.score_paths("s.npy") == realdata.score_paths("s")
-    assert realdata.score_paths("run.v2")[1].name == "run.v2.csv"
+    assert score.score_paths("out/scores") == (Path("out/scores.npy"), Path("out/scores.csv"))
+    assert score.score_paths("s.csv") == score.score_paths("s.npy") == score.score_paths("s")
+    assert score.score_paths("run.v2")[1].name == "run.v2.csv"
 
 
 def test_select_pairs_library_call(tmp_path):
@@ -421,7 +427,7 @@ def test_all_cross_matches_explicit_pairs(tmp_path, monkeypatch, strategy):
         for a, b in [(0, 1), (2, 9), (4, 20), (7, 3), (11, 29), (15, 16)]))
     kwargs = dict(pairs="all-cross", model_config=MODEL, train_config=TRAIN, seed=1)
     if realdata._load_allpairs() is None:
-        pytest.skip("arm_jax.allpairs is not available")
+        pytest.skip("arm_jax.selection.allpairs is not available")
     fast = realdata.select_pairs(tmp_path / "pool.npz", labels, tmp_path / "a.jsonl", strategy, 12, **kwargs)
     monkeypatch.setattr(realdata, "_load_allpairs", lambda: None)
     slow = realdata.select_pairs(tmp_path / "pool.npz", labels, tmp_path / "b.jsonl", strategy, 12, **kwargs)
@@ -457,7 +463,7 @@ def test_candidates_are_redrawn_when_the_labels_change():
 
 def test_all_cross_asks_again_when_labelled_pairs_crowd_the_top():
     if realdata._load_allpairs() is None:
-        pytest.skip("arm_jax.allpairs is not available")
+        pytest.skip("arm_jax.selection.allpairs is not available")
     rng = np.random.default_rng(0)
     n = 40
     phi = rng.normal(size=(n, 4)).astype(np.float32)
@@ -487,4 +493,4 @@ def test_float64_beyond_float32_range_counts_as_not_finite(tmp_path):
 
 
 def test_data_error_is_the_input_error():
-    assert realdata.DataError is InputError and issubclass(InputError, ValueError)
+    assert fitting_lib.DataError is InputError and issubclass(InputError, ValueError)

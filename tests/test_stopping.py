@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from arm_jax import posterior, stopping
-from arm_jax.cli import main
+from arm_jax.cli.main import main
+from arm_jax.selection import posterior, stopping
 
 
 def test_information_gain_is_the_logdet_difference_in_float64():
@@ -66,7 +66,7 @@ def test_select_report_appends_a_row_per_round_and_says_what_to_do(tmp_path, cap
 
 
 def test_report_reference_skips_a_batch_measured_against_the_prior_alone():
-    from arm_jax.cli_data import report_table
+    from arm_jax.cli.data import report_table
 
     row = lambda n, g, prior=False: {"labels": n, "gain_last": g, "from_prior": prior, "gain_next": g}
     # against the prior alone the first batch looks large; the rule must not stop on it

@@ -3,9 +3,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from arm_jax import fisher, strategies
-from arm_jax.strategies import STRATEGIES, make_inputs
-from arm_jax.strategies import select as _select
+from arm_jax.model import likelihood
+from arm_jax.selection import batch, fisher, registry
+from arm_jax.selection import scores as strategies
+from arm_jax.selection.pool import select as _select
+from arm_jax.selection.registry import STRATEGIES
+from arm_jax.selection.scores import make_inputs
 
 ALL = list(STRATEGIES)
 
@@ -21,7 +24,7 @@ def _items_of(x):
 
 def select(name, key, phi_diff, beta, k, *args, **kwargs):
     """strategies.select, with the candidates' items for the rules that need them."""
-    if name in strategies.RESPONSE_RULES and "items" not in kwargs:
+    if name in registry.RESPONSE_RULES and "items" not in kwargs:
         kwargs["items"] = _items_of(phi_diff)
     return _select(name, key, phi_diff, beta, k, *args, **kwargs)
 
@@ -33,8 +36,8 @@ def _pool(seed=0, n=120, h=6, m=15):
 
 def test_registry_has_the_papers_eight_greedy_and_the_posterior_rules():
     new = {"greedy_dopt", "iopt", "greedy_iopt", "delta_ucb", "infomax", "uncertain_iopt", "dts", "drts", "maxmin_lcb"}
-    assert set(strategies.PAPER_STRATEGIES) | new == set(STRATEGIES)
-    assert len(strategies.PAPER_STRATEGIES) == 8
+    assert set(registry.PAPER_STRATEGIES) | new == set(STRATEGIES)
+    assert len(registry.PAPER_STRATEGIES) == 8
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -114,7 +117,7 @@ def _near_duplicate_pool(seed=0, h=6, copies=12, distinct=400):
 def test_greedy_dopt_beats_top_k_on_near_duplicates():
     x, beta = _near_duplicate_pool()
     k = 10
-    v = fisher.bernoulli_variance(x, beta)
+    v = likelihood.bernoulli_variance(x, beta)
 
     def logdet(idx):
         xs, vs = x[idx], v[idx]
@@ -133,7 +136,7 @@ def test_greedy_dopt_beats_top_k_on_near_duplicates():
 
 def test_greedy_first_pick_is_the_best_single_pair():
     x, beta, _ = _pool()
-    v = fisher.bernoulli_variance(x, beta)
+    v = likelihood.bernoulli_variance(x, beta)
     first = int(select("greedy_dopt", None, x, beta, 1).indices[0])
     assert first == int(np.argmax(np.asarray(v * jnp.sum(x * x, axis=1))))
 
@@ -141,7 +144,7 @@ def test_greedy_first_pick_is_the_best_single_pair():
 def test_batchbald_first_pick_is_bald_argmax_when_posterior_is_shared():
     """With one configuration step, the greedy criterion is BALD: H(E p) − E H(p)."""
     x, beta, _ = _pool()
-    sel = strategies.batchbald_strategy(jax.random.PRNGKey(3), make_inputs(x, beta), 1, n_samples=64)
+    sel = batch.batchbald_strategy(jax.random.PRNGKey(3), make_inputs(x, beta), 1, n_samples=64)
     # recompute BALD with the same posterior draws
     key = jax.random.split(jax.random.PRNGKey(3), 3)[0]
     eps = jax.random.normal(key, (x.shape[1], 64))

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from arm_jax import model, train
+from arm_jax.model import buffer, config, likelihood
+from arm_jax.model import fit as train
+from arm_jax.model import network as model
 
 SMALL = model.ModelConfig(depth=2, width=32)
 
@@ -26,7 +28,7 @@ def _linear_task(key, n_items=1500, n_pairs=3000, dim=16):
 
 def test_bt_loss_is_stable_for_large_gaps():
     gap = jnp.array([0.0, 50.0, -200.0, 1e4])
-    loss = train.bt_loss(gap, jnp.zeros(4))
+    loss = likelihood.bt_loss(gap, jnp.zeros(4))
     assert np.all(np.isfinite(loss))
     np.testing.assert_allclose(loss, np.logaddexp(0.0, -np.asarray(gap)), rtol=1e-6)
 
@@ -35,9 +37,9 @@ def test_recovers_known_linear_reward():
     x, w, winner, loser = _linear_task(jax.random.PRNGKey(0))
     train_items = x[:1000]
     keep = (winner < 1000) & (loser < 1000)
-    buf = train.buffer_from_pairs(np.asarray(winner)[np.asarray(keep)], np.asarray(loser)[np.asarray(keep)])
+    buf = buffer.buffer_from_pairs(np.asarray(winner)[np.asarray(keep)], np.asarray(loser)[np.asarray(keep)])
     params, stats = train.fit_jit(
-        jax.random.PRNGKey(1), train_items, buf, SMALL, train.TrainConfig(steps=600, learning_rate=3e-3)
+        jax.random.PRNGKey(1), train_items, buf, SMALL, config.TrainConfig(steps=600, learning_rate=3e-3)
     )
     losses = stats.losses
     assert float(losses[-50:].mean()) < float(losses[:50].mean())
@@ -47,16 +49,16 @@ def test_recovers_known_linear_reward():
 
 
 def test_buffer_grows_without_new_shapes_and_only_filled_rows_train():
-    buf = train.empty_buffer(8)
-    buf = train.append(buf, jnp.array([1, 2]), jnp.array([3, 4]))
-    buf = train.append(buf, jnp.array([5]), jnp.array([6]))
+    buf = buffer.empty_buffer(8)
+    buf = buffer.append(buf, jnp.array([1, 2]), jnp.array([3, 4]))
+    buf = buffer.append(buf, jnp.array([5]), jnp.array([6]))
     assert buf.pairs.shape == (8, 2) and int(buf.count) == 3
     np.testing.assert_array_equal(buf.pairs[:3], [[1, 3], [2, 4], [5, 6]])
     np.testing.assert_array_equal(buf.mask, [1, 1, 1, 0, 0, 0, 0, 0])
     # garbage in unfilled rows must not change the fit
     items = jax.random.normal(jax.random.PRNGKey(0), (10, 4))
-    cfg = train.TrainConfig(steps=20, batch_size=8)
-    garbage = train.LabelBuffer(buf.pairs.at[3:].set(9), buf.count)
+    cfg = config.TrainConfig(steps=20, batch_size=8)
+    garbage = buffer.LabelBuffer(buf.pairs.at[3:].set(9), buf.count)
     p1, _ = train.fit_jit(jax.random.PRNGKey(2), items, buf, SMALL, cfg)
     p2, _ = train.fit_jit(jax.random.PRNGKey(2), items, garbage, SMALL, cfg)
     jax.tree_util.tree_map(np.testing.assert_array_equal, p1, p2)
@@ -65,7 +67,7 @@ def test_buffer_grows_without_new_shapes_and_only_filled_rows_train():
 def test_empty_buffer_returns_initialisation():
     items = jax.random.normal(jax.random.PRNGKey(0), (10, 4))
     params, losses = train.fit_jit(
-        jax.random.PRNGKey(5), items, train.empty_buffer(4), SMALL, train.TrainConfig(steps=5, batch_size=4)
+        jax.random.PRNGKey(5), items, buffer.empty_buffer(4), SMALL, config.TrainConfig(steps=5, batch_size=4)
     )
     init = model.init_params(jax.random.split(jax.random.PRNGKey(5))[0], SMALL, 4)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-7), params, init)
@@ -75,8 +77,8 @@ def test_empty_buffer_returns_initialisation():
 
 def test_vmapped_seeds_equal_separate_runs():
     x, _, winner, loser = _linear_task(jax.random.PRNGKey(3), n_items=200, n_pairs=300)
-    buf = train.buffer_from_pairs(winner, loser)
-    cfg = train.TrainConfig(steps=30, batch_size=32)
+    buf = buffer.buffer_from_pairs(winner, loser)
+    cfg = config.TrainConfig(steps=30, batch_size=32)
     keys = jax.random.split(jax.random.PRNGKey(7), 4)
     fit = lambda k: train.fit(k, x, buf, SMALL, cfg)
     batched, batched_losses = jax.jit(jax.vmap(fit))(keys)
@@ -100,18 +102,18 @@ def test_vmapped_seeds_equal_separate_runs():
 )
 def test_bad_train_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        train.TrainConfig(**kwargs)
+        config.TrainConfig(**kwargs)
 
 
 def test_max_epochs_stops_updates_after_the_cap():
     """16 labels, batch 8, one epoch: only the first 2 of 10 steps move the parameters."""
     x, _, winner, loser = _linear_task(jax.random.PRNGKey(4), n_items=50, n_pairs=16)
-    buf = train.buffer_from_pairs(winner, loser, capacity=40)
+    buf = buffer.buffer_from_pairs(winner, loser, capacity=40)
     capped, _ = train.fit_jit(
-        jax.random.PRNGKey(0), x, buf, SMALL, train.TrainConfig(steps=10, batch_size=8, max_epochs=1.0, min_steps=0)
+        jax.random.PRNGKey(0), x, buf, SMALL, config.TrainConfig(steps=10, batch_size=8, max_epochs=1.0, min_steps=0)
     )
-    short, _ = train.fit_jit(jax.random.PRNGKey(0), x, buf, SMALL, train.TrainConfig(steps=2, batch_size=8))
-    longer, _ = train.fit_jit(jax.random.PRNGKey(0), x, buf, SMALL, train.TrainConfig(steps=3, batch_size=8))
+    short, _ = train.fit_jit(jax.random.PRNGKey(0), x, buf, SMALL, config.TrainConfig(steps=2, batch_size=8))
+    longer, _ = train.fit_jit(jax.random.PRNGKey(0), x, buf, SMALL, config.TrainConfig(steps=3, batch_size=8))
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), capped, short)
     assert not np.allclose(longer["params"]["head"], short["params"]["head"])
 
@@ -120,12 +122,12 @@ def test_epoch_cap_still_takes_min_steps():
     """100 labels with --max-epochs 10 and batch 256 would allow 4 steps: min_steps keeps a
     tiny labelled set from staying untrained."""
     x, _, winner, loser = _linear_task(jax.random.PRNGKey(4), n_items=50, n_pairs=100)
-    buf = train.buffer_from_pairs(winner, loser)
-    _, stats = train.fit_jit(jax.random.PRNGKey(0), x, buf, SMALL, train.TrainConfig(steps=200, max_epochs=10.0, min_steps=60))
+    buf = buffer.buffer_from_pairs(winner, loser)
+    _, stats = train.fit_jit(jax.random.PRNGKey(0), x, buf, SMALL, config.TrainConfig(steps=200, max_epochs=10.0, min_steps=60))
     assert int(stats.steps_run) == 60
 
 
-EARLY = train.TrainConfig(steps=400, batch_size=32, learning_rate=3e-3, early_stopping=True, refit=False, eval_every=10, patience=10,
+EARLY = config.TrainConfig(steps=400, batch_size=32, learning_rate=3e-3, early_stopping=True, refit=False, eval_every=10, patience=10,
                           min_steps=20)
 
 
@@ -134,10 +136,10 @@ def _noisy_and_clean(n_pairs=400):
     # clean: the hidden linear reward decides every label (no annotation noise)
     r = x @ w
     right = r[winner] > r[loser]
-    clean = train.buffer_from_pairs(jnp.where(right, winner, loser), jnp.where(right, loser, winner))
+    clean = buffer.buffer_from_pairs(jnp.where(right, winner, loser), jnp.where(right, loser, winner))
     # noise only: labels independent of the items (a fair coin for each pair)
     flip = jax.random.bernoulli(jax.random.PRNGKey(9), 0.5, (n_pairs,))
-    noise = train.buffer_from_pairs(jnp.where(flip, winner, loser), jnp.where(flip, loser, winner))
+    noise = buffer.buffer_from_pairs(jnp.where(flip, winner, loser), jnp.where(flip, loser, winner))
     return x, clean, noise
 
 
@@ -167,12 +169,12 @@ def test_early_stopping_keeps_the_best_parameters_and_reports_them():
     reported one (recomputed here from the split)."""
     x, clean, _ = _noisy_and_clean()
     params, stats = train.fit_jit(jax.random.PRNGKey(3), x, clean, SMALL, EARLY)
-    order, n_fit, n_val = train.split_rows(jax.random.fold_in(jax.random.PRNGKey(3), 7), clean, EARLY.val_fraction,
+    order, n_fit, n_val = buffer.split_rows(jax.random.fold_in(jax.random.PRNGKey(3), 7), clean, EARLY.val_fraction,
                                            EARLY.min_val_labels)
     rows = np.asarray(order)[int(n_fit): int(n_fit) + int(n_val)]
     pairs = np.asarray(clean.pairs)[rows]
     r = model.reward(params, SMALL, x)
-    loss = float(jnp.mean(train.bt_loss(r[pairs[:, 0]], r[pairs[:, 1]])))
+    loss = float(jnp.mean(likelihood.bt_loss(r[pairs[:, 0]], r[pairs[:, 1]])))
     assert int(n_val) == int(stats.n_val)
     np.testing.assert_allclose(loss, float(stats.val_loss), rtol=1e-4)
 
@@ -189,7 +191,7 @@ def test_early_stopping_vmaps_and_compiles_once_as_labels_grow():
         # float reduction order differs between a batch of 3 and one model: ~1e-3 after 400 steps
         jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-2, atol=1e-3), batched, single)
     # a growing labelled set in a fixed-capacity buffer: no new compilation
-    small = train.LabelBuffer(clean.pairs, jnp.int32(100), clean.overflow)
+    small = buffer.LabelBuffer(clean.pairs, jnp.int32(100), clean.overflow)
     fit(keys, small)
     assert fit._cache_size() == 1
 

@@ -10,8 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from arm_jax import allpairs, data, fisher, parallel, strategies, train
+from arm_jax import errors
 from arm_jax.errors import InputError
+from arm_jax.experiment import datasets as data
+from arm_jax.model import buffer, likelihood
+from arm_jax.selection import allpairs, batch, fisher, registry
+from arm_jax.selection import pool as pool_lib
+from arm_jax.selection import scores as strategies
+from arm_jax.selection import sharded as sharded_lib
 
 K = 50
 
@@ -80,7 +86,7 @@ def low_rank():
 def test_design_scores_on_rank_deficient_large_features_match_float64(low_rank, name):
     x, beta = low_rank
     past = x[:200] * 0.5 if name == "pa_dopt" else None
-    chosen = strategies.select(name, jax.random.PRNGKey(0), x, beta, K, past_phi_diff=past)
+    chosen = pool_lib.select(name, jax.random.PRNGKey(0), x, beta, K, past_phi_diff=past)
     picks = np.asarray(chosen.indices)
     assert np.all(np.isfinite(np.asarray(chosen.scores)))
     assert set(picks.tolist()) != set(range(K)), "unranked candidates 0..k-1 (the old failure)"
@@ -93,20 +99,20 @@ def test_design_scores_on_rank_deficient_large_features_match_float64(low_rank, 
 def test_greedy_dopt_on_rank_deficient_large_features_matches_float64(low_rank):
     x, beta = low_rank
     x, past = x[:1000], x[1000:1100]
-    chosen = strategies.select("greedy_dopt", None, x, beta, 20, past_phi_diff=past)
+    chosen = pool_lib.select("greedy_dopt", None, x, beta, 20, past_phi_diff=past)
     assert np.all(np.isfinite(np.asarray(chosen.scores)))
     assert np.asarray(chosen.indices).tolist() == _ref_greedy(x, beta, 20, past)
 
 
 def test_batchbald_on_rank_deficient_large_features_is_finite(low_rank):
     x, beta = low_rank
-    chosen = strategies.select("batchbald", jax.random.PRNGKey(1), x[:500], beta, 5, past_phi_diff=x[500:700])
+    chosen = pool_lib.select("batchbald", jax.random.PRNGKey(1), x[:500], beta, 5, past_phi_diff=x[500:700])
     assert np.all(np.isfinite(np.asarray(chosen.scores)))
 
 
 def test_whitening_grows_the_ridge_until_the_factor_is_finite(low_rank):
     x, beta = low_rank
-    m = fisher.information_matrix(jnp.asarray(x), fisher.bernoulli_variance(jnp.asarray(x), jnp.asarray(beta)))
+    m = fisher.information_matrix(jnp.asarray(x), likelihood.bernoulli_variance(jnp.asarray(x), jnp.asarray(beta)))
     w = fisher.whitening(m)
     assert bool(w.ok) and np.all(np.isfinite(np.asarray(w.w)))
     assert float(w.ridge) >= float(fisher.ridge_for(m))
@@ -117,11 +123,11 @@ def test_whitening_grows_the_ridge_until_the_factor_is_finite(low_rank):
     # never an arbitrary ranking
     bad = fisher.whitening(jnp.full((4, 4), jnp.nan))
     assert not bool(bad.ok)
-    spec = strategies.STRATEGIES["dopt"].pair_score
+    spec = registry.STRATEGIES["dopt"].pair_score
     scores = strategies.pair_scores_from_information(spec, jnp.ones((3, 4)), jnp.zeros(3), jnp.full((4, 4), jnp.nan))
     assert np.all(np.isnan(np.asarray(scores)))
-    with pytest.raises(strategies.SelectionFailed, match="strategy 'dopt': 3 of 3 picked scores are not finite"):
-        strategies.check_selection("dopt", scores)
+    with pytest.raises(errors.SelectionFailed, match="strategy 'dopt': 3 of 3 picked scores are not finite"):
+        pool_lib.check_selection("dopt", scores)
 
 
 def test_fewer_items_than_features_scores_every_pair():
@@ -131,7 +137,7 @@ def test_fewer_items_than_features_scores_every_pair():
     beta = rng.standard_normal(64).astype(np.float32) / 30
     u, v, diff = allpairs.explicit_pairs(phi)
     for name in ("dopt", "pa_dopt", "xtx"):
-        chosen = strategies.select(name, None, diff, beta, 5, past_phi_diff=np.asarray(diff[:3]))
+        chosen = pool_lib.select(name, None, diff, beta, 5, past_phi_diff=np.asarray(diff[:3]))
         assert np.all(np.isfinite(np.asarray(chosen.scores)))
         ref = _ref_leverage(diff, beta, weighted=name != "xtx", past=np.asarray(diff[:3]) if name == "pa_dopt" else None)
         # (xtx over all pairs of K items gives every pair leverage 2/K: ties, any 5 are right)
@@ -168,15 +174,15 @@ def _same_picks(picks, reference_scores, k, rtol=1e-4):
 
 
 @pytest.mark.parametrize("kind", ["healthy", "rank-deficient", "tiny-head"])
-@pytest.mark.parametrize("name", strategies.PAIR_SCORE_STRATEGIES)
+@pytest.mark.parametrize("name", registry.PAIR_SCORE_STRATEGIES)
 def test_every_driver_picks_what_the_pool_driver_picks(name, kind):
     """pool (explicit pairs), all pairs, and sharded (every local device) rank by one score."""
     phi, beta, past_items = _inputs(kind)
     u, v, diff = allpairs.explicit_pairs(phi)
     past = np.asarray(past_items[:3] - past_items[3:])
     k = 7
-    pool = strategies.select(name, None, diff, beta, k, past_phi_diff=past)
-    spec = strategies.STRATEGIES[name].pair_score
+    pool = pool_lib.select(name, None, diff, beta, k, past_phi_diff=past)
+    spec = registry.STRATEGIES[name].pair_score
     inputs = strategies.make_inputs(diff, beta, None, past)
     reference = np.asarray(strategies.pair_scores(spec, inputs), np.float64)
     assert np.all(np.isfinite(reference))
@@ -188,7 +194,7 @@ def test_every_driver_picks_what_the_pool_driver_picks(name, kind):
     _same_picks(picks, reference, k)
     np.testing.assert_allclose(np.asarray(every.scores), np.asarray(pool.scores), rtol=2e-3, atol=1e-6)
 
-    sharded = parallel.sharded_select(name, None, diff, beta, k, past_phi_diff=past)
+    sharded = sharded_lib.sharded_select(name, None, diff, beta, k, past_phi_diff=past)
     _same_picks(np.asarray(sharded.indices).tolist(), reference, k)
     np.testing.assert_allclose(np.asarray(sharded.scores), np.asarray(pool.scores), rtol=1e-4, atol=1e-7)
 
@@ -200,15 +206,15 @@ def test_entropy_ranks_by_the_gap_in_every_driver_with_a_tiny_head():
     x = rng.standard_normal((2000, 16)).astype(np.float32)
     beta = (rng.standard_normal(16) * 1e-5).astype(np.float32)
     expected = set(np.argsort(np.abs(x.astype(np.float64) @ beta))[:K].tolist())
-    pool = strategies.select("entropy", None, x, beta, K)
-    sharded = parallel.sharded_select("entropy", None, x, beta, K)
+    pool = pool_lib.select("entropy", None, x, beta, K)
+    sharded = sharded_lib.sharded_select("entropy", None, x, beta, K)
     assert set(np.asarray(pool.indices).tolist()) == expected
     assert set(np.asarray(sharded.indices).tolist()) == expected
     np.testing.assert_allclose(np.asarray(sharded.scores), np.asarray(pool.scores), rtol=1e-6)
 
 
 @pytest.mark.multidevice
-@pytest.mark.parametrize("name", strategies.PAIR_SCORE_STRATEGIES)
+@pytest.mark.parametrize("name", registry.PAIR_SCORE_STRATEGIES)
 def test_sharded_over_four_devices_picks_what_the_pool_driver_picks(name):
     if jax.device_count() < 4:
         pytest.skip("needs 4 devices: XLA_FLAGS=--xla_force_host_platform_device_count=4")
@@ -216,21 +222,21 @@ def test_sharded_over_four_devices_picks_what_the_pool_driver_picks(name):
         phi, beta, past_items = _inputs(kind, seed=1, n_items=23)
         _, _, diff = allpairs.explicit_pairs(phi)  # 253 pairs: not a multiple of 4
         past = np.asarray(past_items[:3] - past_items[3:])
-        spec = strategies.STRATEGIES[name].pair_score
+        spec = registry.STRATEGIES[name].pair_score
         reference = np.asarray(strategies.pair_scores(spec, strategies.make_inputs(diff, beta, None, past)))
-        sharded = parallel.sharded_select(name, None, diff, beta, 9, past_phi_diff=past)
+        sharded = sharded_lib.sharded_select(name, None, diff, beta, 9, past_phi_diff=past)
         _same_picks(np.asarray(sharded.indices).tolist(), reference, 9)
 
 
 def test_registry_is_the_one_place_a_strategy_is_defined():
     """Drivers take their strategy lists from the registry; none keeps its own."""
-    assert allpairs.ALLPAIRS_STRATEGIES == strategies.PAIR_SCORE_STRATEGIES
-    assert parallel.SHARDED_STRATEGIES == strategies.PAIR_SCORE_STRATEGIES
-    for name, s in strategies.STRATEGIES.items():
+    assert allpairs.ALLPAIRS_STRATEGIES == registry.PAIR_SCORE_STRATEGIES
+    assert sharded_lib.SHARDED_STRATEGIES == registry.PAIR_SCORE_STRATEGIES
+    for name, s in registry.STRATEGIES.items():
         assert ("all-pairs" in s.drivers) == (s.pair_score is not None), name
-    from arm_jax import experiment
+    from arm_jax.experiment import config
 
-    assert experiment.PAST_AWARE == {
+    assert config.PAST_AWARE == {
         "pa_dopt", "greedy_dopt", "batchbald", "iopt", "greedy_iopt", "delta_ucb", "infomax", "uncertain_iopt", "dts",
         "drts", "maxmin_lcb",
     }
@@ -256,7 +262,7 @@ def test_coreset_kmeans_finds_well_separated_blobs():
     every key; uniform seeds with 10 Lloyd steps were ~6× worse on almost every key."""
     x, centres = _blobs(0)
     truth = _inertia(x, centres)
-    found = jax.jit(lambda k: strategies.kmeans(k, jnp.asarray(x), jnp.ones(len(x), bool), 10))
+    found = jax.jit(lambda k: batch.kmeans(k, jnp.asarray(x), jnp.ones(len(x), bool), 10))
     ratios = [_inertia(x, np.asarray(found(jax.random.PRNGKey(s)))) / truth for s in range(10)]
     assert np.median(ratios) < 1.05
     assert sum(r < 1.5 for r in ratios) >= 8, ratios
@@ -274,7 +280,7 @@ def test_coreset_sensitivity_on_blobs_matches_the_reference_clustering():
     own = np.eye(10)[assign]
     scale = np.where(own > 0, size / np.maximum(size - 1, 1), 1.0)
     sens = n / (1 + ((size - own) * np.exp(-scale * d)).sum(1))
-    chosen = strategies.select("coreset", jax.random.PRNGKey(0), x, np.zeros(8, np.float32), 20)
+    chosen = pool_lib.select("coreset", jax.random.PRNGKey(0), x, np.zeros(8, np.float32), 20)
     got = np.asarray(chosen.scores)
     assert got.max() <= sens.max() * 1.05
 
@@ -283,16 +289,16 @@ def test_coreset_sensitivity_on_blobs_matches_the_reference_clustering():
 
 
 def test_label_buffer_refuses_to_drop_labels():
-    buf = train.buffer_from_pairs([0, 1], [2, 3], capacity=3)
+    buf = buffer.buffer_from_pairs([0, 1], [2, 3], capacity=3)
     with pytest.raises(InputError, match="label buffer of capacity 3 holds 2 comparisons; 2 more do not fit"):
-        train.append(buf, jnp.array([4, 5]), jnp.array([6, 7]))
+        buffer.append(buf, jnp.array([4, 5]), jnp.array([6, 7]))
     # inside jit: nothing written, count kept, the flag set (and kept)
-    out = jax.jit(train.append)(buf, jnp.array([4, 5]), jnp.array([6, 7]))
+    out = jax.jit(buffer.append)(buf, jnp.array([4, 5]), jnp.array([6, 7]))
     assert bool(out.overflow) and int(out.count) == 2
     np.testing.assert_array_equal(np.asarray(out.pairs), np.asarray(buf.pairs))
-    ok = jax.jit(train.append)(buf, jnp.array([4]), jnp.array([6]))
+    ok = jax.jit(buffer.append)(buf, jnp.array([4]), jnp.array([6]))
     assert not bool(ok.overflow) and int(ok.count) == 3
-    assert bool(jax.jit(train.append)(out, jnp.array([4]), jnp.array([6])).overflow)
+    assert bool(jax.jit(buffer.append)(out, jnp.array([4]), jnp.array([6])).overflow)
 
 
 # ----------------------------------------------------------------------------- item 9
@@ -321,7 +327,7 @@ def test_cli_small_pool_two_rounds(tmp_path, strategy):
     "internal error: selection repeats or relabels a pair")."""
     import json
 
-    from arm_jax import cli
+    from arm_jax.cli import main as cli
 
     rng = np.random.default_rng(0)
     pool = tmp_path / "pool.npy"
