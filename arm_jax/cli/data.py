@@ -12,8 +12,10 @@ import argparse
 import dataclasses
 import sys
 
+from arm_jax.cli.commands import help_of
 from arm_jax.cli.flags import (
     HelpFormatter,
+    add_label_model_flags,
     add_model_flags,
     model_and_train_configs,
     positive_int,
@@ -62,12 +64,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("reward model and training (the model is always trained from scratch)")
     g.add_argument("--seed", type=seed, default=0, help="random seed; same inputs and seed give byte-identical output (default: 0)")
     add_model_flags(g)
-    g.add_argument("--no-tie-model", action="store_true",
-                   help="train on the decided votes only, dropping tie votes (Bradley-Terry) instead of Davidson's "
-                        "tie model (ties still count as labelled pairs)")
-    g.add_argument("--no-reliability", action="store_true",
-                   help="with labels from several raters (\"annotator\"), count every rater alike instead of "
-                        "fitting a reliability per rater")
+    add_label_model_flags(g)
 
 
 def _configs(args):
@@ -174,7 +171,7 @@ def _register_select(sub) -> None:
 
     p = sub.add_parser(
         "select",
-        help="train on the labels so far and write the next k pairs to label",
+        help=help_of("select"),
         description=(
             "Train the Bradley-Terry reward model on LABELS (from scratch, seeded), score "
             "candidate pairs of POOL with a selection strategy, and write the best k "
@@ -348,7 +345,7 @@ training config) and flax.serialization.to_bytes(params).
 def _register_train(sub) -> None:
     p = sub.add_parser(
         "train",
-        help="train the reward model on the labels, report held-out accuracy, save it",
+        help=help_of("train"),
         description="Train the Bradley-Terry reward model on LABELS and save it to MODEL.",
         epilog=TRAIN_EPILOG,
         formatter_class=HelpFormatter,
@@ -392,7 +389,7 @@ SCORES.csv missing (run score again), never an old .csv beside a new .npy.
 def _register_score(sub) -> None:
     p = sub.add_parser(
         "score",
-        help="write the reward of every pool item under a saved model",
+        help=help_of("score"),
         description="Reward of every item of POOL under MODEL (from 'arm-jax train').",
         epilog=SCORE_EPILOG,
         formatter_class=HelpFormatter,

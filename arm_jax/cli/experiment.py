@@ -8,7 +8,8 @@ import threading
 import time
 from pathlib import Path
 
-from arm_jax.cli.flags import HelpFormatter, add_model_flags, model_and_train_configs
+from arm_jax.cli.commands import help_of
+from arm_jax.cli.flags import HelpFormatter, add_label_model_flags, add_model_flags, model_and_train_configs
 from arm_jax.errors import InputError
 
 # Presets: data and experiment sizes. Flags given on the command line override them.
@@ -84,7 +85,7 @@ def _quality(text: str) -> float:
 def register(sub) -> None:
     p = sub.add_parser(
         "run",
-        help="run the paper's active-learning experiment (many strategies and seeds)",
+        help=help_of("run"),
         description=(
             "Run Algorithm 1 of the paper: each round draw candidate pairs, pick k with each strategy "
             "using the previous model, label them with a simulated annotator, retrain from scratch and "
@@ -152,10 +153,7 @@ def register(sub) -> None:
     ann.add_argument("--aggregate", choices=("votes", "majority"), default="votes",
                      help="with --raters-per-pair > 1: train on the vote counts (soft labels; the default) or on "
                           "one majority label per pair")
-    ann.add_argument("--no-tie-model", action="store_true",
-                     help="train without the tie votes (Bradley-Terry on the decided ones) instead of Davidson's model")
-    ann.add_argument("--no-reliability", action="store_true",
-                     help="do not fit a reliability per rater (every rater counts alike)")
+    add_label_model_flags(ann)
     cost = p.add_argument_group("labelling costs")
     cost.add_argument("--item-costs", choices=("none", "lognormal"), default="none",
                       help="simulate what labelling costs: lognormal gives each item a reading time exp(N(0, 0.5^2)) "
@@ -173,7 +171,7 @@ def register(sub) -> None:
 
     f = sub.add_parser(
         "figure1",
-        help="draw the paper's Figure 1: which pairs each strategy compares on a 2-D task",
+        help=help_of("figure1"),
         description=(
             "The paper's Figure 1: a reward that is the log density of two Gaussians in 2-D; each "
             "strategy picks comparisons among 1000 standard-normal points per round for a few rounds; "

@@ -130,6 +130,17 @@ def add_model_flags(group, steps_default: int | None = TrainConfig.steps, preset
             group.add_argument(flag, type=kind, default=default, help=help_text)
 
 
+def add_label_model_flags(group) -> None:
+    """--no-tie-model and --no-reliability: how the labels' ties and raters enter the likelihood
+    (the same two flags for ``run``, ``select`` and ``train``)."""
+    group.add_argument("--no-tie-model", action="store_true",
+                       help="train on the decided votes only (Bradley-Terry), dropping tie votes, instead of "
+                            "Davidson's tie model (ties still count as labelled pairs)")
+    group.add_argument("--no-reliability", action="store_true",
+                       help="with labels from several raters, count every rater alike instead of fitting a "
+                            "reliability per rater")
+
+
 def model_and_train_configs(args) -> tuple[ModelConfig, TrainConfig]:
     """The configurations the flags of :func:`add_model_flags` describe."""
     values = {ModelConfig: {}, TrainConfig: {}}

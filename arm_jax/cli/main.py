@@ -25,13 +25,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import signal
 import sys
 import threading
 
 from arm_jax._version import __version__
+from arm_jax.cli.commands import COMMANDS, help_of
 from arm_jax.errors import InputError
+from arm_jax.runtime import compile_cache, distributed
+from arm_jax.runtime import files as io
+from arm_jax.runtime.compile_cache import ENV_OPT_OUT, default_cache_dir
 
 #: Errors about files the user named: one line, exit code 2.
 FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
@@ -52,7 +57,10 @@ def _cmd_strategies(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands=None) -> argparse.ArgumentParser:
+    """The ``arm-jax`` parser. ``commands``: the subcommands whose flags to register (their modules
+    are imported, and with them JAX); the others get only their name and one-line help, which is
+    all ``arm-jax --help`` shows. None: every subcommand."""
     parser = argparse.ArgumentParser(
         prog="arm-jax",
         description=(
@@ -71,20 +79,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     p = sub.add_parser("strategies", help="list the selection strategies with one line each")
     p.set_defaults(func=_cmd_strategies)
-    for module in _command_modules():
-        module.register(sub)
+    wanted = COMMANDS if commands is None else [c for c in commands if c in COMMANDS]
+    for module in dict.fromkeys(COMMANDS[c][0] for c in wanted):
+        importlib.import_module(module).register(sub)
+    for name in COMMANDS:
+        if name not in sub.choices:
+            sub.add_parser(name, help=help_of(name))
     for name, command in sub.choices.items():
         _add_compile_cache_flag(command)
         if name in MULTI_PROCESS_COMMANDS:
-            from arm_jax.runtime import distributed
-
             distributed.add_flags(command)
     return parser
 
 
-def _add_compile_cache_flag(parser: argparse.ArgumentParser) -> None:
-    from arm_jax.runtime.compile_cache import ENV_OPT_OUT, default_cache_dir
+def command_of(argv) -> list[str]:
+    """The subcommand named on the command line (its first word that is one), if any."""
+    return [word for word in argv if word in COMMANDS][:1]
 
+
+def _add_compile_cache_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-compile-cache", action="store_true",
         help=(
@@ -93,19 +106,6 @@ def _add_compile_cache_flag(parser: argparse.ArgumentParser) -> None:
             f"start faster; {ENV_OPT_OUT}=1 in the environment does the same for every call"
         ),
     )
-
-
-def _command_modules():
-    import importlib
-
-    modules = []
-    for name in ("arm_jax.cli.experiment", "arm_jax.cli.data"):
-        try:
-            modules.append(importlib.import_module(name))
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
-    return modules
 
 
 def _note(message: str) -> None:
@@ -121,8 +121,6 @@ def _join_processes(args) -> bool:
     """Start the multi-process runtime when the flags ask for it; silence every process but
     process 0 (its errors still reach stderr). Returns whether several processes run."""
     global _errors, _prefix
-    from arm_jax.runtime import distributed
-
     if not distributed.requested(args):
         return False
     distributed.initialize(args)
@@ -164,10 +162,9 @@ def sigint_ends_the_process():
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    parser = build_parser(command_of(argv))
     args = parser.parse_args(argv)
-    from arm_jax.runtime import compile_cache
-    from arm_jax.runtime import files as io
 
     try:
         multi = _join_processes(args)

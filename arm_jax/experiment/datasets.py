@@ -256,6 +256,115 @@ def _unit_rows(v: jax.Array) -> jax.Array:
     return v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
 
+def _split_draw(key: jax.Array, shapes: dict[str, tuple[int, ...]]) -> dict[str, jax.Array]:
+    """Standard normal arrays of the given shapes (name -> shape), as one flat draw, sliced.
+
+    XLA compiles each ``jax.random`` call separately (about 0.25 s each on CPU), so each part
+    of the task is one draw."""
+    total = sum(int(np.prod(shape, dtype=np.int64)) for shape in shapes.values())
+    flat = jax.random.normal(key, (total,), jnp.float32)
+    out, offset = {}, 0
+    for name, shape in shapes.items():
+        out[name], offset = _take(flat, offset, shape)
+    return out
+
+
+def _world_shapes(dim: int, latent_dim: int, prompt_dim: int, hidden_dim: int, n_reward_terms: int) -> dict:
+    """The task's random numbers ("world"): the map, the reward, a fixed reference sample
+    that sets the embedding scale."""
+    response_dim = latent_dim - prompt_dim
+    return {
+        "w1": (latent_dim, hidden_dim),
+        "b1": (hidden_dim,),
+        "w2": (hidden_dim, dim),
+        "w_response": (1, response_dim),
+        "w_prompt": (1, prompt_dim),
+        "quad_dir": (1, response_dim),
+        "sine_dirs": (n_reward_terms, latent_dim),
+        "sine_phase": (n_reward_terms, 2),  # a normalised 2-D normal is a uniform angle
+        "reference": (_SCALE_SAMPLE, latent_dim),
+    }
+
+
+def _set_shapes(n_prompts: int, n_responses: int, dim: int, latent_dim: int, prompt_dim: int) -> dict:
+    """One data set's random numbers: the prompts' and the responses' latents, the noise."""
+    return {
+        "prompt": (n_prompts, 1, prompt_dim),
+        "response": (n_prompts, n_responses, latent_dim - prompt_dim),
+        "noise": (n_prompts, n_responses, dim),
+    }
+
+
+def _latents(prompt_part: jax.Array, response_part: jax.Array) -> jax.Array:
+    """Each item's latent ``(z_prompt, z_response)``: ``(P, 1, L_p), (P, R, L_r) -> (P, R, L)``."""
+    shape = response_part.shape[:2] + (prompt_part.shape[-1],)
+    return jnp.concatenate([jnp.broadcast_to(prompt_part, shape), response_part], axis=-1)
+
+
+class _Manifold(NamedTuple):
+    """The fixed random 2-layer map: latent (L) -> tanh(hidden) -> dim."""
+
+    w1: jax.Array  # (L, hidden)
+    b1: jax.Array  # (hidden,)
+    w2: jax.Array  # (hidden, dim)
+
+
+def _manifold(world: dict, latent_dim: int, hidden_dim: int, map_gain: jax.Array) -> _Manifold:
+    """The map from the world's standard normal draws: ``W1`` scaled by
+    ``map_gain / sqrt(latent_dim)``, ``b1 ~ N(0, 0.25)``, ``W2`` by ``1 / sqrt(hidden_dim)``."""
+    w1 = world["w1"] * (map_gain / np.sqrt(latent_dim))
+    b1 = world["b1"] * 0.5
+    w2 = world["w2"] / np.sqrt(hidden_dim)
+    return _Manifold(w1, b1, w2)
+
+
+def _embed_signal(z: jax.Array, m: _Manifold) -> jax.Array:
+    """``(..., L) -> (..., dim)``: the map, before scaling and noise."""
+    return jnp.tanh(z @ m.w1 + m.b1) @ m.w2
+
+
+class _GoldenReward(NamedTuple):
+    """The golden reward's random unit directions, uniform phases and weights."""
+
+    w_response: jax.Array  # (L_r,)
+    w_prompt: jax.Array  # (L_p,)
+    quad_dir: jax.Array  # (L_r,)
+    sine_dirs: jax.Array  # (T, L)
+    phase: jax.Array  # (T, 2) = (cos phase, sin phase)
+    nonlinear_weight: jax.Array
+    prompt_weight: jax.Array
+    frequency: jax.Array
+
+
+def _golden_reward_of(world: dict, nonlinear_weight, prompt_weight, frequency) -> _GoldenReward:
+    """The reward's directions and phases from the world's standard normal draws."""
+    w_response = _unit_rows(world["w_response"])[0]
+    w_prompt = _unit_rows(world["w_prompt"])[0]
+    quad_dir = _unit_rows(world["quad_dir"])[0]
+    sine_dirs = _unit_rows(world["sine_dirs"])
+    phase = _unit_rows(world["sine_phase"])
+    return _GoldenReward(w_response, w_prompt, quad_dir, sine_dirs, phase, nonlinear_weight, prompt_weight, frequency)
+
+
+def _golden_reward(z: jax.Array, g: _GoldenReward) -> jax.Array:
+    """``r*(z)`` of :func:`llm_like`: ``(..., L) -> (...,)``."""
+    prompt_dim = g.w_prompt.shape[0]
+    n_reward_terms = g.sine_dirs.shape[0]
+    z_prompt, z_response = z[..., :prompt_dim], z[..., prompt_dim:]
+    linear = z_response @ g.w_response
+    quadratic = ((z_response @ g.quad_dir) ** 2 - 1.0) / np.sqrt(2.0)
+    if n_reward_terms:
+        angle = g.frequency * (z @ g.sine_dirs.T)  # (..., T)
+        # sin(angle + phase) = sin(angle) cos(phase) + cos(angle) sin(phase)
+        sines = np.sqrt(2.0) * (jnp.sin(angle) * g.phase[:, 0] + jnp.cos(angle) * g.phase[:, 1])
+        sines = jnp.sum(sines, axis=-1) / np.sqrt(n_reward_terms)
+    else:
+        sines = 0.0
+    nonlinear = (quadratic + sines) / np.sqrt(2.0)
+    prompt_term = z_prompt @ g.w_prompt  # zero when prompt_dim == 0
+    return linear + g.nonlinear_weight * nonlinear + g.prompt_weight * prompt_term
+
+
 @functools.partial(
     jax.jit,
     static_argnames=(
@@ -290,82 +399,67 @@ def _llm_like(
     # Three independent draws, so that each part depends only on its own sizes and key: the
     # task ("world": the map, the reward, a fixed reference sample that sets the embedding
     # scale), the training set, the test set. Changing n_train_prompts leaves the test set
-    # (and the world) unchanged, and vice versa. XLA compiles each jax.random call separately
-    # (about 0.25 s each on CPU), so each part is one flat normal draw, sliced.
-    response_dim = latent_dim - prompt_dim
-    world_shapes = {
-        "w1": (latent_dim, hidden_dim),
-        "b1": (hidden_dim,),
-        "w2": (hidden_dim, dim),
-        "w_response": (1, response_dim),
-        "w_prompt": (1, prompt_dim),
-        "quad_dir": (1, response_dim),
-        "sine_dirs": (n_reward_terms, latent_dim),
-        "sine_phase": (n_reward_terms, 2),  # a normalised 2-D normal is a uniform angle
-        "reference": (_SCALE_SAMPLE, latent_dim),
-    }
-
-    def split_draw(k, shapes):
-        total = sum(int(np.prod(shape, dtype=np.int64)) for shape in shapes.values())
-        flat = jax.random.normal(k, (total,), jnp.float32)
-        out, offset = {}, 0
-        for name, shape in shapes.items():
-            out[name], offset = _take(flat, offset, shape)
-        return out
-
-    def set_shapes(n_prompts, n_resp):
-        return {
-            "prompt": (n_prompts, 1, prompt_dim),
-            "response": (n_prompts, n_resp, response_dim),
-            "noise": (n_prompts, n_resp, dim),
-        }
-
+    # (and the world) unchanged, and vice versa.
     world_key, train_key, test_key = jax.random.split(key, 3)
-    parts = split_draw(world_key, world_shapes)
-    train_parts = split_draw(train_key, set_shapes(n_train_prompts, n_responses))
-    test_parts = split_draw(test_key, set_shapes(n_test_prompts, n_test_responses))
+    world = _split_draw(world_key, _world_shapes(dim, latent_dim, prompt_dim, hidden_dim, n_reward_terms))
+    train = _split_draw(train_key, _set_shapes(n_train_prompts, n_responses, dim, latent_dim, prompt_dim))
+    test = _split_draw(test_key, _set_shapes(n_test_prompts, n_test_responses, dim, latent_dim, prompt_dim))
 
-    # Fixed random 2-layer map: latent (L) -> tanh(hidden) -> dim.
-    w1 = parts["w1"] * (map_gain / np.sqrt(latent_dim))
-    b1 = parts["b1"] * 0.5
-    w2 = parts["w2"] / np.sqrt(hidden_dim)
-    # Golden reward: unit directions and uniform phases.
-    w_response = _unit_rows(parts["w_response"])[0]  # (L_r,)
-    w_prompt = _unit_rows(parts["w_prompt"])[0]  # (L_p,)
-    quad_dir = _unit_rows(parts["quad_dir"])[0]  # (L_r,)
-    sine_dirs = _unit_rows(parts["sine_dirs"])  # (T, L)
-    phase = _unit_rows(parts["sine_phase"])  # (T, 2) = (cos phase, sin phase)
-
-    def latents(prompt_part, response_part):  # (P, 1, L_p), (P, R, L_r) -> (P, R, L)
-        shape = response_part.shape[:2] + (prompt_dim,)
-        return jnp.concatenate([jnp.broadcast_to(prompt_part, shape), response_part], axis=-1)
-
-    def embed_signal(z):  # (..., L) -> (..., dim), before scaling and noise
-        return jnp.tanh(z @ w1 + b1) @ w2
-
-    def reward(z):  # (..., L) -> (...,)
-        z_prompt, z_response = z[..., :prompt_dim], z[..., prompt_dim:]
-        linear = z_response @ w_response
-        quadratic = ((z_response @ quad_dir) ** 2 - 1.0) / np.sqrt(2.0)
-        if n_reward_terms:
-            angle = reward_frequency * (z @ sine_dirs.T)  # (..., T)
-            # sin(angle + phase) = sin(angle) cos(phase) + cos(angle) sin(phase)
-            sines = np.sqrt(2.0) * (jnp.sin(angle) * phase[:, 0] + jnp.cos(angle) * phase[:, 1])
-            sines = jnp.sum(sines, axis=-1) / np.sqrt(n_reward_terms)
-        else:
-            sines = 0.0
-        nonlinear = (quadratic + sines) / np.sqrt(2.0)
-        prompt_term = z_prompt @ w_prompt  # zero when prompt_dim == 0
-        return linear + nonlinear_reward_weight * nonlinear + prompt_reward_weight * prompt_term
-
-    z_train = latents(train_parts["prompt"], train_parts["response"])
-    z_test = latents(test_parts["prompt"], test_parts["response"])
+    manifold = _manifold(world, latent_dim, hidden_dim, map_gain)
+    golden = _golden_reward_of(world, nonlinear_reward_weight, prompt_reward_weight, reward_frequency)
+    z_train = _latents(train["prompt"], train["response"])
+    z_test = _latents(test["prompt"], test["response"])
     # One scale for train and test, from the task's reference sample: coordinates have RMS 1
     # before noise (in expectation over latents), whatever the sizes of the two sets.
-    scale = jax.lax.rsqrt(jnp.mean(embed_signal(parts["reference"]) ** 2) + 1e-12)
-    train_e = embed_signal(z_train) * scale + noise * train_parts["noise"]
-    test_e = embed_signal(z_test) * scale + noise * test_parts["noise"]
-    return Dataset(train_e, reward(z_train), test_e, reward(z_test))
+    scale = jax.lax.rsqrt(jnp.mean(_embed_signal(world["reference"], manifold) ** 2) + 1e-12)
+    train_e = _embed_signal(z_train, manifold) * scale + noise * train["noise"]
+    test_e = _embed_signal(z_test, manifold) * scale + noise * test["noise"]
+    return Dataset(train_e, _golden_reward(z_train, golden), test_e, _golden_reward(z_test, golden))
+
+
+def _llm_like_arguments(
+    n_train_prompts, n_responses, n_test_prompts, n_test_responses, dim, latent_dim, prompt_latent_fraction,
+    noise, hidden_dim, map_gain, n_reward_terms, nonlinear_reward_weight, prompt_reward_weight, reward_frequency,
+) -> dict:
+    """:func:`llm_like`'s arguments checked (:class:`InputError`, one line) and converted into
+    :func:`_llm_like`'s: Python ints for the static sizes (with ``prompt_dim``), float32 knobs."""
+    for name, value in (
+        ("n_train_prompts", n_train_prompts),
+        ("n_responses", n_responses),
+        ("n_test_prompts", n_test_prompts),
+        ("n_test_responses", n_test_responses),
+        ("dim", dim),
+        ("latent_dim", latent_dim),
+        ("hidden_dim", hidden_dim),
+    ):
+        if int(value) < 1:
+            raise InputError(f"llm_like: {name} must be >= 1, got {value}")
+    if n_reward_terms < 0:
+        raise InputError(f"llm_like: n_reward_terms must be >= 0, got {n_reward_terms}")
+    if not 0.0 <= prompt_latent_fraction < 1.0:
+        raise InputError(f"llm_like: prompt_latent_fraction must be in [0, 1), got {prompt_latent_fraction}")
+    prompt_dim = int(round(latent_dim * prompt_latent_fraction))
+    if latent_dim - prompt_dim < 1:
+        raise InputError(
+            f"llm_like: prompt_latent_fraction={prompt_latent_fraction} with latent_dim={latent_dim} "
+            f"leaves no response latent"
+        )
+    return dict(
+        n_train_prompts=int(n_train_prompts),
+        n_responses=int(n_responses),
+        n_test_prompts=int(n_test_prompts),
+        n_test_responses=int(n_test_responses),
+        dim=int(dim),
+        latent_dim=int(latent_dim),
+        prompt_dim=prompt_dim,
+        hidden_dim=int(hidden_dim),
+        n_reward_terms=int(n_reward_terms),
+        noise=jnp.float32(noise),
+        map_gain=jnp.float32(map_gain),
+        nonlinear_reward_weight=jnp.float32(nonlinear_reward_weight),
+        prompt_reward_weight=jnp.float32(prompt_reward_weight),
+        reward_frequency=jnp.float32(reward_frequency),
+    )
 
 
 def llm_like(
@@ -447,41 +541,8 @@ def llm_like(
       ValueError: a size is not positive or ``prompt_latent_fraction`` leaves no response
         latent.
     """
-    for name, value in (
-        ("n_train_prompts", n_train_prompts),
-        ("n_responses", n_responses),
-        ("n_test_prompts", n_test_prompts),
-        ("n_test_responses", n_test_responses),
-        ("dim", dim),
-        ("latent_dim", latent_dim),
-        ("hidden_dim", hidden_dim),
-    ):
-        if int(value) < 1:
-            raise InputError(f"llm_like: {name} must be >= 1, got {value}")
-    if n_reward_terms < 0:
-        raise InputError(f"llm_like: n_reward_terms must be >= 0, got {n_reward_terms}")
-    if not 0.0 <= prompt_latent_fraction < 1.0:
-        raise InputError(f"llm_like: prompt_latent_fraction must be in [0, 1), got {prompt_latent_fraction}")
-    prompt_dim = int(round(latent_dim * prompt_latent_fraction))
-    if latent_dim - prompt_dim < 1:
-        raise InputError(
-            f"llm_like: prompt_latent_fraction={prompt_latent_fraction} with latent_dim={latent_dim} "
-            f"leaves no response latent"
-        )
-    return _llm_like(
-        key,
-        n_train_prompts=int(n_train_prompts),
-        n_responses=int(n_responses),
-        n_test_prompts=int(n_test_prompts),
-        n_test_responses=int(n_test_responses),
-        dim=int(dim),
-        latent_dim=int(latent_dim),
-        prompt_dim=prompt_dim,
-        hidden_dim=int(hidden_dim),
-        n_reward_terms=int(n_reward_terms),
-        noise=jnp.float32(noise),
-        map_gain=jnp.float32(map_gain),
-        nonlinear_reward_weight=jnp.float32(nonlinear_reward_weight),
-        prompt_reward_weight=jnp.float32(prompt_reward_weight),
-        reward_frequency=jnp.float32(reward_frequency),
+    arguments = _llm_like_arguments(
+        n_train_prompts, n_responses, n_test_prompts, n_test_responses, dim, latent_dim, prompt_latent_fraction,
+        noise, hidden_dim, map_gain, n_reward_terms, nonlinear_reward_weight, prompt_reward_weight, reward_frequency,
     )
+    return _llm_like(key, **arguments)

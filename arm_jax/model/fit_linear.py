@@ -1,5 +1,44 @@
-"""TODO docstring."""
+"""The linear reward model r = ψᵀβ (depth 0) fitted exactly: the MAP of Bradley–Terry
+logistic regression with a Gaussian prior N(0, λ⁻¹I) on β, by damped Newton steps.
+
+λ = c · s, with s = mean |x|² / (4 D) over the fitted pairs' differences x (one label's
+Fisher information per direction at a zero gap), so c counts labels' worth of prior and
+does not depend on the embeddings' scale. c is ``train_config.linear_prior`` when given.
+Otherwise, by default (``linear_prior_rule="cross-validation"``), the labels are split into
+:data:`LINEAR_CV_FOLDS` seeded folds; for each fold the head is fitted on the others along
+the grid (strongest prior first, each warm-started from the last) and the fold's BT loss
+recorded; the strongest prior whose mean held-out loss over all labels is within one
+standard error of the lowest wins, and the head is refitted on all labels with it (fewer
+than 2 · folds labels: :data:`LINEAR_DEFAULT_PRIOR`). With ``"evidence"``, the λ of the
+largest Laplace log evidence −NLL(β̂) − λ|β̂|²/2 + (D/2) log λ − ½ log det(XᵀWX + λI) of all
+labels wins (MacKay's evidence framework, on a grid). With ``"held-out"`` it is chosen on
+held-out labels (the same seeded split as early stopping): the head is
+fitted on the rest for every λ of :data:`LINEAR_PRIOR_GRID` (from the strongest prior
+down, each warm-started from the last); the strongest prior whose held-out BT loss is within
+one standard error of the smallest wins (the "one-standard-error rule" of cross-validated
+penalties, as in glmnet's ``lambda.1se``: a few held-out labels cannot tell close priors
+apart, and the stronger one ranked better in benchmarks/RESULTS.md), and the head is
+refitted on all labels with it. With too few
+labels to hold out, λ is :data:`LINEAR_DEFAULT_PRIOR`. Each Newton step solves with a
+Cholesky factor of the (positive definite) regularised Hessian and keeps the best of a few
+step sizes and no step (:func:`arm_jax.model.newton.damped_step`), so the objective never
+rises and a failed factorisation (not finite) leaves β where it was.
+
+With votes (``LabelBuffer.counts``) the rows' loss is the votes' likelihood
+(:mod:`arm_jax.model.likelihood`) and its nuisance (ν, the raters' reliabilities) is first
+estimated at the default prior, held fixed while the prior is chosen, then alternated with
+the final fit (:func:`arm_jax.model.raters.fit_nuisance`).
+
+The pieces, in the order :func:`_fit_linear` calls them: :func:`_linear_problem` (the rows'
+differences x, the split, the prior grid), :func:`_first_nuisance` (votes only),
+:func:`_choose_prior` (:func:`_cross_validate`, :func:`_log_evidence` or
+:func:`_held_out_path` with :func:`_one_standard_error`), :func:`_final_fit`; every fit is
+:func:`_newton` (a ``lax.scan`` of :func:`_newton_step`).
+"""
 from __future__ import annotations
+
+import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -9,8 +48,9 @@ from arm_jax.model import network as model_lib
 from arm_jax.model.buffer import split_rows
 from arm_jax.model.config import FitStats
 from arm_jax.model.likelihood import bt_loss
+from arm_jax.model.newton import damped_step
 from arm_jax.model.raters import (
-    _STEP_SIZES,
+    Votes,
     fit_nuisance,
     initial_nuisance,
     log_tie,
@@ -36,46 +76,40 @@ LINEAR_CV_FOLDS = 5
 NEWTON_STEPS = (4, 8)
 
 
-def _fit_linear(key, items, buffer, train_config):
-    """The linear reward model r = ψᵀβ (depth 0) fitted exactly: the MAP of Bradley–Terry
-    logistic regression with a Gaussian prior N(0, λ⁻¹I) on β, by damped Newton steps.
+class _Problem(NamedTuple):
+    """The arrays every Newton fit of one linear fit reads (never a loop carry).
 
-    λ = c · s, with s = mean |x|² / (4 D) over the fitted pairs' differences x (one label's
-    Fisher information per direction at a zero gap), so c counts labels' worth of prior and
-    does not depend on the embeddings' scale. c is ``train_config.linear_prior`` when given.
-    Otherwise, by default (``linear_prior_rule="cross-validation"``), the labels are split into
-    :data:`LINEAR_CV_FOLDS` seeded folds; for each fold the head is fitted on the others along
-    the grid (strongest prior first, each warm-started from the last) and the fold's BT loss
-    recorded; the strongest prior whose mean held-out loss over all labels is within one
-    standard error of the lowest wins, and the head is refitted on all labels with it (fewer
-    than 2 · folds labels: :data:`LINEAR_DEFAULT_PRIOR`). With ``"evidence"``, the λ of the
-    largest Laplace log evidence −NLL(β̂) − λ|β̂|²/2 + (D/2) log λ − ½ log det(XᵀWX + λI) of all
-    labels wins (MacKay's evidence framework, on a grid). With ``"held-out"`` it is chosen on
-    held-out labels (the same seeded split as early stopping): the head is
-    fitted on the rest for every λ of :data:`LINEAR_PRIOR_GRID` (from the strongest prior
-    down, each warm-started from the last); the strongest prior whose held-out BT loss is within
-    one standard error of the smallest wins (the "one-standard-error rule" of cross-validated
-    penalties, as in glmnet's ``lambda.1se``: a few held-out labels cannot tell close priors
-    apart, and the stronger one ranked better in benchmarks/RESULTS.md), and the head is
-    refitted on all labels with it. With too few
-    labels to hold out, λ is :data:`LINEAR_DEFAULT_PRIOR`. Each Newton step solves with a
-    Cholesky factor of the (positive definite) regularised Hessian and keeps the best of a few
-    step sizes and no step, so the objective never rises and a failed factorisation (not finite)
-    leaves β where it was. FitStats: steps count Newton steps; losses hold the final training
-    BT loss; epochs are NaN (no passes over the data); prior_precision is λ; val_loss and
-    val_accuracy are the held-out figures of the chosen λ (cross-validation: over every label,
-    each held out once, and n_val is the label count; evidence: none).
+    x: (C, D) float32 winner − loser embeddings of each buffer row (0 for unfilled rows).
+    votes: the rows' :class:`Votes`, None for a plain buffer (Bradley–Terry).
+    filled: (C,) bool, the labelled rows. fit_rows, val_rows: (C,) bool, the held-out rule's
+    fitted and held-out rows (fit_rows = filled, val_rows none for the other rules).
+    scale: () float32 s = mean |x|² / (4 D) over the fitted rows (1 if 0). grid: (G,) float32
+    the candidate λ = s · :data:`LINEAR_PRIOR_GRID`, strongest prior first.
     """
-    init_key, _ = jax.random.split(key)
-    split_key = jax.random.fold_in(key, 7)
-    params = model_lib.init_params(init_key, model_lib.ModelConfig(depth=0), items.shape[-1])
-    c = buffer.capacity
-    d = items.shape[-1]
+
+    x: jax.Array
+    votes: Votes | None
+    filled: jax.Array
+    fit_rows: jax.Array
+    val_rows: jax.Array
+    scale: jax.Array
+    grid: jax.Array
+
+
+def _prior_rule(train_config):
+    """(fixed, evidence, cv): static bools, how the prior is chosen (at most one is True;
+    none: the held-out rule)."""
     fixed = train_config.linear_prior is not None
     evidence = train_config.linear_prior_rule == "evidence" and not fixed
     cv = train_config.linear_prior_rule == "cross-validation" and not fixed
-    val_fraction = 0.0 if fixed or evidence or cv else train_config.val_fraction
-    order, n_fit, n_val = split_rows(split_key, buffer, val_fraction, train_config.min_val_labels)
+    return fixed, evidence, cv
+
+
+def _linear_problem(items, buffer, train_config, order, n_fit) -> _Problem:
+    """The :class:`_Problem` of items (N, D) and a buffer of C rows; order (C,) int32 and
+    n_fit () from ``split_rows``: the rows ``order[:n_fit]`` are fitted."""
+    c = buffer.capacity
+    d = items.shape[-1]
     position = jnp.zeros(c, jnp.int32).at[order].set(jnp.arange(c, dtype=jnp.int32))
     filled = buffer.mask
     fit_rows = filled & (position < n_fit)
@@ -87,129 +121,208 @@ def _fit_linear(key, items, buffer, train_config):
     scale = jnp.where(scale > 0, scale, 1.0)
     grid = scale * jnp.asarray(LINEAR_PRIOR_GRID[::-1], jnp.float32)  # strongest prior first
     votes = votes_of(buffer, train_config)
-    # the nuisance (ν, reliabilities) of a buffer with votes: first estimated at the default
-    # prior, held fixed while the prior is chosen, then alternated with the final fit
-    nuisance = None if votes is None else initial_nuisance(votes)
+    return _Problem(x, votes, filled, fit_rows, val_rows, scale, grid)
 
-    def row_loss(z, nuisance):
-        """(C,) each row's negative log-likelihood at gaps z."""
-        return bt_loss(z, 0.0) if votes is None else vote_losses(z, votes, nuisance)
 
-    def row_derivatives(z, nuisance):
-        """(C,) first and second derivatives of each row's loss in its gap z."""
-        if votes is None:
-            p = jax.nn.sigmoid(z)
-            return p - 1.0, p * (1 - p)
-        q = row_scale(votes, nuisance)
-        first = jax.grad(lambda z: jnp.sum(vote_losses(z, votes, nuisance)))(z)
-        nu = jnp.exp(log_tie(votes, nuisance))
-        return first, jnp.sum(votes.counts, axis=-1) * q * q * likelihood_lib.gap_variance(q * z, nu)
+def _row_loss(problem: _Problem, z, nuisance):
+    """(C,) each row's negative log-likelihood at gaps z (C,)."""
+    return bt_loss(z, 0.0) if problem.votes is None else vote_losses(z, problem.votes, nuisance)
 
-    def objective(beta, rows, lam, nuisance):
-        nll = jnp.sum(jnp.where(rows, row_loss(x @ beta, nuisance), 0.0))
-        return nll + 0.5 * lam * jnp.sum(beta * beta)
 
-    def newton(beta, rows, lam, n_steps, nuisance=None):
-        def one(beta, _):
-            z = x @ beta
-            first, second = row_derivatives(z, nuisance)
-            w = jnp.where(rows, second, 0.0)
-            g = x.T @ jnp.where(rows, first, 0.0) + lam * beta
-            h = (x * w[:, None]).T @ x + lam * jnp.eye(d, dtype=x.dtype)
-            chol = jnp.linalg.cholesky(h)
-            delta = -jax.scipy.linalg.cho_solve((chol, True), g)
-            delta = jnp.where(jnp.all(jnp.isfinite(delta)), delta, 0.0)
-            tries = jnp.concatenate([jnp.zeros(1), jnp.asarray(_STEP_SIZES)])
-            values = jax.vmap(lambda t: objective(beta + t * delta, rows, lam, nuisance))(tries)
-            values = jnp.where(jnp.isfinite(values), values, jnp.inf)
-            return beta + tries[jnp.argmin(values)] * delta, None
+def _row_derivatives(problem: _Problem, z, nuisance):
+    """(C,) first and (C,) second derivatives of each row's loss in its gap z (C,)."""
+    votes = problem.votes
+    if votes is None:
+        p = jax.nn.sigmoid(z)
+        # p(1 − p) as written here, not likelihood.gap_variance(z) = e^{−|z|}/(1 + e^{−|z|})²:
+        # the two differ in the last bits, and every fitted head would change with them
+        return p - 1.0, p * (1 - p)
+    q = row_scale(votes, nuisance)
+    first = jax.grad(lambda z: jnp.sum(vote_losses(z, votes, nuisance)))(z)
+    nu = jnp.exp(log_tie(votes, nuisance))
+    return first, jnp.sum(votes.counts, axis=-1) * q * q * likelihood_lib.gap_variance(q * z, nu)
 
-        beta, _ = jax.lax.scan(one, beta, None, length=n_steps)
-        return beta
 
+def _objective(problem: _Problem, beta, rows, lam, nuisance):
+    """() the penalised NLL of the ``rows`` (C,) bool at head beta (D,), prior precision lam ()."""
+    nll = jnp.sum(jnp.where(rows, _row_loss(problem, problem.x @ beta, nuisance), 0.0))
+    return nll + 0.5 * lam * jnp.sum(beta * beta)
+
+
+def _regularised_hessian(x, w, lam):
+    """(D, D) XᵀWX + λI for x (C, D), row weights w (C,), lam ()."""
+    return (x * w[:, None]).T @ x + lam * jnp.eye(x.shape[-1], dtype=x.dtype)
+
+
+def _newton_step(problem: _Problem, rows, lam, nuisance, beta, _):
+    """One damped Newton step of :func:`_objective` from beta (D,): the direction by a Cholesky
+    solve of the regularised Hessian, the damping by :func:`damped_step`. The ``lax.scan``
+    body: returns (beta (D,), None)."""
+    x = problem.x
+    z = x @ beta
+    first, second = _row_derivatives(problem, z, nuisance)
+    w = jnp.where(rows, second, 0.0)
+    g = x.T @ jnp.where(rows, first, 0.0) + lam * beta
+    h = _regularised_hessian(x, w, lam)
+    chol = jnp.linalg.cholesky(h)
+    delta = -jax.scipy.linalg.cho_solve((chol, True), g)
+    return damped_step(lambda b: _objective(problem, b, rows, lam, nuisance), beta, delta), None
+
+
+def _newton(problem: _Problem, beta, rows, lam, n_steps, nuisance=None):
+    """``n_steps`` (static) Newton steps from beta (D,) on the ``rows`` (C,) bool at prior
+    precision lam () (a ``lax.scan``). Returns beta (D,)."""
+    beta, _ = jax.lax.scan(functools.partial(_newton_step, problem, rows, lam, nuisance), beta, None, length=n_steps)
+    return beta
+
+
+def _first_nuisance(problem: _Problem, train_config, nuisance):
+    """With votes: the nuisance estimated at the default (or the given) prior, two rounds of a
+    head fit on all labels and :func:`fit_nuisance`. Returns the nuisance dict."""
+    d = problem.x.shape[-1]
+    lam0 = problem.scale * jnp.float32(train_config.linear_prior or LINEAR_DEFAULT_PRIOR)
+    beta0 = jnp.zeros(d, jnp.float32)
+    for _ in range(2):
+        beta0 = _newton(problem, beta0, problem.filled, lam0, NEWTON_STEPS[1], nuisance)
+        nuisance = fit_nuisance(problem.x @ beta0, problem.votes, nuisance)
+    return nuisance
+
+
+def _log_evidence(problem: _Problem, nuisance, beta, lam):
+    """Laplace log evidence of all the labels at λ: −NLL − λ|β̂|²/2 + D/2 log λ − ½ log det(H).
+    The ``lax.scan`` body along the grid: beta (D,) warm start, lam (); returns (β̂ (D,), ())."""
+    x = problem.x
+    d = x.shape[-1]
+    beta = _newton(problem, beta, problem.filled, lam, NEWTON_STEPS[0], nuisance)
+    z = x @ beta
+    w = jnp.where(problem.filled, _row_derivatives(problem, z, nuisance)[1], 0.0)
+    h = _regularised_hessian(x, w, lam)
+    logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(jnp.linalg.cholesky(h))))
+    nll = jnp.sum(jnp.where(problem.filled, _row_loss(problem, z, nuisance), 0.0))
+    return beta, -nll - 0.5 * lam * jnp.sum(beta * beta) + 0.5 * d * jnp.log(lam) - 0.5 * logdet
+
+
+def _path_point(problem: _Problem, rows, held, nuisance, beta, lam):
+    """Fit on ``rows`` (C,) bool at lam () from beta (D,); the ``held`` (C,) bool labels' sum of
+    BT loss, of loss² and of pairwise hits (each ()). The ``lax.scan`` body along the grid."""
+    beta = _newton(problem, beta, rows, lam, NEWTON_STEPS[0], nuisance)
+    gap = problem.x @ beta
+    loss = jnp.where(held, _row_loss(problem, gap, nuisance), 0.0)
+    if problem.votes is None:
+        acc = jnp.sum(jnp.where(held, (gap > 0) + 0.5 * (gap == 0), 0.0))
+    else:  # over the rows with a majority, scaled to all held-out rows
+        hits, decided = vote_hits(gap, problem.votes, held)
+        acc = jnp.where(decided > 0, hits / jnp.maximum(decided, 1) * jnp.sum(held), jnp.nan)
+    return beta, (jnp.sum(loss), jnp.sum(loss * loss), acc)
+
+
+def _held_out_path(problem: _Problem, nuisance, rows, held):
+    """Fit on ``rows`` (C,) bool along the grid (warm-started, strongest prior first); the
+    ``held`` (C,) bool labels' BT losses: (G,) sums of loss, of loss² and of pairwise hits."""
+    step = functools.partial(_path_point, problem, rows, held, nuisance)
+    return jax.lax.scan(step, jnp.zeros(problem.x.shape[-1], jnp.float32), problem.grid)[1]
+
+
+def _one_standard_error(sums, squares, hits, n, ddof):
+    """(mean held-out loss (G,), accuracy (G,), best grid index ()): the strongest prior whose
+    loss is within one standard error of the lowest (grid[0] is the strongest). sums, squares,
+    hits: (G,) from :func:`_held_out_path`; n: () held-out labels."""
+    n = jnp.maximum(n, 1).astype(jnp.float32)
+    losses = sums / n
+    variance = jnp.maximum(squares - n * losses ** 2, 0.0) / jnp.maximum(n - ddof, 1.0)
+    se = jnp.sqrt(variance / n)
+    losses = jnp.where(jnp.isfinite(losses), losses, jnp.inf)
+    lowest = jnp.argmin(losses)
+    return losses, hits / n, jnp.argmax(losses <= losses[lowest] + se[lowest])
+
+
+def _cross_validate(problem: _Problem, split_key, buffer, nuisance):
+    """The cross-validation rule: :data:`LINEAR_CV_FOLDS` seeded folds, the grid path on the
+    other folds for each (vmapped), the one-standard-error rule on the held-out BT loss of every
+    label. Returns (val_losses (G,), val_accs (G,), best (), n_fit (), n_val ()): every label is
+    held out once, so n_val counts the cross-validated labels (0 below 2 · folds)."""
+    fold = jnp.floor(jax.random.uniform(split_key, (buffer.capacity,)) * LINEAR_CV_FOLDS).astype(jnp.int32)
+    folds = jnp.arange(LINEAR_CV_FOLDS)
+    held = problem.filled[None, :] & (fold[None, :] == folds[:, None])  # (F, C)
+    path = functools.partial(_held_out_path, problem, nuisance)
+    per_fold = jax.vmap(path)(problem.filled[None, :] & ~held, held)  # (F, G) each
+    val_losses, val_accs, best = _one_standard_error(
+        *(jnp.sum(a, axis=0) for a in per_fold), buffer.count, ddof=0
+    )
+    n_val = jnp.where(buffer.count >= 2 * LINEAR_CV_FOLDS, buffer.count, 0).astype(jnp.int32)
+    return val_losses, val_accs, best, buffer.count, n_val
+
+
+def _choose_prior(problem: _Problem, split_key, buffer, train_config, nuisance, n_fit, n_val):
+    """The grid index of the chosen prior by the rule of :func:`_prior_rule`: (val_losses,
+    val_accs, best, n_fit, n_val); val_losses, val_accs (G,) the rule's held-out figures
+    ((1,) NaN for a fixed prior, (G,) NaN for the evidence), best () (0 for a fixed prior),
+    n_fit and n_val () as reported (changed by cross-validation)."""
+    fixed, evidence, cv = _prior_rule(train_config)
+    if fixed:
+        val_losses = val_accs = jnp.full(1, jnp.nan)
+        return val_losses, val_accs, 0, n_fit, n_val
+    if cv:
+        return _cross_validate(problem, split_key, buffer, nuisance)
+    if evidence:
+        along = functools.partial(_log_evidence, problem, nuisance)
+        _, log_ev = jax.lax.scan(along, jnp.zeros(problem.x.shape[-1], jnp.float32), problem.grid)
+        best = jnp.argmax(jnp.where(jnp.isfinite(log_ev), log_ev, -jnp.inf))
+        val_losses = val_accs = jnp.full(problem.grid.shape[0], jnp.nan)
+        return val_losses, val_accs, best, n_fit, n_val
+    path = _held_out_path(problem, nuisance, problem.fit_rows, problem.val_rows)
+    val_losses, val_accs, best = _one_standard_error(*path, n_val, ddof=1)
+    return val_losses, val_accs, best, n_fit, n_val
+
+
+def _final_fit(problem: _Problem, lam, nuisance):
+    """The head on all labels at the chosen lam (); with votes, alternated twice with
+    :func:`fit_nuisance` and re-expressed for the typical rater. Returns (beta (D,), nuisance)."""
+    beta = _newton(problem, jnp.zeros(problem.x.shape[-1], jnp.float32), problem.filled, lam, NEWTON_STEPS[1], nuisance)
+    if problem.votes is not None:
+        for _ in range(2):
+            nuisance = fit_nuisance(problem.x @ beta, problem.votes, nuisance)
+            beta = _newton(problem, beta, problem.filled, lam, NEWTON_STEPS[1], nuisance)
+        g, nuisance = typical_rater(problem.votes, nuisance)
+        beta = beta * g
+    return beta, nuisance
+
+
+def _fit_linear(key, items, buffer, train_config):
+    """The exact fit of the linear model (module docstring) on items (N, D) and a buffer of C
+    rows; returns ``(params, FitStats)``, params the head β (D, 1). FitStats: steps count Newton
+    steps; losses hold the final training BT loss; epochs are NaN (no passes over the data);
+    prior_precision is λ; val_loss and val_accuracy are the held-out figures of the chosen λ
+    (cross-validation: over every label, each held out once, and n_val is the label count;
+    evidence: none).
+    """
+    init_key, _ = jax.random.split(key)
+    split_key = jax.random.fold_in(key, 7)
+    params = model_lib.init_params(init_key, model_lib.ModelConfig(depth=0), items.shape[-1])
+    fixed, evidence, cv = _prior_rule(train_config)
+    val_fraction = 0.0 if fixed or evidence or cv else train_config.val_fraction
+    order, n_fit, n_val = split_rows(split_key, buffer, val_fraction, train_config.min_val_labels)
+    problem = _linear_problem(items, buffer, train_config, order, n_fit)
+    nuisance = None if problem.votes is None else initial_nuisance(problem.votes)
     with jax.default_matmul_precision("highest"):
-        if votes is not None:
-            lam0 = scale * jnp.float32(train_config.linear_prior or LINEAR_DEFAULT_PRIOR)
-            beta0 = jnp.zeros(d, jnp.float32)
-            for _ in range(2):
-                beta0 = newton(beta0, filled, lam0, NEWTON_STEPS[1], nuisance)
-                nuisance = fit_nuisance(x @ beta0, votes, nuisance)
-
-        def log_evidence_along(beta, lam):
-            """Laplace log evidence of all the labels at λ: −NLL − λ|β̂|²/2 + D/2 log λ − ½ log det(H)."""
-            beta = newton(beta, filled, lam, NEWTON_STEPS[0], nuisance)
-            z = x @ beta
-            w = jnp.where(filled, row_derivatives(z, nuisance)[1], 0.0)
-            h = (x * w[:, None]).T @ x + lam * jnp.eye(d, dtype=x.dtype)
-            logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(jnp.linalg.cholesky(h))))
-            nll = jnp.sum(jnp.where(filled, row_loss(z, nuisance), 0.0))
-            return beta, -nll - 0.5 * lam * jnp.sum(beta * beta) + 0.5 * d * jnp.log(lam) - 0.5 * logdet
-
-        def held_out_path(rows, held):
-            """Fit on ``rows`` along the grid (warm-started); the ``held`` labels' BT losses:
-            (G,) sums of loss, of loss² and of pairwise hits."""
-            def step(beta, lam):
-                beta = newton(beta, rows, lam, NEWTON_STEPS[0], nuisance)
-                gap = x @ beta
-                loss = jnp.where(held, row_loss(gap, nuisance), 0.0)
-                if votes is None:
-                    acc = jnp.sum(jnp.where(held, (gap > 0) + 0.5 * (gap == 0), 0.0))
-                else:  # over the rows with a majority, scaled to all held-out rows
-                    hits, decided = vote_hits(gap, votes, held)
-                    acc = jnp.where(decided > 0, hits / jnp.maximum(decided, 1) * jnp.sum(held), jnp.nan)
-                return beta, (jnp.sum(loss), jnp.sum(loss * loss), acc)
-
-            return jax.lax.scan(step, jnp.zeros(d, jnp.float32), grid)[1]
-
-        def one_standard_error(sums, squares, hits, n, ddof):
-            """(mean held-out loss, accuracy, best grid index): the strongest prior whose loss is
-            within one standard error of the lowest (grid[0] is the strongest)."""
-            n = jnp.maximum(n, 1).astype(jnp.float32)
-            losses = sums / n
-            variance = jnp.maximum(squares - n * losses ** 2, 0.0) / jnp.maximum(n - ddof, 1.0)
-            se = jnp.sqrt(variance / n)
-            losses = jnp.where(jnp.isfinite(losses), losses, jnp.inf)
-            lowest = jnp.argmin(losses)
-            return losses, hits / n, jnp.argmax(losses <= losses[lowest] + se[lowest])
-
-        if fixed:
-            val_losses = val_accs = jnp.full(1, jnp.nan)
-            best = 0
-        elif cv:
-            fold = jnp.floor(jax.random.uniform(split_key, (c,)) * LINEAR_CV_FOLDS).astype(jnp.int32)
-            folds = jnp.arange(LINEAR_CV_FOLDS)
-            held = filled[None, :] & (fold[None, :] == folds[:, None])  # (F, C)
-            per_fold = jax.vmap(held_out_path)(filled[None, :] & ~held, held)  # (F, G) each
-            val_losses, val_accs, best = one_standard_error(
-                *(jnp.sum(a, axis=0) for a in per_fold), buffer.count, ddof=0
-            )
-            # every label is held out once: n_val reports the cross-validated labels
-            n_val = jnp.where(buffer.count >= 2 * LINEAR_CV_FOLDS, buffer.count, 0).astype(jnp.int32)
-            n_fit = buffer.count
-        elif evidence:
-            _, log_ev = jax.lax.scan(log_evidence_along, jnp.zeros(d, jnp.float32), grid)
-            best = jnp.argmax(jnp.where(jnp.isfinite(log_ev), log_ev, -jnp.inf))
-            val_losses = val_accs = jnp.full(grid.shape[0], jnp.nan)
-        else:
-            val_losses, val_accs, best = one_standard_error(*held_out_path(fit_rows, val_rows), n_val, ddof=1)
+        if problem.votes is not None:
+            nuisance = _first_nuisance(problem, train_config, nuisance)
+        val_losses, val_accs, best, n_fit, n_val = _choose_prior(
+            problem, split_key, buffer, train_config, nuisance, n_fit, n_val
+        )
         c_default = train_config.linear_prior if fixed else LINEAR_DEFAULT_PRIOR
-        lam = jnp.where((n_val > 0) | evidence, grid[best], scale * jnp.float32(c_default))
-        beta = newton(jnp.zeros(d, jnp.float32), filled, lam, NEWTON_STEPS[1], nuisance)
-        if votes is not None:
-            for _ in range(2):
-                nuisance = fit_nuisance(x @ beta, votes, nuisance)
-                beta = newton(beta, filled, lam, NEWTON_STEPS[1], nuisance)
-            g, nuisance = typical_rater(votes, nuisance)
-            beta = beta * g
+        lam = jnp.where((n_val > 0) | evidence, problem.grid[best], problem.scale * jnp.float32(c_default))
+        beta, nuisance = _final_fit(problem, lam, nuisance)
     params = {"params": {"head": beta[:, None].astype(params["params"]["head"].dtype)}}
     nan = jnp.float32(jnp.nan)
     path_fits = 0 if fixed else (LINEAR_CV_FOLDS if cv else 1)
     n_newton = jnp.int32(path_fits * len(LINEAR_PRIOR_GRID) * NEWTON_STEPS[0] + NEWTON_STEPS[1])
     n_newton = n_newton * (buffer.count > 0)
     # "losses": the final mean BT loss on all labels at every Newton step's place, so that
-    # final_loss reports the training loss as for the other fits
-    train_loss = jnp.sum(jnp.where(filled, row_loss(x @ beta, nuisance), 0.0)) / jnp.maximum(buffer.count, 1)
-    tie, reliability = nuisance_stats(votes, nuisance, train_config.annotators)
+    # final_loss reports the training loss as for the other fits (outside the "highest" precision)
+    train_loss = jnp.sum(jnp.where(problem.filled, _row_loss(problem, problem.x @ beta, nuisance), 0.0))
+    train_loss = train_loss / jnp.maximum(buffer.count, 1)
+    tie, reliability = nuisance_stats(problem.votes, nuisance, train_config.annotators)
     losses = jnp.where(jnp.arange(train_config.steps) < n_newton, train_loss, 0.0).astype(jnp.float32)
     return params, FitStats(
         losses, n_newton, n_newton, nan, n_fit, n_val,

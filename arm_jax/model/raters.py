@@ -11,6 +11,7 @@ from arm_jax.model import likelihood
 from arm_jax.model import network as model_lib
 from arm_jax.model.buffer import LabelBuffer
 from arm_jax.model.config import TrainConfig, _optimizer
+from arm_jax.model.newton import damped_step
 
 # ------------------------------------------------------------- votes, ties and raters
 
@@ -103,7 +104,10 @@ NUISANCE_LR = 0.05
 def fit_nuisance(gap: jax.Array, votes: Votes, nuisance: dict, steps: int = NUISANCE_NEWTON_STEPS) -> dict:
     """The MAP of (log ν, u) with the reward gaps held fixed: Σ rows ℓ + the reliabilities'
     prior, by damped Newton steps on A + 1 numbers (jax.hessian, its eigenvalues made
-    positive); a step that is not finite or does not lower the objective is not taken. log ν stays put without tie votes."""
+    positive; the damping of :func:`arm_jax.model.newton.damped_step`, each entry of a step at
+    most 5); a step that is not finite or does not lower the objective is not taken. log ν stays
+    put without tie votes. gap: (C,) reward gaps; nuisance: {"log_nu": (), "u": (A,)}; returns
+    the same structure."""
     a = votes.n_annotators
 
     def unpack(eta):
@@ -123,11 +127,7 @@ def fit_nuisance(gap: jax.Array, votes: Votes, nuisance: dict, steps: int = NUIS
         evals, evecs = jnp.linalg.eigh(h)
         evals = jnp.maximum(jnp.abs(evals), 1e-3 * jnp.max(jnp.abs(evals)) + 1e-6)
         delta = jnp.where(free, -(evecs @ ((evecs.T @ g) / evals)), 0.0)
-        delta = jnp.where(jnp.all(jnp.isfinite(delta)), jnp.clip(delta, -5.0, 5.0), 0.0)
-        tries = jnp.concatenate([jnp.zeros(1), jnp.asarray(_STEP_SIZES)])
-        values = jax.vmap(lambda t: objective(eta + t * delta))(tries)
-        values = jnp.where(jnp.isfinite(values), values, jnp.inf)
-        return jnp.clip(eta + tries[jnp.argmin(values)] * delta, -20.0, 20.0), None
+        return jnp.clip(damped_step(objective, eta, delta, max_step=5.0), -20.0, 20.0), None
 
     eta0 = jnp.concatenate([nuisance["log_nu"][None], nuisance["u"]])
     eta, _ = jax.lax.scan(one, eta0, None, length=steps)
@@ -178,4 +178,3 @@ def _finish_votes(params, votes, items, buffer, model_config, train_config):
     g, nuisance = typical_rater(votes, nuisance)
     model_p = {**model_p, "params": {**model_p["params"], "head": model_p["params"]["head"] * g}}
     return (model_p,) + nuisance_stats(votes, nuisance, train_config.annotators)
-_STEP_SIZES = (1.0, 0.5, 0.25, 0.1)

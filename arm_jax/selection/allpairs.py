@@ -216,93 +216,136 @@ def top_k_all_pairs(
     return AllPairsSelection(best.u.astype(jnp.int32), best.v.astype(jnp.int32), scores)
 
 
-@precision.full_precision
-def rank_blocks(
-    name, phi, beta, k, past_phi_diff=None, past_mask=None, item_valid=None, tile=DEFAULT_TILE,
-    ridge=fisher.DEFAULT_RIDGE, exclude_u=None, exclude_v=None, prior_precision=likelihood.DEFAULT_PRIOR_PRECISION,
-    past_weight=None, tie=None, blocks=None, row_tiles=None, reduce=None,
-) -> Ranked:
-    """The body of :func:`top_k_all_pairs` (same arguments) over a share of the work: the
-    (tile × tile) ``blocks`` ``(i, j)`` of the pair grid to score (default: every upper block;
-    −1: none) and the ``row_tiles`` of M to sum, all-reduced by ``reduce`` (default: all, no
-    reduction). Returns the share's k best, :class:`Ranked`."""
-    spec = strategies_lib.with_tie(STRATEGIES[name].pair_score, tie)
-    phi = jnp.asarray(phi, jnp.float32)
-    beta = jnp.asarray(beta, jnp.float32)
-    items = _pad_and_centre(phi, beta, item_valid, tile)
+def _pool_information(spec, items: _Padded, tile: int, row_tiles, reduce) -> jax.Array:
+    """The pool's part of the M of ``spec`` over all pairs of valid items (zero for the
+    posterior-based scores, whose M is Λ alone). ``-> (H, H)``."""
+    h = items.phi.shape[1]
+    if not spec.pool:
+        return jnp.zeros((h, h), jnp.float32)
+    if spec.weight is strategies_lib.unit_weight:
+        return _unit_pair_information(items)
+    return _weighted_pair_information(items, tile, spec.weight, row_tiles, reduce)
+
+
+class _Whitened(NamedTuple):
+    """Item coordinates in which a pair's leverage and spread are squared distances.
+
+    z: (Kp, H) with x_uvᵀ(M + ρI)⁻¹x_uv = ‖z_u − z_v‖²; (Kp, 0) for the scores without M.
+    y: (Kp, H) with x_uvᵀM⁻¹SM⁻¹x_uv = ‖y_u − y_v‖² (I-optimality); (Kp, 0) otherwise.
+    ok: () bool, M (and S's eigen factor) could be factorised.
+    """
+
+    z: jax.Array
+    y: jax.Array
+    ok: jax.Array
+
+
+def _whiten_items(spec, items: _Padded, m: jax.Array, ridge) -> _Whitened:
+    """:class:`_Whitened` of the items under the complete M of ``spec``. I-optimality's S over
+    all pairs is ½·(n ΦᵀΦ − s sᵀ)/(n(n−1)/2) and Y = Z G with G Gᵀ = L⁻¹SL⁻ᵀ (an eigen factor)."""
+    white = fisher.whitening(m, ridge)
+    ok = white.ok
+    z = fisher.whiten(items.phi, white)  # (Kp, H): x_uvᵀ(M + ρI)⁻¹x_uv = ‖z_u − z_v‖²
+    y = jnp.zeros((items.phi.shape[0], 0), jnp.float32)
+    if spec.spread:
+        n_pairs = jnp.maximum(items.n_valid * (items.n_valid - 1.0) / 2.0, 1.0)
+        spread = 0.5 * _unit_pair_information(items) / n_pairs
+        evals, evecs = jnp.linalg.eigh(strategies_lib.whitened_spread(white, spread))
+        y = z @ (evecs * jnp.sqrt(jnp.maximum(evals, 0.0))[None, :])  # ‖y_u − y_v‖² = x_uvᵀM⁻¹SM⁻¹x_uv
+        ok = ok & jnp.all(jnp.isfinite(evals))
+    return _Whitened(z, y, ok)
+
+
+def _score_features(
+    spec, items: _Padded, beta, tile, ridge, past_phi_diff, past_mask, prior_precision, past_weight, tie, row_tiles,
+    reduce,
+) -> _Whitened:
+    """M of ``spec`` over all pairs (its pool part, I_past, the prior:
+    :func:`arm_jax.selection.scores.with_past_and_prior`), factorised: :class:`_Whitened`."""
     k_pad = items.phi.shape[0]
-    n_tiles = k_pad // tile
+    if spec.weight is None:
+        return _Whitened(jnp.zeros((k_pad, 0), jnp.float32), jnp.zeros((k_pad, 0), jnp.float32), jnp.bool_(True))
+    m = _pool_information(spec, items, tile, row_tiles, reduce)
+    past = None
+    if spec.uses_past and past_phi_diff is not None:
+        past = fisher.past_information(jnp.asarray(past_phi_diff, jnp.float32), beta, past_mask, past_weight, tie)
+    m = strategies_lib.with_past_and_prior(spec, m, past, prior_precision)
+    return _whiten_items(spec, items, m, ridge)
 
-    leverage = spec.weight is not None
-    ok = jnp.bool_(True)
-    h = phi.shape[1]
-    y = jnp.zeros((k_pad, 0), jnp.float32)
-    if leverage:
-        if not spec.pool:
-            m = jnp.zeros((h, h), jnp.float32)
-        elif spec.weight is strategies_lib.unit_weight:
-            m = _unit_pair_information(items)
-        else:
-            m = _weighted_pair_information(items, tile, spec.weight, row_tiles, reduce)
-        if spec.uses_past and past_phi_diff is not None:
-            m = m + fisher.past_information(
-                jnp.asarray(past_phi_diff, jnp.float32), beta, past_mask, past_weight, tie
-            )
-        if spec.prior:
-            m = m + prior_precision * jnp.eye(h, dtype=m.dtype)
-        white = fisher.whitening(m, ridge)
-        ok = white.ok
-        z = fisher.whiten(items.phi, white)  # (Kp, H): x_uvᵀ(M + ρI)⁻¹x_uv = ‖z_u − z_v‖²
-        if spec.spread:
-            n_pairs = jnp.maximum(items.n_valid * (items.n_valid - 1.0) / 2.0, 1.0)
-            spread = 0.5 * _unit_pair_information(items) / n_pairs
-            evals, evecs = jnp.linalg.eigh(white.w @ spread @ white.w.T)
-            y = z @ (evecs * jnp.sqrt(jnp.maximum(evals, 0.0))[None, :])  # ‖y_u − y_v‖² = x_uvᵀM⁻¹SM⁻¹x_uv
-            ok = ok & jnp.all(jnp.isfinite(evals))
-    else:
-        z = jnp.zeros((k_pad, 0), jnp.float32)
-    sq = jnp.sum(z * z, axis=1)
-    sq_y = jnp.sum(y * y, axis=1)
 
-    # labelled pairs never picked: an (E,) list of (u, v) item pairs, −1 for none
+class _Exclusions(NamedTuple):
+    """Labelled pairs never picked, as (E,) int32 item pairs lo < hi; ``ok`` False: no pair."""
+
+    lo: jax.Array
+    hi: jax.Array
+    ok: jax.Array
+
+
+def _exclusions(exclude_u, exclude_v) -> _Exclusions:
+    """:class:`_Exclusions` of the (E,) item pairs (either order; −1 marks unused rows)."""
     if exclude_u is None:
         exclude_u = exclude_v = jnp.full((1,), -1, jnp.int32)
-    ex_lo = jnp.minimum(exclude_u, exclude_v).astype(jnp.int32)
-    ex_hi = jnp.maximum(exclude_u, exclude_v).astype(jnp.int32)
-    ex_ok = (ex_lo >= 0) & (ex_lo != ex_hi)
+    lo = jnp.minimum(exclude_u, exclude_v).astype(jnp.int32)
+    hi = jnp.maximum(exclude_u, exclude_v).astype(jnp.int32)
+    return _Exclusions(lo, hi, (lo >= 0) & (lo != hi))
 
-    z_t, sq_t, r_t, valid_t = _tiles(z, tile), _tiles(sq, tile), _tiles(items.reward, tile), _tiles(items.valid, tile)
-    y_t, sq_y_t = _tiles(y, tile), _tiles(sq_y, tile)
-    block_i, block_j = _upper_blocks(n_tiles) if blocks is None else blocks
+
+def _excluded(ex: _Exclusions, tile: int, i, j) -> jax.Array:
+    """(tile, tile) bool: pairs of block (i, j) that are in the exclude list (one scatter, O(E))."""
+    row, col = ex.lo - i * tile, ex.hi - j * tile
+    inside = ex.ok & (row >= 0) & (row < tile) & (col >= 0) & (col < tile)
+    flat = jnp.where(inside, row * tile + col, tile * tile)  # out of range: dropped
+    return jnp.zeros(tile * tile, bool).at[flat].set(True, mode="drop").reshape(tile, tile)
+
+
+class _TiledItems(NamedTuple):
+    """The items' per-pair ingredients, split into tiles: ``(Kp / tile, tile, ...)``."""
+
+    z: jax.Array
+    sq: jax.Array  # ‖z‖²
+    reward: jax.Array
+    valid: jax.Array
+    y: jax.Array
+    sq_y: jax.Array  # ‖y‖²
+
+
+def _tiled_items(items: _Padded, feats: _Whitened, tile: int) -> _TiledItems:
+    sq = jnp.sum(feats.z * feats.z, axis=1)
+    sq_y = jnp.sum(feats.y * feats.y, axis=1)
+    return _TiledItems(
+        _tiles(feats.z, tile), _tiles(sq, tile), _tiles(items.reward, tile), _tiles(items.valid, tile),
+        _tiles(feats.y, tile), _tiles(sq_y, tile),
+    )
+
+
+def _block_scores(spec, t: _TiledItems, i, j) -> jax.Array:
+    """(tile, tile) rank scores of the pairs (row of tile i, column of tile j), from the reward
+    gap, the leverage ‖z_u − z_v‖² and (I-optimality) the spread ‖y_u − y_v‖²."""
+    gap = t.reward[i][:, None] - t.reward[j][None, :]
+    quad = None
+    if spec.weight is not None:
+        quad = t.sq[i][:, None] + t.sq[j][None, :] - 2.0 * (t.z[i] @ t.z[j].T)
+        quad = jnp.maximum(quad, 0.0)
+    if spec.spread:
+        q_s = jnp.maximum(t.sq_y[i][:, None] + t.sq_y[j][None, :] - 2.0 * (t.y[i] @ t.y[j].T), 0.0)
+        return spec.rank(gap, quad, q_s)
+    return spec.rank(gap, quad)
+
+
+def _scan_blocks(spec, t: _TiledItems, ex: _Exclusions, tile: int, k: int, blocks):
+    """The k best pairs (rank scores, u, v) of the (tile × tile) ``blocks`` (i, j) of the pair
+    grid (i = −1: a padding block), merged into a running top k by a ``lax.scan``."""
     local = jnp.arange(tile, dtype=jnp.int32)
     k_block = min(k, tile * tile)
-
-    def block_scores(i, j):
-        gap = r_t[i][:, None] - r_t[j][None, :]
-        quad = None
-        if leverage:
-            quad = sq_t[i][:, None] + sq_t[j][None, :] - 2.0 * (z_t[i] @ z_t[j].T)
-            quad = jnp.maximum(quad, 0.0)
-        if spec.spread:
-            q_s = jnp.maximum(sq_y_t[i][:, None] + sq_y_t[j][None, :] - 2.0 * (y_t[i] @ y_t[j].T), 0.0)
-            return spec.rank(gap, quad, q_s)
-        return spec.rank(gap, quad)
-
-    def excluded(i, j):
-        """(tile, tile) bool: pairs of this block that are in the exclude list."""
-        row, col = ex_lo - i * tile, ex_hi - j * tile
-        inside = ex_ok & (row >= 0) & (row < tile) & (col >= 0) & (col < tile)
-        flat = jnp.where(inside, row * tile + col, tile * tile)  # out of range: dropped
-        return jnp.zeros(tile * tile, bool).at[flat].set(True, mode="drop").reshape(tile, tile)
 
     def step(carry, ij):
         best, best_u, best_v = carry
         i, j = ij
         rows = i * tile + local
         cols = j * tile + local
-        ok_pair = (rows[:, None] < cols[None, :]) & valid_t[i][:, None] & valid_t[j][None, :] & ~excluded(i, j)
+        ok_pair = (rows[:, None] < cols[None, :]) & t.valid[i][:, None] & t.valid[j][None, :] & ~_excluded(ex, tile, i, j)
         ok_pair = ok_pair & (i >= 0)  # a padding block of a device's share
-        s = block_scores(i, j)
+        s = _block_scores(spec, t, i, j)
         # Anything not above the running k-th best cannot enter the merged top k (ties go
         # to the carry, which comes first), so drop it before the block's top k: the
         # partial sort then rarely touches its heap, which is most of the block's cost.
@@ -318,10 +361,39 @@ def rank_blocks(
             jnp.concatenate([best_v, v])[pos],
         ), None
 
+    block_i, block_j = blocks
     init = (jnp.full(k, -jnp.inf, jnp.float32), jnp.zeros(k, jnp.int32), jnp.zeros(k, jnp.int32))
     (scores, u, v), _ = jax.lax.scan(step, init, (jnp.asarray(block_i), jnp.asarray(block_j)))
+    return scores, u, v
+
+
+@precision.full_precision
+def rank_blocks(
+    name, phi, beta, k, past_phi_diff=None, past_mask=None, item_valid=None, tile=DEFAULT_TILE,
+    ridge=fisher.DEFAULT_RIDGE, exclude_u=None, exclude_v=None, prior_precision=likelihood.DEFAULT_PRIOR_PRECISION,
+    past_weight=None, tie=None, blocks=None, row_tiles=None, reduce=None,
+) -> Ranked:
+    """The body of :func:`top_k_all_pairs` (same arguments) over a share of the work: the
+    (tile × tile) ``blocks`` ``(i, j)`` of the pair grid to score (default: every upper block;
+    −1: none) and the ``row_tiles`` of M to sum, all-reduced by ``reduce`` (default: all, no
+    reduction). Returns the share's k best, :class:`Ranked`.
+
+    The steps: centre and pad the items; M of the strategy's
+    :class:`~arm_jax.selection.scores.PairScore` over all pairs, factorised into item
+    coordinates (:func:`_score_features`); every block scored by the same ``rank`` the pool
+    driver uses, and merged into a running top k (:func:`_scan_blocks`)."""
+    spec = strategies_lib.with_tie(STRATEGIES[name].pair_score, tie)
+    phi = jnp.asarray(phi, jnp.float32)
+    beta = jnp.asarray(beta, jnp.float32)
+    items = _pad_and_centre(phi, beta, item_valid, tile)
+    feats = _score_features(
+        spec, items, beta, tile, ridge, past_phi_diff, past_mask, prior_precision, past_weight, tie, row_tiles, reduce
+    )
+    ex = _exclusions(exclude_u, exclude_v)
+    blocks = _upper_blocks(items.phi.shape[0] // tile) if blocks is None else blocks
+    scores, u, v = _scan_blocks(spec, _tiled_items(items, feats, tile), ex, tile, k, blocks)
     shown = strategies_lib.report_scores(spec, items.reward[u] - items.reward[v], scores)
-    return Ranked(scores, u, v, shown, ok)
+    return Ranked(scores, u, v, shown, feats.ok)
 
 
 _top_k_all_pairs_jit = jax.jit(top_k_all_pairs, static_argnames=("name", "k", "tile", "ridge"))

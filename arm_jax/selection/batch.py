@@ -11,11 +11,11 @@ from arm_jax.selection.scores import (
     Selection,
     SelectionInputs,
     _binary_entropy,
-    _whitened_spread,
     iopt_gain_from_variance,
     pair_scores,
     spread_matrix,
     top_k_valid,
+    whitened_spread,
 )
 
 # ----------------------------------------------------------------------------- batch strategies
@@ -42,6 +42,19 @@ def _posterior_whitened(inputs: SelectionInputs):
     return likelihood.bernoulli_variance(x, inputs.beta, inputs.tie), white, z, jnp.sum(z * z, axis=1)
 
 
+def _add_to_batch(p: jax.Array, quad: jax.Array, z: jax.Array, v_j: jax.Array, j: jax.Array):
+    """The greedy D-optimal batch's Sherman–Morrison rank-one update when pair j (Bernoulli
+    variance ``v_j``) joins it, in coordinates whitened by Λ: with u = P z_j and
+    c = 1 + v_j z_j·u, P ← P − (v_j / c) u uᵀ (P: the batch's M⁻¹) and every candidate's
+    quad_i = z_iᵀ P z_i ← quad_i − v_j (z_i·u)² / c. ``-> (P, quad)``."""
+    u = p @ z[j]
+    c = 1.0 + v_j * (z[j] @ u)
+    proj = z @ u
+    quad = quad - v_j * proj * proj / c
+    p = p - (v_j / c) * jnp.outer(u, u)
+    return p, quad
+
+
 def greedy_dopt_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
     """Exact greedy D-optimal batch: one pair at a time, kept by Sherman–Morrison.
 
@@ -64,11 +77,7 @@ def greedy_dopt_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
         p, quad, available, indices, gains = carry
         gain = jnp.where(available, jnp.log1p(v * jnp.maximum(quad, 0.0)), -jnp.inf)
         j = jnp.argmax(gain)
-        u = p @ z[j]
-        c = 1.0 + v[j] * (z[j] @ u)
-        proj = z @ u
-        quad = quad - v[j] * proj * proj / c
-        p = p - (v[j] / c) * jnp.outer(u, u)
+        p, quad = _add_to_batch(p, quad, z, v[j], j)
         available = available.at[j].set(False)
         return p, quad, available, indices.at[i].set(j), gains.at[i].set(gain[j])
 
@@ -93,11 +102,9 @@ def greedy_dopt_budget_strategy(key, inputs: SelectionInputs, k: int, costs: jax
         gain = jnp.log1p(v * jnp.maximum(quad, 0.0))
         j = jnp.argmax(jnp.where(fits, gain / costs, -jnp.inf))
         ok = fits[j]
-        u = p @ z[j]
-        c = 1.0 + v[j] * (z[j] @ u)
-        proj = z @ u
-        quad = jnp.where(ok, quad - v[j] * proj * proj / c, quad)
-        p = jnp.where(ok, p - (v[j] / c) * jnp.outer(u, u), p)
+        p_new, quad_new = _add_to_batch(p, quad, z, v[j], j)
+        quad = jnp.where(ok, quad_new, quad)
+        p = jnp.where(ok, p_new, p)
         return (
             p, quad, available.at[j].set(available[j] & ~ok), left - jnp.where(ok, costs[j], 0.0),
             indices.at[i].set(jnp.where(ok, j, -1)), gains.at[i].set(jnp.where(ok, gain[j], -jnp.inf)),
@@ -124,7 +131,7 @@ def greedy_iopt_strategy(key, inputs: SelectionInputs, k: int, candidates: jax.A
     del key
     x = inputs.phi_diff
     v, white, z, quad = _posterior_whitened(inputs)
-    s_white = _whitened_spread(white, spread_matrix(x, inputs.valid))
+    s_white = whitened_spread(white, spread_matrix(x, inputs.valid))
     q_s = jnp.sum(z * (z @ s_white), axis=1)
 
     def pick(i, carry):

@@ -67,6 +67,34 @@ class Whitening(NamedTuple):
     ok: jax.Array
 
 
+def _guarded_factor(m: jax.Array, ridge: float) -> tuple[jax.Array, Whitening]:
+    """(L, :class:`Whitening`) of the regularised M: the factorisation of :func:`whitening`,
+    which also hands back the Cholesky factor L itself (M + ρI = L Lᵀ)."""
+    h = m.shape[-1]
+    m = 0.5 * (m + jnp.swapaxes(m, -1, -2))
+    eye = jnp.eye(h, dtype=m.dtype)
+
+    def factor(rho):
+        chol = jnp.linalg.cholesky(m + rho * eye)
+        w = solve_triangular(chol, eye, lower=True)
+        return chol, w, jnp.all(jnp.isfinite(w))
+
+    rho0 = ridge_for(m, ridge)
+    chol0, w0, ok0 = factor(rho0)
+
+    def retry(state):
+        _, _, rho, _, tries = state
+        rho = rho * RIDGE_GROWTH
+        chol, w, ok = factor(rho)
+        return chol, w, rho, ok, tries + 1
+
+    def failing(state):
+        return (~state[3]) & (state[4] < RIDGE_TRIES)
+
+    chol, w, rho, ok, _ = jax.lax.while_loop(failing, retry, (chol0, w0, rho0, ok0, jnp.int32(0)))
+    return chol, Whitening(w, rho, ok)
+
+
 @full_precision
 def whitening(m: jax.Array, ridge: float = DEFAULT_RIDGE) -> Whitening:
     """Factorise the regularised M with a finiteness check; retry with a larger ridge.
@@ -77,29 +105,16 @@ def whitening(m: jax.Array, ridge: float = DEFAULT_RIDGE) -> Whitening:
     (a ``lax.while_loop``: jit-able, vmap-able; the usual case runs once). ``ok`` is False
     only when M itself is not finite. ``m: (H, H) symmetric PSD -> Whitening``.
     """
-    h = m.shape[-1]
-    m = 0.5 * (m + jnp.swapaxes(m, -1, -2))
-    eye = jnp.eye(h, dtype=m.dtype)
+    return _guarded_factor(m, ridge)[1]
 
-    def factor(rho):
-        chol = jnp.linalg.cholesky(m + rho * eye)
-        w = solve_triangular(chol, eye, lower=True)
-        return w, jnp.all(jnp.isfinite(w))
 
-    rho0 = ridge_for(m, ridge)
-    w0, ok0 = factor(rho0)
-
-    def retry(state):
-        _, rho, _, tries = state
-        rho = rho * RIDGE_GROWTH
-        w, ok = factor(rho)
-        return w, rho, ok, tries + 1
-
-    def failing(state):
-        return (~state[2]) & (state[3] < RIDGE_TRIES)
-
-    w, rho, ok, _ = jax.lax.while_loop(failing, retry, (w0, rho0, ok0, jnp.int32(0)))
-    return Whitening(w, rho, ok)
+@full_precision
+def guarded_logdet(m: jax.Array, ridge: float = DEFAULT_RIDGE) -> tuple[jax.Array, jax.Array]:
+    """(log det(M + ρI), ok) from the factorisation of :func:`whitening` (its relative ridge ρ,
+    its finiteness check and retries): 2 Σ log diag L. ``m: (H, H) -> (), () bool``; vmap it
+    to factorise a stack of matrices in one batched call."""
+    chol, white = _guarded_factor(m, ridge)
+    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1), white.ok
 
 
 def logdet_spd(m: jax.Array) -> jax.Array:

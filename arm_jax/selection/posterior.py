@@ -40,6 +40,15 @@ class Posterior(NamedTuple):
     white: fisher.Whitening
 
 
+def precision_matrix(information: jax.Array, prior_precision) -> jax.Array:
+    """Λ = I + λI: the head's posterior precision given the labelled pairs' Fisher information
+    I = I_past (:func:`arm_jax.selection.fisher.past_information`) and the prior precision λ.
+    The one place the prior's λI is added: every driver and strategy builds Λ with it.
+    ``(..., H, H) -> (..., H, H)``."""
+    h = information.shape[-1]
+    return information + prior_precision * jnp.eye(h, dtype=information.dtype)
+
+
 @precision_lib.full_precision
 def laplace(
     beta: jax.Array,
@@ -56,9 +65,8 @@ def laplace(
     tie: each row's votes and Davidson's ν when the labels have them
     (:func:`arm_jax.selection.fisher.past_information`).
     """
-    h = beta.shape[-1]
-    precision = fisher.past_information(past_phi_diff, beta, past_mask, past_weight, tie)
-    precision = precision + prior_precision * jnp.eye(h, dtype=precision.dtype)
+    information = fisher.past_information(past_phi_diff, beta, past_mask, past_weight, tie)
+    precision = precision_matrix(information, prior_precision)
     return Posterior(beta, precision, fisher.whitening(precision))
 
 
@@ -108,16 +116,15 @@ def information_gain(
     """log det Λ_after − log det Λ_before: what the rows in ``after`` but not in ``before``
     added to the head's posterior precision Λ = Σ_rows n v x xᵀ + λI (nats; the D-optimal
     criterion). ``phi_diff: (M, H)``; ``before``, ``after``: (M,) bool row masks; ``weight``,
-    ``tie``: as :func:`arm_jax.selection.fisher.past_information`. Both factorisations take the relative
-    ridge of :func:`arm_jax.selection.fisher.whitening`'s first try; NaN only if one still fails. ``-> ()``."""
-    h = beta.shape[-1]
+    ``tie``: as :func:`arm_jax.selection.fisher.past_information`. Both are factorised like every Λ, by
+    the guarded Cholesky of :func:`arm_jax.selection.fisher.whitening` (its relative ridge; a larger
+    one when the factor is not finite): :func:`arm_jax.selection.fisher.guarded_logdet`. NaN only if
+    one still fails. ``-> ()``."""
 
     def precision(mask):
-        m = fisher.past_information(phi_diff, beta, mask, weight, tie) + prior_precision * jnp.eye(h)
-        return m + fisher.ridge_for(m) * jnp.eye(h)
+        return precision_matrix(fisher.past_information(phi_diff, beta, mask, weight, tie), prior_precision)
 
     # one batched factorisation of both: two independent LAPACK calls side by side can hang
     # XLA's CPU thread pool (experiment.study_round_step)
-    chol = jnp.linalg.cholesky(jnp.stack([precision(after), precision(before)]))
-    logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-    return logdet[0] - logdet[1]
+    logdet, ok = jax.vmap(fisher.guarded_logdet)(jnp.stack([precision(after), precision(before)]))
+    return jnp.where(ok[0] & ok[1], logdet[0] - logdet[1], jnp.nan)

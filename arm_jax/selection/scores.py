@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from arm_jax.model import likelihood
 from arm_jax.runtime import precision
-from arm_jax.selection import fisher
+from arm_jax.selection import fisher, posterior
 
 
 class PairItems(NamedTuple):
@@ -254,10 +254,18 @@ def score_matrix(
     devices of a sharded pool), I_past, the prior. ``-> (H, H)``."""
     h = phi_diff.shape[-1]
     m = reduce(pair_information(spec, phi_diff, gap, valid)) if spec.pool else jnp.zeros((h, h), phi_diff.dtype)
-    if spec.uses_past:
+    return with_past_and_prior(spec, m, past_information, prior_precision)
+
+
+def with_past_and_prior(spec: PairScore, m: jax.Array, past_information, prior_precision) -> jax.Array:
+    """The rest of the M of ``spec`` after its pool part ``m`` (however a driver sums it):
+    + I_past (``spec.uses_past``; ``past_information`` None: no labelled pairs), then the
+    prior's λI (``spec.prior``; :func:`arm_jax.selection.posterior.precision_matrix`, so the
+    posterior-based scores' M is the posterior precision Λ = I_past + λI). ``-> (H, H)``."""
+    if spec.uses_past and past_information is not None:
         m = m + past_information
     if spec.prior:
-        m = m + prior_precision * jnp.eye(h, dtype=m.dtype)
+        m = posterior.precision_matrix(m, prior_precision)
     return m
 
 
@@ -280,7 +288,7 @@ def pair_scores_from_information(
         return spec.rank(gap, fisher.leverages(phi_diff, m, ridge))  # NaN stays NaN
     white = fisher.whitening(m, ridge)
     z = fisher.whiten(phi_diff, white)
-    s_white = _whitened_spread(white, spread)
+    s_white = whitened_spread(white, spread)
     quad = jnp.sum(z * z, axis=-1)
     q_s = jnp.sum(z * (z @ s_white), axis=-1)
     return jnp.where(white.ok, spec.rank(gap, quad, q_s), jnp.nan)
@@ -334,6 +342,6 @@ def pair_score_strategy(spec: PairScore) -> StrategyFn:
     return fn
 
 
-def _whitened_spread(white: fisher.Whitening, spread: jax.Array) -> jax.Array:
+def whitened_spread(white: fisher.Whitening, spread: jax.Array) -> jax.Array:
     """S' = L⁻¹ S L⁻ᵀ, so that xᵀM⁻¹SM⁻¹x = zᵀS'z with z = L⁻¹x."""
     return white.w @ spread @ white.w.T

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
+import time
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -23,7 +23,6 @@ import numpy as np
 
 from arm_jax.errors import InputError
 from arm_jax.model import buffer as buffer_lib
-from arm_jax.model import evaluate
 from arm_jax.model import fit as train_lib
 from arm_jax.model import network as model_lib
 from arm_jax.model import raters as raters_lib
@@ -329,18 +328,6 @@ def past_information_inputs(ts, fit, phi_first, phi_second, train_config: TrainC
     return np.asarray(past, np.float32), np.asarray(weight, np.float32), tie
 
 
-def _fmt(x: float) -> float | None:
-    """A float32 value as the shortest JSON float that round-trips it (None if not finite)."""
-    x = float(x)
-    return float(f"{x:.9g}") if math.isfinite(x) else None
-
-
-def _check_k(k) -> int:
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise InputError(f"--k must be a positive integer, got {k}")
-    return int(k)
-
-
 #: One line on what a held-out share of the user's own labels can and cannot measure.
 HELD_OUT_CAVEAT = (
     "held-out labels are a share of the pairs you had labelled; pairs a strategy chose are not a "
@@ -450,27 +437,9 @@ def all_item_features(params, model_config: ModelConfig, pool: Pool, with_phi: b
     return phi, distributed.gather_blocks(rew, pool.n)
 
 
-def _add_rows(params, model_config, pool: Pool, row_of, phi, rew, rows):
-    """(row_of, phi, rew) with the features of ``rows`` added where missing, rows sorted."""
-    extra = np.setdiff1d(rows, row_of)
-    if not extra.size:
-        return row_of, phi, rew
-    phi_x, rew_x = item_features(params, model_config, pool.embeddings, extra)
-    check_features(pool, extra, phi_x, rew_x)
-    order = np.argsort(np.concatenate([row_of, extra]), kind="stable")
-    return (np.concatenate([row_of, extra])[order], np.concatenate([phi, phi_x])[order],
-            np.concatenate([rew, rew_x])[order])
-
-
-def _train_config_record(train_config: TrainConfig) -> dict:
-    """The train config for the model file; the ties/raters fields only when they are not the
-    defaults, so that a model of plain labels is byte for byte what it always was."""
-    out = dataclasses.asdict(train_config)
-    for name in ("ties", "annotators"):
-        if out[name] == getattr(TrainConfig, name):
-            del out[name]
+def timed(timings: dict, name: str, phase: Callable, *args):
+    """``phase(*args)``, its wall time in seconds stored as ``timings[name]``."""
+    t = time.perf_counter()
+    out = phase(*args)
+    timings[name] = time.perf_counter() - t
     return out
-
-
-def _json_float(x: float) -> float | None:
-    return None if x is None else evaluate.finite_or_none(float(x))

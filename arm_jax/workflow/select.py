@@ -30,6 +30,7 @@ proposed by ``select``; they are scored by accuracy, log-loss and expected calib
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -63,10 +64,8 @@ from arm_jax.workflow.candidates import (
 from arm_jax.workflow.fitting import (
     FitReport,
     Log,
-    _add_rows,
-    _check_k,
+    TrainingSet,
     _describe_labels,
-    _fmt,
     _load_val_labels,
     _quiet,
     _schedule,
@@ -78,9 +77,11 @@ from arm_jax.workflow.fitting import (
     log_raters,
     past_information_inputs,
     select_key,
+    timed,
     training_set,
 )
 from arm_jax.workflow.labels import (
+    Labels,
     empty_labels,
     labelled_keys,
     load_labels,
@@ -91,7 +92,7 @@ from arm_jax.workflow.pool import Pool, load_pool
 #: Without :mod:`arm_jax.selection.allpairs`, ``all-cross`` falls back to explicit pairs up to this many.
 EXPLICIT_ALL_PAIRS_LIMIT = 2_000_000
 
-__all__ = ['SelectResult', 'select_pairs']
+__all__ = ['SelectRequest', 'SelectResult', 'run_select', 'select_pairs']
 
 
 # ----------------------------------------------------------------------------- select
@@ -143,6 +144,12 @@ def read_report(path) -> list[dict]:
     return rows
 
 
+def _fmt(x: float) -> float | None:
+    """A float32 value as the shortest JSON float that round-trips it (None if not finite)."""
+    x = float(x)
+    return float(f"{x:.9g}") if math.isfinite(x) else None
+
+
 def stopping_row(ts, fit, beta, past, past_weight, tie, prior, picked_x, strategy: str, history=()) -> dict:
     """One stopping report (``select --report``): labels so far; ``gain_last``: the information
     gain per label of the last batch, the label lines added since the previous report with
@@ -175,6 +182,41 @@ def stopping_row(ts, fit, beta, past, past_weight, tie, prior, picked_x, strateg
     return {"labels": n, "k": k, "strategy": strategy, "last_batch": m,
             "gain_last": None if gain_last is None else _fmt(gain_last), "from_prior": bool(n and m == n),
             "gain_next": _fmt(gain_next), "val_accuracy": _fmt(acc), "val_se": _fmt(se)}
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectRequest:
+    """The checked arguments of one ``select`` call (:func:`select_pairs`; :func:`_check_request`
+    checks them): ``model_config`` and ``train_config`` are set, ``k`` is a positive int or None
+    (with a ``budget``), and the strategy, pair mode, output format and budget are known ones."""
+
+    pool_path: object
+    labels_path: object
+    out_path: object
+    strategy: str
+    k: int | None
+    pairs: str
+    n_candidates: int
+    seed: int
+    model_config: ModelConfig
+    train_config: TrainConfig
+    log: Log
+    allow_relabel: bool
+    val_labels_path: object
+    fit_raters: bool
+    output_format: str
+    report_path: object
+    budget: float | None
+
+    @property
+    def progress(self) -> bool:
+        """Show progress bars and spinners (only when someone reads the log)."""
+        return self.log is not _quiet
+
+    @property
+    def inputs(self) -> dict:
+        """The input files by flag, which no output may be (:func:`arm_jax.runtime.files.check_output_file`)."""
+        return {"--pool": self.pool_path, "--labels": self.labels_path, "--val-labels": self.val_labels_path}
 
 
 def select_pairs(
@@ -223,8 +265,48 @@ def select_pairs(
     grid's blocks (:func:`arm_jax.selection.sharded.sharded_select_all_pairs`). The other strategies and
     ``--budget`` run whole on every process. Only process 0 writes.
     """
-    model_config = model_config or ModelConfig()
-    train_config = train_config or TrainConfig()
+    request = SelectRequest(
+        pool_path=pool_path, labels_path=labels_path, out_path=out_path, strategy=strategy, k=k, pairs=pairs,
+        n_candidates=n_candidates, seed=seed, model_config=model_config or ModelConfig(),
+        train_config=train_config or TrainConfig(), log=log, allow_relabel=allow_relabel,
+        val_labels_path=val_labels_path, fit_raters=fit_raters, output_format=output_format,
+        report_path=report_path, budget=budget,
+    )
+    return run_select(_check_request(request))
+
+
+def run_select(request: SelectRequest) -> SelectResult:
+    """One ``select`` call on a checked request (:func:`_check_request`), phase by phase: check
+    the outputs, load, fit, embed, choose, report, write; each phase's wall time in ``timings``."""
+    history = _check_outputs(request)
+    timings = {}
+    t0 = time.perf_counter()
+    data = timed(timings, "load", _load, request)
+    fitted = timed(timings, "train", _fit, request, data)
+    features = timed(timings, "features", _embed, request, data, fitted)
+    past = _past_information(fitted, features)
+    val = data.val
+    val_metrics = None if val is None else pair_metrics(features.rewards_of(val.winner), features.rewards_of(val.loser))
+    picks = timed(timings, "select", _choose, request, data, fitted, features, past)
+    history = _report(request, history, fitted, past, picks)
+    rows = timed(timings, "write", _write, request, data, picks, history)
+    timings["total"] = time.perf_counter() - t0
+    pool, labels = data.pool, data.labels
+    return SelectResult(
+        rows, pool.n, labels.n, labels.n_ties, picks.n_candidates, picks.n_masked, timings,
+        fitted.fit if fitted.ts.n else None, val_metrics, data.n_overlap, labels.n_soft, history,
+        None if pool.costs is None else float(np.sum(pool.costs[picks.a] + pool.costs[picks.b])),
+    )
+
+
+# ----------------------------------------------------------------------------- select: check the request
+
+
+def _check_request(request: SelectRequest) -> SelectRequest:
+    """Phase 1: the request with ``k`` checked (:func:`_check_k`); InputError on an unknown
+    strategy, pair mode or output format, or a budget that is not positive or does not go with
+    the pair mode or the strategy."""
+    strategy, pairs, budget, k = request.strategy, request.pairs, request.budget, request.k
     registry.get_strategy(strategy)  # InputError naming the choices
     if pairs not in PAIR_MODES:
         raise InputError(f"unknown --pairs {pairs!r}; choose one of {', '.join(PAIR_MODES)}")
@@ -241,183 +323,357 @@ def select_pairs(
     if k is None and budget is None:
         raise InputError("give --k (how many pairs) or --budget (how much they may cost)")
     k = _check_k(k) if k is not None else None
-    if output_format not in OUTPUT_FORMATS:
-        raise InputError(f"unknown --format {output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
-    inputs = {"--pool": pool_path, "--labels": labels_path, "--val-labels": val_labels_path}
+    if request.output_format not in OUTPUT_FORMATS:
+        raise InputError(f"unknown --format {request.output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
+    return dataclasses.replace(request, k=k)
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or int(k) != k or k < 1:
+        raise InputError(f"--k must be a positive integer, got {k}")
+    return int(k)
+
+
+def _check_outputs(request: SelectRequest) -> list[dict]:
+    """The output paths checked on process 0, which writes them (:func:`arm_jax.runtime.distributed.on_writer`),
+    before any work; returns the stopping-report history read from ``--report`` (empty
+    without one, and on the other processes)."""
+    out_path, report_path, inputs = request.out_path, request.report_path, request.inputs
     history = []
 
-    def check_outputs():  # on process 0, which writes them (distributed.on_writer)
-        nonlocal history
+    def check_outputs():
         io_lib.check_output_file(out_path, inputs)
-        if output_format == "label-studio":
+        if request.output_format == "label-studio":
             io_lib.check_output_file(label_config_path(out_path), inputs)
         if report_path is not None:
             io_lib.check_output_file(report_path, {**inputs, "--out": out_path}, flag="--report")
-            history = read_report(report_path)
+            history.extend(read_report(report_path))
 
     distributed.on_writer(check_outputs)
-    timings = {}
-    t0 = time.perf_counter()
+    return history
 
-    # 1. read the pool and the labels, choose the candidates
-    pool = load_pool(pool_path)
-    if budget is not None and pool.costs is None:
+
+# ----------------------------------------------------------------------------- select: load
+
+
+class _Loaded(NamedTuple):
+    """What ``select`` read: the pool, the labels, the evaluation labels (None without) and how
+    many of their pairs the labels hold too; ``val_keys``: their pair keys; ``excluded``: the
+    pair keys never proposed; ``candidates``: the sampled candidate pairs (None with
+    ``--pairs all-cross``: every pair); ``shard_rows``: each process scores only its block."""
+
+    pool: Pool
+    labels: Labels
+    val: Labels | None
+    n_overlap: int
+    val_keys: np.ndarray
+    excluded: np.ndarray
+    candidates: CandidatePairs | None
+    shard_rows: bool
+
+
+def _load(request: SelectRequest) -> _Loaded:
+    """Phase 2: read the pool, the labels and the evaluation labels, and choose the candidates
+    (checking that there are enough of them for ``k``)."""
+    pool = load_pool(request.pool_path)
+    if request.budget is not None and pool.costs is None:
         raise InputError(f"{pool.path}: --budget needs the items' costs: add a 'costs' array (N,) to the pool .npz")
-    labels = empty_labels() if labels_path is None else load_labels(labels_path, pool)
+    labels = empty_labels() if request.labels_path is None else load_labels(request.labels_path, pool)
     labelled = labelled_keys(labels, pool.n)
-    val, n_overlap = _load_val_labels(val_labels_path, labels_path, labelled, pool, log)
+    val, n_overlap = _load_val_labels(request.val_labels_path, request.labels_path, labelled, pool, request.log)
     val_keys = np.zeros(0, np.int64) if val is None else labelled_keys(val, pool.n)
-    excluded = np.zeros(0, np.int64) if allow_relabel else labelled
-    if pairs == "all-cross":
+    excluded = np.zeros(0, np.int64) if request.allow_relabel else labelled
+    if request.pairs == "all-cross":
         candidates = None
         excluded = np.union1d(excluded, val_keys)
-        _check_all_cross(strategy, k, pool, excluded)
+        _check_all_cross(request.strategy, request.k, pool, excluded)
     else:
         candidates = candidate_pairs(
-            pool, pairs, n_candidates, seed, labelled, allow_relabel=allow_relabel, never=val_keys
+            pool, request.pairs, request.n_candidates, request.seed, labelled,
+            allow_relabel=request.allow_relabel, never=val_keys,
         )
-        _check_enough_candidates(1 if budget is not None else k, candidates, pairs, pool, evaluation=val is not None)
-    # several processes: each embeds and scores its own block of the candidate rows
+        _check_enough_candidates(
+            1 if request.budget is not None else request.k, candidates, request.pairs, pool, evaluation=val is not None
+        )
+    shard_rows = _split_over_processes(request, candidates)
+    return _Loaded(pool, labels, val, n_overlap, val_keys, excluded, candidates, shard_rows)
+
+
+def _split_over_processes(request: SelectRequest, candidates: CandidatePairs | None) -> bool:
+    """Whether each process embeds and scores only its own block of the candidate rows (several
+    processes, a pair-score strategy, no budget); on several processes, logs how the work is split."""
     shard_rows = (
-        candidates is not None and budget is None and distributed.process_count() > 1
-        and strategy in registry.PAIR_SCORE_STRATEGIES
+        candidates is not None and request.budget is None and distributed.process_count() > 1
+        and request.strategy in registry.PAIR_SCORE_STRATEGIES
     )
     if distributed.process_count() > 1:
         split = (
             "the pair grid's blocks split over them" if candidates is None
             else "the candidate rows split over them" if shard_rows
-            else f"{'--budget' if budget is not None else strategy} runs whole on every process"
+            else f"{'--budget' if request.budget is not None else request.strategy} runs whole on every process"
         )
-        log(f"{distributed.process_count()} processes, {jax.device_count()} devices: {split}")
-    timings["load"] = time.perf_counter() - t0
+        request.log(f"{distributed.process_count()} processes, {jax.device_count()} devices: {split}")
+    return shard_rows
 
-    # 2. train the reward model on the labels (from scratch, seeded)
-    t = time.perf_counter()
+
+# ----------------------------------------------------------------------------- select: fit
+
+
+class _Fitted(NamedTuple):
+    """The trained reward model: its training set, the train config that fitted it (raters
+    set, :func:`arm_jax.workflow.fitting.training_set`), its parameters and its report."""
+
+    ts: TrainingSet
+    train_config: TrainConfig
+    params: object
+    fit: FitReport
+
+
+def _fit(request: SelectRequest, data: _Loaded) -> _Fitted:
+    """Phase 3: train the reward model on the labels (from scratch, seeded); with no labels, the
+    seeded initial model (the cold start)."""
+    labels, log = data.labels, request.log
     if labels.n_train == 0:
         log(
             "cold start: no labels, so the pairs are chosen on the untrained (seeded) model's "
             "random features (D-optimal design on the random-init features)"
         )
-    ts, train_config = training_set(labels, train_config, fit_raters)
+    ts, train_config = training_set(labels, request.train_config, request.fit_raters)
     if ts.n:
-        log(f"training the reward model on {_describe_labels(labels)} ({_schedule(train_config, model_config)})")
-    params, fit = fit_training_set(seed, pool, ts, model_config, train_config, progress=log is not _quiet)
+        log(f"training the reward model on {_describe_labels(labels)} ({_schedule(train_config, request.model_config)})")
+    params, fit = fit_training_set(request.seed, data.pool, ts, request.model_config, train_config, progress=request.progress)
     if ts.n:
         log(fit_summary(fit, ts.n))
         log_raters(labels, fit, log)
-    timings["train"] = time.perf_counter() - t
+    return _Fitted(ts, train_config, params, fit)
 
-    # 3. features of every item a candidate or a label touches
-    t = time.perf_counter()
+
+# ----------------------------------------------------------------------------- select: embed
+
+
+class _Features(NamedTuple):
+    """The model's head ``beta`` and the features ``phi`` and rewards ``rew`` of the pool rows
+    ``row_of`` (sorted; None: every item, in pool order)."""
+
+    beta: np.ndarray
+    row_of: np.ndarray | None
+    phi: np.ndarray
+    rew: np.ndarray
+
+    def local(self, rows: np.ndarray) -> np.ndarray:
+        """Pool rows -> rows of ``phi`` and ``rew``."""
+        return rows if self.row_of is None else np.searchsorted(self.row_of, rows)
+
+    def diff(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """φ(a) − φ(b) of the pairs (a[i], b[i])."""
+        return self.phi[self.local(a)] - self.phi[self.local(b)]
+
+    def rewards_of(self, rows: np.ndarray) -> np.ndarray:
+        return self.rew[self.local(rows)]
+
+
+def _embed(request: SelectRequest, data: _Loaded, fitted: _Fitted) -> _Features:
+    """Phase 4: the features of every item a candidate or a label touches (of every item with
+    ``--pairs all-cross``), checked finite."""
+    params, model_config, pool = fitted.params, request.model_config, data.pool
     beta = np.asarray(model_lib.head(params), np.float32)
-    if candidates is None:
-        row_of = None
-    else:
-        mine = slice(*parallel.process_rows(candidates.a.size)) if shard_rows else slice(None)
-        touched = [candidates.a[mine], candidates.b[mine], ts.first, ts.second]
-        if val is not None:
-            touched += [val.winner, val.loser]
-        row_of = np.unique(np.concatenate(touched))
-    if row_of is None:  # every item (all pairs): on several processes each embeds a block
-        phi, rew = all_item_features(params, model_config, pool, progress=log is not _quiet)
-    else:
-        phi, rew = item_features(params, model_config, pool.embeddings, row_of, progress=log is not _quiet)
-        # on several processes each holds its own rows: all stop on the first's bad row
-        distributed.check_together(lambda: check_features(pool, row_of, phi, rew))
-    timings["features"] = time.perf_counter() - t
+    if data.candidates is None:  # every item (all pairs): on several processes each embeds a block
+        phi, rew = all_item_features(params, model_config, pool, progress=request.progress)
+        return _Features(beta, None, phi, rew)
+    row_of = _touched_rows(data, fitted.ts)
+    phi, rew = item_features(params, model_config, pool.embeddings, row_of, progress=request.progress)
+    # on several processes each holds its own rows: all stop on the first's bad row
+    distributed.check_together(lambda: check_features(pool, row_of, phi, rew))
+    return _Features(beta, row_of, phi, rew)
 
-    def local(rows):
-        return rows if row_of is None else np.searchsorted(row_of, rows)
 
+def _touched_rows(data: _Loaded, ts: TrainingSet) -> np.ndarray:
+    """The pool rows (sorted) of the candidates (this process's block of them when
+    ``shard_rows``), the labels and the evaluation labels."""
+    candidates = data.candidates
+    mine = slice(*parallel.process_rows(candidates.a.size)) if data.shard_rows else slice(None)
+    touched = [candidates.a[mine], candidates.b[mine], ts.first, ts.second]
+    if data.val is not None:
+        touched += [data.val.winner, data.val.loser]
+    return np.unique(np.concatenate(touched))
+
+
+def _add_rows(params, model_config, pool: Pool, row_of, phi, rew, rows):
+    """(row_of, phi, rew) with the features of ``rows`` added where missing, rows sorted."""
+    extra = np.setdiff1d(rows, row_of)
+    if not extra.size:
+        return row_of, phi, rew
+    phi_x, rew_x = item_features(params, model_config, pool.embeddings, extra)
+    check_features(pool, extra, phi_x, rew_x)
+    order = np.argsort(np.concatenate([row_of, extra]), kind="stable")
+    return (np.concatenate([row_of, extra])[order], np.concatenate([phi, phi_x])[order],
+            np.concatenate([rew, rew_x])[order])
+
+
+class _Past(NamedTuple):
+    """What the strategies know of the labelled rows (:func:`arm_jax.workflow.fitting.past_information_inputs`;
+    all None with no labels) and the head's prior precision."""
+
+    past: np.ndarray | None
+    past_weight: np.ndarray | None
+    tie: float | None
+    prior: float
+
+
+def _past_information(fitted: _Fitted, features: _Features) -> _Past:
+    """The labelled rows as the posterior-based strategies see them, and the head's prior
+    precision (chosen on held-out labels by the linear model's exact fit; the default otherwise)."""
+    ts, fit = fitted.ts, fitted.fit
     past = past_weight = tie = None
     if ts.n:
         past, past_weight, tie = past_information_inputs(
-            ts, fit, phi[local(ts.first)], phi[local(ts.second)], train_config
+            ts, fit, features.phi[features.local(ts.first)], features.phi[features.local(ts.second)], fitted.train_config
         )
-    # the head's prior precision, for the posterior-based strategies (chosen on held-out
-    # labels by the linear model's exact fit)
     prior = fit.prior_precision if ts.n and np.isfinite(fit.prior_precision) else DEFAULT_PRIOR_PRECISION
-    val_metrics = None if val is None else pair_metrics(rew[local(val.winner)], rew[local(val.loser)])
+    return _Past(past, past_weight, tie, prior)
 
-    # 4. score the candidates, keep the best k
-    t = time.perf_counter()
-    with progress_lib.spinner(f"{strategy}: scoring the candidates", on=log is not _quiet):
+
+# ----------------------------------------------------------------------------- select: choose
+
+
+class _Picks(NamedTuple):
+    """The picked pairs (a[i], b[i]) best first and their scores; how many candidates there
+    were and how many of them were masked; the features, the picked items' included."""
+
+    a: np.ndarray
+    b: np.ndarray
+    scores: np.ndarray
+    n_candidates: int
+    n_masked: int
+    features: _Features
+
+
+def _choose(request: SelectRequest, data: _Loaded, fitted: _Fitted, features: _Features, past: _Past) -> _Picks:
+    """Phase 5: score the candidates with the strategy and keep the best k. The driver: every
+    pair (:func:`_select_all_pairs`: explicit, :mod:`arm_jax.selection.allpairs` or its sharded
+    form), or of the sampled candidates the rows split over the processes
+    (:func:`_select_sharded`), all on this one (:func:`_select_pool`) or within the budget
+    (:func:`_select_budget`)."""
+    strategy, candidates = request.strategy, data.candidates
+    with progress_lib.spinner(f"{strategy}: scoring the candidates", on=request.progress):
         if candidates is None:
             a, b, scores = _select_all_pairs(
-                strategy, seed, phi, beta, k, past, excluded, pool.n, prior, past_weight, tie
+                strategy, request.seed, features.phi, features.beta, request.k, past.past, data.excluded, data.pool.n,
+                past.prior, past.past_weight, past.tie,
             )
-            n_cand, n_masked = pool.n * (pool.n - 1) // 2, excluded.size
+            return _Picks(a, b, scores, data.pool.n * (data.pool.n - 1) // 2, data.excluded.size, features)
+        items = _pair_items(request, data, features)
+        diff_rows = lambda start, stop: features.diff(candidates.a[start:stop], candidates.b[start:stop])
+        diff = None if data.shard_rows else diff_rows(0, candidates.a.size)
+        if data.shard_rows:  # each process builds only its own rows
+            chosen = _select_sharded(request, candidates, features, past, diff_rows)
+        elif request.budget is None:
+            chosen = _select_pool(request, candidates, features, past, diff, items)
         else:
-            items = None
-            if strategy in registry.RESPONSE_RULES:
-                # the rules run per prompt on in-prompt candidates, over the whole pool otherwise
-                group = np.zeros(candidates.a.size, np.int32)
-                if pairs == "in-prompt":
-                    group = np.unique(pool.prompt_ids[candidates.a], return_inverse=True)[1].astype(np.int32)
-                items = strategies_lib.PairItems(phi, local(candidates.a), local(candidates.b), group)
-            diff_rows = lambda start, stop: phi[local(candidates.a[start:stop])] - phi[local(candidates.b[start:stop])]
-            diff = None if shard_rows else diff_rows(0, candidates.a.size)
-            if shard_rows:  # each process builds only its own rows
-                chosen = sharded.sharded_select(
-                    strategy, None, parallel.Rows(candidates.a.size, phi.shape[1], diff_rows), beta, k,
-                    valid=candidates.valid, past_phi_diff=past, prior_precision=prior, past_weight=past_weight, tie=tie,
-                )
-            elif budget is None:
-                chosen = pool_lib.select(
-                    strategy, select_key(seed), diff, beta, k, valid=candidates.valid, past_phi_diff=past,
-                    prior_precision=prior, items=items, past_weight=past_weight, tie=tie,
-                )
-            else:
-                pair_cost = pool.costs[candidates.a] + pool.costs[candidates.b]
-                chosen = pool_lib.select_within_budget(
-                    strategy, select_key(seed), diff, beta, pair_cost, budget, k or candidates.a.size,
-                    valid=candidates.valid, past_phi_diff=past, prior_precision=prior, past_weight=past_weight,
-                    tie=tie,
-                )
-                if not np.size(chosen.indices):
-                    cheapest = float(pair_cost[candidates.valid].min())
-                    raise InputError(f"--budget {budget:g}: no candidate pair fits (the cheapest costs {cheapest:.4g})")
-            idx = np.asarray(chosen.indices)
-            a, b, scores = candidates.a[idx], candidates.b[idx], np.asarray(chosen.scores)
-            n_cand, n_masked = candidates.a.size, candidates.a.size - candidates.n_valid
-            if shard_rows:  # the picked items, embedded here when another process held them
-                row_of, phi, rew = _add_rows(params, model_config, pool, row_of, phi, rew, np.concatenate([a, b]))
-    timings["select"] = time.perf_counter() - t
-    if report_path is not None:
-        # a rerun on the same number of labels replaces its round's row
-        if history and history[-1]["labels"] == ts.n:
-            history = history[:-1]
-        row = stopping_row(
-            ts, fit, beta, past, past_weight, tie, prior, phi[local(a)] - phi[local(b)], strategy, history
-        )
-        history = history + [row]
+            chosen = _select_budget(request, data, features, past, diff)
+        return _picked(request, data, fitted.params, features, chosen)
 
-    # 5. write them, best first
-    t = time.perf_counter()
+
+def _pair_items(request: SelectRequest, data: _Loaded, features: _Features):
+    """The candidates as items for the response rules (:data:`arm_jax.selection.registry.RESPONSE_RULES`):
+    they run per prompt on in-prompt candidates, over the whole pool otherwise; None for the other strategies."""
+    if request.strategy not in registry.RESPONSE_RULES:
+        return None
+    candidates = data.candidates
+    group = np.zeros(candidates.a.size, np.int32)
+    if request.pairs == "in-prompt":
+        group = np.unique(data.pool.prompt_ids[candidates.a], return_inverse=True)[1].astype(np.int32)
+    return strategies_lib.PairItems(features.phi, features.local(candidates.a), features.local(candidates.b), group)
+
+
+def _select_sharded(request: SelectRequest, candidates: CandidatePairs, features: _Features, past: _Past, diff_rows):
+    """The best k candidates, their rows split over every process's devices (each builds only its own)."""
+    return sharded.sharded_select(
+        request.strategy, None, parallel.Rows(candidates.a.size, features.phi.shape[1], diff_rows), features.beta,
+        request.k, valid=candidates.valid, past_phi_diff=past.past, prior_precision=past.prior,
+        past_weight=past.past_weight, tie=past.tie,
+    )
+
+
+def _select_pool(request: SelectRequest, candidates: CandidatePairs, features: _Features, past: _Past, diff, items):
+    """The best k candidates, scored here (:func:`arm_jax.selection.pool.select`)."""
+    return pool_lib.select(
+        request.strategy, select_key(request.seed), diff, features.beta, request.k, valid=candidates.valid,
+        past_phi_diff=past.past, prior_precision=past.prior, items=items, past_weight=past.past_weight, tie=past.tie,
+    )
+
+
+def _select_budget(request: SelectRequest, data: _Loaded, features: _Features, past: _Past, diff):
+    """The candidates of largest gain per unit cost within the budget
+    (:func:`arm_jax.selection.pool.select_within_budget`); InputError when not one pair fits."""
+    candidates, budget = data.candidates, request.budget
+    pair_cost = data.pool.costs[candidates.a] + data.pool.costs[candidates.b]
+    chosen = pool_lib.select_within_budget(
+        request.strategy, select_key(request.seed), diff, features.beta, pair_cost, budget,
+        request.k or candidates.a.size, valid=candidates.valid, past_phi_diff=past.past, prior_precision=past.prior,
+        past_weight=past.past_weight, tie=past.tie,
+    )
+    if not np.size(chosen.indices):
+        cheapest = float(pair_cost[candidates.valid].min())
+        raise InputError(f"--budget {budget:g}: no candidate pair fits (the cheapest costs {cheapest:.4g})")
+    return chosen
+
+
+def _picked(request: SelectRequest, data: _Loaded, params, features: _Features, chosen) -> _Picks:
+    """The chosen candidates as pairs of pool rows; with ``shard_rows`` the picked items that
+    another process held are embedded here."""
+    candidates = data.candidates
+    idx = np.asarray(chosen.indices)
+    a, b, scores = candidates.a[idx], candidates.b[idx], np.asarray(chosen.scores)
+    n_cand, n_masked = candidates.a.size, candidates.a.size - candidates.n_valid
+    if data.shard_rows:  # the picked items, embedded here when another process held them
+        row_of, phi, rew = _add_rows(
+            params, request.model_config, data.pool, features.row_of, features.phi, features.rew, np.concatenate([a, b])
+        )
+        features = features._replace(row_of=row_of, phi=phi, rew=rew)
+    return _Picks(a, b, scores, n_cand, n_masked, features)
+
+
+# ----------------------------------------------------------------------------- select: report and write
+
+
+def _report(request: SelectRequest, history: list, fitted: _Fitted, past: _Past, picks: _Picks) -> list:
+    """Phase 6 (``--report``): the stopping-report history with this round's row
+    (:func:`stopping_row`) appended; a rerun on the same number of labels replaces its round's row."""
+    if request.report_path is None:
+        return history
+    if history and history[-1]["labels"] == fitted.ts.n:
+        history = history[:-1]
+    features = picks.features
+    row = stopping_row(
+        fitted.ts, fitted.fit, features.beta, past.past, past.past_weight, past.tie, past.prior,
+        features.diff(picks.a, picks.b), request.strategy, history,
+    )
+    return history + [row]
+
+
+def _write(request: SelectRequest, data: _Loaded, picks: _Picks, history: list) -> list[dict]:
+    """Phase 7: the picks as output rows, best first, written by process 0 once every process
+    is done (:func:`_write_selection`); returns the rows."""
+    a, b, pool = picks.a, picks.b, data.pool
     chosen_keys = pair_keys(a, b, pool.n)
     if (
-        np.any(a == b) or np.unique(chosen_keys).size != a.size or np.isin(chosen_keys, excluded).any()
-        or np.isin(chosen_keys, val_keys).any()
+        np.any(a == b) or np.unique(chosen_keys).size != a.size or np.isin(chosen_keys, data.excluded).any()
+        or np.isin(chosen_keys, data.val_keys).any()
     ):
         raise RuntimeError("internal error: selection repeats or relabels a pair")  # never expected
-    p_a = evaluate.sigmoid(rew[local(a)] - rew[local(b)])
+    p_a = evaluate.sigmoid(picks.features.rewards_of(a) - picks.features.rewards_of(b))
     ids = pool.item_ids
     rows = [
         {"a": str(ids[i]), "b": str(ids[j]), "p_a_wins": _fmt(p), "score": _fmt(s), "rank": rank,
          **pool.texts_of(i, "a"), **pool.texts_of(j, "b"),
          **({} if pool.costs is None else {"cost": _fmt(pool.costs[i] + pool.costs[j])})}
-        for rank, (i, j, p, s) in enumerate(zip(a.tolist(), b.tolist(), p_a.tolist(), scores.tolist()), start=1)
+        for rank, (i, j, p, s) in enumerate(zip(a.tolist(), b.tolist(), p_a.tolist(), picks.scores.tolist()), start=1)
     ]
     distributed.barrier("select: every process done")
     if distributed.is_writer():
-        _write_selection(rows, out_path, output_format, report_path, history)
-    timings["write"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
-    return SelectResult(
-        rows, pool.n, labels.n, labels.n_ties, n_cand, n_masked, timings,
-        fit if ts.n else None, val_metrics, n_overlap, labels.n_soft, history,
-        None if pool.costs is None else float(np.sum(pool.costs[a] + pool.costs[b])),
-    )
+        _write_selection(rows, request.out_path, request.output_format, request.report_path, history)
+    return rows
 
 
 def _write_selection(rows, out_path, output_format: str, report_path, history) -> None:
