@@ -21,7 +21,10 @@ STEP_SIZES = (1.0, 0.5, 0.25, 0.1)
 def damped_step(
     objective: Callable[[jax.Array], jax.Array], x: jax.Array, delta: jax.Array, max_step: float | None = None
 ) -> jax.Array:
-    """``x + t · delta`` for the t in {0} ∪ :data:`STEP_SIZES` of the lowest ``objective``.
+    """``x + t · delta`` for the t in {0} ∪ :data:`STEP_SIZES` of the lowest ``objective``; among
+    tries within float32 rounding of the lowest (4 ulp of it), the longest. Comparing values alone
+    stalls a fit about 1e-4 (relative) short of its optimum, where a full Newton step's decrease
+    is below the objective's rounding.
 
     x, delta: (K,) the point and the Newton direction; objective: (K,) -> () (vmapped over the
     tries; a value that is not finite counts as +inf). A ``delta`` with any entry not finite is
@@ -33,4 +36,10 @@ def damped_step(
     tries = jnp.concatenate([jnp.zeros(1), jnp.asarray(STEP_SIZES)])
     values = jax.vmap(lambda t: objective(x + t * delta))(tries)
     values = jnp.where(jnp.isfinite(values), values, jnp.inf)
-    return x + tries[jnp.argmin(values)] * delta
+    # near the optimum the decrease is below float32 rounding of the objective: among the tries
+    # within that rounding of the best, take the longest step (the Newton direction is exact there)
+    best = jnp.min(values)
+    noise = 4 * jnp.finfo(values.dtype).eps * jnp.where(jnp.isfinite(best), jnp.abs(best), 0.0)
+    near_best = jnp.isfinite(values) & (values <= best + noise)
+    longest = jnp.max(jnp.where(near_best, tries, 0.0))
+    return x + longest * delta
