@@ -578,3 +578,34 @@ def test_allow_relabel_proposes_labelled_pairs(world, capsys):
     assert code == 0, err
     rows = _read(tmp / "n.jsonl")
     assert len(rows) == 5 and {frozenset((r["a"], r["b"])) for r in rows} <= {frozenset(p) for p in pairs}
+
+
+# ----------------------------------------------------------------------------- item 10, via the CLI
+
+
+@pytest.mark.parametrize("strategy", ["dopt", "pa_dopt", "xtx"])
+def test_cli_small_pool_two_rounds(tmp_path, strategy):
+    """A pool with fewer items than the feature width (40 × 16, width 64): the cold start and
+    the next round both give scored pairs (was: (0,1),(0,2),… with "score": null, then
+    "internal error: selection repeats or relabels a pair")."""
+    import json
+
+    from arm_jax.cli import main as cli
+
+    rng = np.random.default_rng(0)
+    pool = tmp_path / "pool.npy"
+    np.save(pool, rng.standard_normal((40, 16)).astype(np.float32))
+    first = tmp_path / "first.jsonl"
+    common = ["--pool", str(pool), "--k", "5", "--strategy", strategy, "--steps", "20"]
+    assert cli.main(["select", *common, "--out", str(first)]) == 0
+    rows = [json.loads(line) for line in first.read_text().splitlines()]
+    assert len(rows) == 5 and all(r["score"] is not None and np.isfinite(r["score"]) for r in rows)
+    assert {(r["a"], r["b"]) for r in rows} != {("0", str(j)) for j in range(1, 6)}
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("".join(json.dumps({"winner": r["a"], "loser": r["b"]}) + "\n" for r in rows))
+    second = tmp_path / "second.jsonl"
+    assert cli.main(["select", *common, "--labels", str(labels), "--out", str(second)]) == 0
+    again = [json.loads(line) for line in second.read_text().splitlines()]
+    assert len(again) == 5 and all(np.isfinite(r["score"]) for r in again)
+    labelled = {frozenset((r["a"], r["b"])) for r in rows}
+    assert not labelled & {frozenset((r["a"], r["b"])) for r in again}

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from arm_jax.experiment import datasets as data
 from arm_jax.experiment.datasets import (
     Dataset,
     gaussian_mixture_2d,
@@ -274,3 +275,19 @@ def test_llm_like_errors():
         llm_like(key, latent_dim=2, prompt_latent_fraction=0.9)
     with pytest.raises(ValueError, match="llm_like: dim must be >= 1, got 0"):
         llm_like(key, dim=0)
+
+
+
+
+
+@pytest.mark.parametrize("generator", ["llm_like", "gaussian_mixture_2d"])
+def test_test_set_depends_only_on_its_own_sizes_and_key(generator):
+    key = jax.random.PRNGKey(11)
+    small = dict(n_test_prompts=3, n_test_responses=4)
+    if generator == "llm_like":
+        small.update(dim=8, latent_dim=4, hidden_dim=8)
+    make = getattr(data, generator)
+    a = make(key, n_train_prompts=5, n_responses=3, **small)
+    b = make(key, n_train_prompts=9, n_responses=3, **small)
+    np.testing.assert_array_equal(np.asarray(a.test_embeddings), np.asarray(b.test_embeddings))
+    np.testing.assert_array_equal(np.asarray(a.test_rewards), np.asarray(b.test_rewards))
