@@ -282,9 +282,7 @@ def labelled_keys(labels: Labels, n: int) -> np.ndarray:
 def split_labels(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, validation rows) of n labels: a seeded shuffle (``default_rng([seed, 3])``),
     round(fraction·n) held out, at least one on each side whenever n ≥ 2 and the fraction is
-    positive."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise InputError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    positive. ``val_fraction`` in [0, 1), as :class:`~arm_jax.model.config.TrainConfig` checks."""
     n_val = 0
     if val_fraction > 0 and n >= 2:
         n_val = min(n - 1, max(1, int(round(val_fraction * n))))

@@ -176,11 +176,10 @@ def run_train(request: TrainRequest) -> TrainResult:
 
 def _check_request(request: TrainRequest, val_fraction: float | None) -> TrainRequest:
     """Phase 1: the request with ``val_fraction`` (default: the train config's) and, with early
-    stopping, ``refit`` set in its train config; InputError on a ``val_fraction`` outside [0, 1)."""
+    stopping, ``refit`` set in its train config; a ``val_fraction`` outside [0, 1) is refused by
+    :class:`~arm_jax.model.config.TrainConfig` itself."""
     train_config = request.train_config
     if val_fraction is not None:
-        if not 0.0 <= val_fraction < 1.0:
-            raise InputError(f"--val-fraction must be in [0, 1), got {val_fraction}")
         train_config = dataclasses.replace(train_config, val_fraction=float(val_fraction))
     if train_config.early_stopping:
         train_config = dataclasses.replace(train_config, refit=bool(request.refit))
