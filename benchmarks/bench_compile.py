@@ -67,12 +67,13 @@ def print_row(row: dict) -> None:
 
 
 def main(argv=None) -> int:
-    own = argparse.ArgumentParser(add_help=False)
+    own = argparse.ArgumentParser(prog="bench_compile.py", add_help=False, usage="%(prog)s [--json PATH] [--separate] [arm-jax run flags ...]")
     own.add_argument("--json", default=None, help="also write the rows as JSON to this path")
     own.add_argument("--separate", action="store_true", help="also compile one program per strategy")
     ours, rest = own.parse_known_args(argv)
     if any(a in ("-h", "--help") for a in rest):
         print(__doc__)
+        own.print_help()  # its own flags; the rest are `arm-jax run`'s
         return 0
     args = build_parser().parse_args(["run", *(rest or ["--preset", "paper"]), "--quiet"])
     args = resolve_presets(args)
