@@ -15,8 +15,12 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ['preference_probability', 'annotate', 'annotate_votes', 'majority_vote', 'panel_tie_strength']
+__all__ = [
+    'preference_probability', 'annotate', 'annotate_votes', 'majority_vote', 'panel_tie_strength', 'pack_ratings',
+    'annotate_empirical',
+]
 
 
 def _resolve_std(golden_rewards_flat: jax.Array, reward_std) -> jax.Array:
@@ -160,3 +164,37 @@ def majority_vote(key: jax.Array, counts: jax.Array) -> jax.Array:
     coin = jax.random.bernoulli(key, 0.5, margin.shape)
     a_wins = jnp.where(margin == 0, coin, margin > 0)
     return jnp.stack([a_wins, ~a_wins, jnp.zeros_like(a_wins)], axis=-1).astype(jnp.float32)
+
+
+# ------------------------------------------------------- real raters
+
+
+def pack_ratings(ratings) -> np.ndarray:
+    """Each item's recorded ratings first, NaN padding last: ``(N, M) -> (N, M)`` float32, the
+    order of the ratings kept. The layout :func:`annotate_empirical` draws from."""
+    ratings = np.asarray(ratings, np.float32)
+    order = np.argsort(np.isnan(ratings), axis=1, kind="stable")
+    return np.take_along_axis(ratings, order, axis=1)
+
+
+def annotate_empirical(key: jax.Array, ratings: jax.Array, a: jax.Array, b: jax.Array, raters: int = 1) -> jax.Array:
+    """Label pairs by real raters: for each of ``raters`` votes per pair, one recorded rating of
+    each item is drawn (independently, uniformly among that item's raters); the higher rating
+    wins and equal ratings are a tie. No parameter of ours enters: the noise, its unevenness
+    across items and the ties are the raters' own.
+
+    ratings: (N, M) float32, each row the item's recorded ratings then NaN padding
+    (:func:`pack_ratings`; every item has at least one rating). a, b: (C,) int32.
+    Returns counts (C, 3) float32: votes for a, for b, and ties.
+    """
+    n_rated = jnp.sum(~jnp.isnan(ratings), axis=1).astype(jnp.float32)  # (N,)
+    k_a, k_b = jax.random.split(key)
+
+    def draw(k, items):
+        u = jax.random.uniform(k, (raters, items.shape[0]))
+        column = jnp.minimum(jnp.floor(u * n_rated[items]), n_rated[items] - 1).astype(jnp.int32)
+        return ratings[items[None, :], column]  # (R, C)
+
+    ra, rb = draw(k_a, a), draw(k_b, b)
+    outcome = jnp.stack([ra > rb, rb > ra, ra == rb], axis=-1).astype(jnp.float32)  # (R, C, 3)
+    return jnp.sum(outcome, axis=0)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from arm_jax.experiment import annotator
 from arm_jax.experiment.annotator import annotate, preference_probability
 
 
@@ -103,3 +104,44 @@ def test_annotate_under_jit_and_vmap_over_quality():
 
     rates = np.asarray(jax.jit(jax.vmap(b_win_rate))(jnp.asarray([0.0, jnp.inf])))
     assert rates[1] == 1.0 and abs(rates[0] - 0.5) < 0.1
+
+
+# ----------------------------------------------------------------- real raters (empirical)
+
+
+def _hand_made_ratings():
+    """Item 0 rated (1, 2); item 1 rated (2, 3) with a NaN between; item 2 rated 2 by one rater."""
+    return annotator.pack_ratings(np.array([[1, 2, np.nan], [2, np.nan, 3], [np.nan, 2, np.nan]], np.float32))
+
+
+def test_pack_ratings_moves_padding_last_and_keeps_order():
+    packed = _hand_made_ratings()
+    np.testing.assert_array_equal(packed[:, :1], [[1], [2], [2]])
+    np.testing.assert_array_equal(packed[1, :2], [2, 3])
+    assert np.isnan(packed[2, 1:]).all() and np.isnan(packed[0, 2])
+
+
+@pytest.mark.parametrize("pair, expected", [
+    # P(a wins), P(b wins), P(tie), from the ratings by hand
+    ((0, 1), (0.0, 3 / 4, 1 / 4)),   # 1 or 2 against 2 or 3: a never wins; a tie only for 2-2
+    ((1, 0), (3 / 4, 0.0, 1 / 4)),
+    ((0, 2), (0.0, 1 / 2, 1 / 2)),   # 1 or 2 against a sure 2
+    ((2, 2), (0.0, 0.0, 1.0)),       # one rater: always a tie with itself
+])
+def test_empirical_outcome_rates_are_the_ratings_rates(pair, expected):
+    n = 40_000
+    a, b = jnp.full((n,), pair[0], jnp.int32), jnp.full((n,), pair[1], jnp.int32)
+    counts = np.asarray(annotator.annotate_empirical(jax.random.PRNGKey(3), jnp.asarray(_hand_made_ratings()), a, b))
+    rates = counts.mean(axis=0)
+    np.testing.assert_allclose(rates, expected, atol=4 * 0.5 / np.sqrt(n))
+
+
+def test_empirical_draws_are_seeded_and_several_raters_vote():
+    ratings = jnp.asarray(_hand_made_ratings())
+    a, b = jnp.array([0, 1, 0, 2], jnp.int32), jnp.array([1, 0, 2, 0], jnp.int32)
+    key = jax.random.PRNGKey(7)
+    first = annotator.annotate_empirical(key, ratings, a, b, raters=5)
+    np.testing.assert_array_equal(first, annotator.annotate_empirical(key, ratings, a, b, raters=5))
+    assert np.asarray(first).sum(axis=1).tolist() == [5.0] * 4
+    other = [np.asarray(annotator.annotate_empirical(jax.random.PRNGKey(s), ratings, a, b, raters=5)) for s in range(5)]
+    assert any(not np.array_equal(o, np.asarray(first)) for o in other)
