@@ -26,6 +26,7 @@ import numpy as np
 from arm_jax.cli.main import main as arm_jax
 from arm_jax.experiment.results import mean_and_stderr
 from arm_jax.runtime import files as io
+from arm_jax.selection.catalog import SAMPLED_PAIR_MODES
 
 SCALES = {
     # reduced: D = 256, 2 000 × 10 training items, 200 × 100 test items
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
                 "--strategies", strategies, "--k", str(k), "--rounds", str(max(1, budget // k))])
     else:
         strategies = args.strategies or "random,entropy,maxdiff,dopt,pa_dopt"
-        for mode in ("in-prompt", "cross-prompt"):
+        for mode in SAMPLED_PAIR_MODES:
             payloads[mode] = run(mode, out / mode, base + ["--strategies", strategies, "--pairs", mode])
     rows = [row for label, p in payloads.items() for row in final_rows(label, p)]
     table = markdown(rows)

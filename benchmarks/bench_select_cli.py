@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from arm_jax.selection.catalog import PAIR_MODES
+
 PHASES = ("load", "train", "features", "select", "write")
 TIME_LINE = re.compile(r"arm-jax: time ([0-9.]+) s \((.*)\)")
 
@@ -100,7 +102,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=1000, help="training steps (default 1000)")
     parser.add_argument("--k", type=int, default=500)
     parser.add_argument("--strategy", default="dopt")
-    parser.add_argument("--pairs", default="cross-prompt", choices=("in-prompt", "cross-prompt", "all-cross"))
+    parser.add_argument("--pairs", default="cross-prompt", choices=PAIR_MODES)
     parser.add_argument("--candidates", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-in-process", action="store_true", help="only time the CLI process")

@@ -454,7 +454,7 @@ def parse_args(argv=None):
     p.add_argument("--no-pool", dest="pool", action="store_false", help="skip the candidate-pool section")
     p.add_argument("--allpairs", action="store_true", help="add the all-pairs section")
     p.add_argument("--allpairs-items", type=_ints, default=None, help="item counts K (default 1000,5000; --full adds 50000)")
-    p.add_argument("--allpairs-strategies", type=_names, default=allpairs.ALLPAIRS_STRATEGIES)
+    p.add_argument("--allpairs-strategies", type=_names, default=registry.PAIR_SCORE_STRATEGIES)
     p.add_argument("--allpairs-hidden", type=_ints, default=(64,), help="H for the all-pairs section (default 64)")
     p.add_argument("--explicit-max-gb", type=float, default=None,
                    help="largest materialised pair list for the all-pairs check (default CPU 1; GPU 8)")
@@ -482,9 +482,9 @@ def parse_args(argv=None):
     unknown = [s for s in args.strategies if s not in registry.STRATEGIES]
     if unknown:
         p.error(f"unknown strategies {unknown}; choose from {', '.join(registry.STRATEGIES)}")
-    bad = [s for s in args.allpairs_strategies if s not in allpairs.ALLPAIRS_STRATEGIES]
+    bad = [s for s in args.allpairs_strategies if s not in registry.PAIR_SCORE_STRATEGIES]
     if bad:
-        p.error(f"all-pairs supports {', '.join(allpairs.ALLPAIRS_STRATEGIES)}, not {bad}")
+        p.error(f"all-pairs supports {', '.join(registry.PAIR_SCORE_STRATEGIES)}, not {bad}")
     return args
 
 

@@ -24,6 +24,7 @@ from arm_jax.cli.flags import (
 from arm_jax.errors import InputError
 from arm_jax.model.config import TrainConfig
 from arm_jax.selection import stopping
+from arm_jax.selection.catalog import PAIR_MODES
 from arm_jax.workflow import candidates, fitting, score, train
 from arm_jax.workflow import select as realdata
 
@@ -191,7 +192,7 @@ def _register_select(sub) -> None:
                    help="pick the pairs of largest gain per unit cost that fit this budget (the pool needs 'costs': "
                         "each item's cost, e.g. its reading time; a pair costs the sum of its two). Pair scores: "
                         "greedily by score/cost; greedy_dopt: its knapsack form; random: a random order")
-    p.add_argument("--pairs", choices=candidates.PAIR_MODES, default="cross-prompt",
+    p.add_argument("--pairs", choices=PAIR_MODES, default="cross-prompt",
                    help="which pairs are candidates: in-prompt (same prompt id), cross-prompt (different "
                         "prompt ids) or all-cross (every pair) (default: cross-prompt; see below)")
     p.add_argument("--allow-relabel", action="store_true",

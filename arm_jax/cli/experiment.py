@@ -11,6 +11,8 @@ from pathlib import Path
 from arm_jax.cli.commands import help_of
 from arm_jax.cli.flags import HelpFormatter, add_label_model_flags, add_model_flags, model_and_train_configs
 from arm_jax.errors import InputError
+from arm_jax.experiment.config import ANNOTATORS
+from arm_jax.selection.catalog import PAIR_MODES
 
 # Presets: data and experiment sizes. Flags given on the command line override them.
 PRESETS = {
@@ -83,6 +85,12 @@ def _quality(text: str) -> float:
 
 
 def register(sub) -> None:
+    """Add ``run`` and ``figure1`` to the ``arm-jax`` subparsers."""
+    _register_run(sub)
+    _register_figure1(sub)
+
+
+def _register_run(sub) -> None:
     p = sub.add_parser(
         "run",
         help=help_of("run"),
@@ -106,6 +114,9 @@ def register(sub) -> None:
     data.add_argument("--train-rewards", type=Path, help="reward_train.npy, (prompts, responses[, 1])")
     data.add_argument("--test-embeddings", type=Path, help="embd_test.npy, (prompts, responses, D)")
     data.add_argument("--test-rewards", type=Path, help="reward_test.npy, (prompts, responses[, 1])")
+    data.add_argument("--train-ratings", type=Path,
+                      help="ratings_train.npy, (prompts, responses, raters): every rater's rating, NaN-padded "
+                           "(make ratings-data); what --annotator empirical draws from")
     data.add_argument("--dim", type=int, help="embedding dimension D of the llm-like task " + _from_preset("dim"))
     data.add_argument("--train-prompts", type=int, help="training prompts of a built-in task " + _from_preset("train_prompts"))
     data.add_argument("--responses", type=int, help="responses per training prompt of a built-in task " + _from_preset("responses"))
@@ -121,7 +132,7 @@ def register(sub) -> None:
     exp.add_argument("--k", type=int, help="annotation batch size: pairs labelled per round " + _from_preset("k"))
     exp.add_argument("--initial-labels", type=int,
                      help="random pairs labelled in round 0 " + _from_preset("initial_labels"))
-    exp.add_argument("--pairs", choices=("in-prompt", "cross-prompt", "all-cross"), default="in-prompt",
+    exp.add_argument("--pairs", choices=PAIR_MODES, default="in-prompt",
                      help="candidate pairs: in-prompt (two responses to the same prompt; the default, the paper's "
                           "main protocol), cross-prompt (two responses to different prompts, subsampled), or "
                           "all-cross (every pair among the round's items, no subsample: entropy, maxdiff, xtx, "
@@ -140,6 +151,11 @@ def register(sub) -> None:
         "ties, a panel of raters of unequal quality, several raters per pair. Any of these makes the "
         "labels vote counts trained with the Davidson likelihood (see README, 'Ties, raters and soft labels')",
     )
+    ann.add_argument("--annotator", choices=ANNOTATORS, default="simulated",
+                     help="simulated: the paper's annotator, P(a beats b) = sigmoid(quality x reward gap / std), with "
+                          "the ties, panel and raters below; empirical: real raters' noise, each vote draws one "
+                          "recorded rating of each item (--train-ratings) and the higher wins, equal ratings tie "
+                          "(default: simulated)")
     ann.add_argument("--tie-rate", type=float, default=0.0, metavar="F",
                      help="the raters answer 'tie' on this share of uniformly random pairs (Davidson's model; "
                           "default 0: never)")
@@ -169,6 +185,8 @@ def register(sub) -> None:
                      help="no progress on stderr (by default: one line per strategy and round, the mean over seeds)")
     p.set_defaults(func=cmd_run)
 
+
+def _register_figure1(sub) -> None:
     f = sub.add_parser(
         "figure1",
         help=help_of("figure1"),
@@ -233,7 +251,13 @@ def load_dataset(args):
             raise InputError(
                 "give all four of --train-embeddings, --train-rewards, --test-embeddings, --test-rewards"
             )
-        return data.load_paper_files(*files), {"task": "files", "files": [str(f) for f in files]}
+        dataset = data.load_paper_files(*files)
+        if args.train_ratings is not None:
+            dataset = dataset._replace(train_ratings=data.load_ratings(args.train_ratings, dataset.train_rewards.shape))
+            files.append(args.train_ratings)
+        return dataset, {"task": "files", "files": [str(f) for f in files]}
+    if args.train_ratings is not None:
+        raise InputError("--train-ratings goes with the data files (--train-embeddings ...), not a built-in task")
     for name in ("dim", "train_prompts", "responses", "test_prompts", "test_responses"):
         _positive(name, getattr(args, name), 2 if name in ("responses", "test_responses") else 1)
     key = jax.random.PRNGKey(args.data_seed)
@@ -295,6 +319,7 @@ def build_config(args, strategy: str):
         annotator_quality=panel,
         raters_per_pair=args.raters_per_pair,
         aggregate=args.aggregate,
+        annotator=args.annotator,
         item_costs=args.item_costs,
         cost_aware=args.cost_aware,
     )
@@ -340,6 +365,7 @@ def _run_inputs(args) -> dict:
     return {
         "--train-embeddings": args.train_embeddings, "--train-rewards": args.train_rewards,
         "--test-embeddings": args.test_embeddings, "--test-rewards": args.test_rewards,
+        "--train-ratings": args.train_ratings,
     }
 
 

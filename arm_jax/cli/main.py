@@ -42,18 +42,19 @@ from arm_jax.runtime.compile_cache import ENV_OPT_OUT, default_cache_dir
 FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 #: The commands that can run as several processes (:mod:`arm_jax.runtime.distributed`).
 MULTI_PROCESS_COMMANDS = ("run", "select", "score", "train")
+#: The commands that never import JAX (so they need no compilation cache).
+JAX_FREE_COMMANDS = ("strategies",)
 #: Where errors go on a process whose other output is silenced (None: sys.stderr).
 _errors = None
 _prefix = ""
 
 
 def _cmd_strategies(args) -> int:
-    from arm_jax.selection.registry import PAPER_STRATEGIES, STRATEGIES
+    """``arm-jax strategies``: one line per strategy, from the catalog (without JAX)."""
+    from arm_jax.selection import catalog
 
-    width = max(map(len, STRATEGIES))
-    for name, strategy in STRATEGIES.items():
-        tag = "" if name in PAPER_STRATEGIES else "  [beyond the paper]"
-        print(f"{name:<{width}}  {strategy.description}{tag}")
+    for line in catalog.listing():
+        print(line)
     return 0
 
 
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         multi = _join_processes(args)
     except InputError as err:
         return fail(io.one_line(err))
-    compile_cache.enable(disabled=getattr(args, "no_compile_cache", False), log=_note)
+    if args.command not in JAX_FREE_COMMANDS:
+        compile_cache.enable(disabled=getattr(args, "no_compile_cache", False), log=_note)
     try:
         with sigint_ends_the_process():
             return int(args.func(args) or 0)

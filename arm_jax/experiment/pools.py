@@ -32,10 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from arm_jax.errors import InputError
+from arm_jax.selection.catalog import SAMPLED_PAIR_MODES
 
-__all__ = ['MODES', 'CandidatePairs', 'CandidatePool', 'in_prompt_pairs', 'cross_prompt_pairs', 'candidate_pairs', 'pool_items', 'pool_to_global', 'possible_pairs', 'labelled_mask']
-
-MODES = ("in-prompt", "cross-prompt")
+__all__ = ['CandidatePairs', 'CandidatePool', 'in_prompt_pairs', 'cross_prompt_pairs', 'candidate_pairs', 'pool_items', 'pool_to_global', 'possible_pairs', 'labelled_mask']
 
 _STATIC = ("n_train_prompts", "n_responses", "n_prompts", "n_candidates")
 
@@ -215,8 +214,8 @@ def _pool(key, mode, n_train_prompts, n_responses, n_prompts, n_candidates):
 
 
 def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise InputError(f"unknown candidate mode {mode!r}; expected one of {', '.join(MODES)}")
+    if mode not in SAMPLED_PAIR_MODES:
+        raise InputError(f"unknown candidate mode {mode!r}; expected one of {', '.join(SAMPLED_PAIR_MODES)}")
 
 
 def pool_items(

@@ -21,7 +21,7 @@ each block is scored, masked (u < v, both items valid), reduced to its own top k
 into a running top k. Memory is O(K·H + tile·K); no host round-trips; fixed tile size
 (K is padded up to a multiple of it), so one compilation serves every round.
 
-Public API: :func:`top_k_all_pairs` (pure, jit-able; ``name``, ``k``, ``tile`` static),
+Public API: :func:`top_k_all_pairs` (pure, jit-able; the strategy, ``k``, ``tile`` static),
 :func:`select_all_pairs` (host-side validation, then the jitted kernel),
 :func:`all_pairs_information` (M over all pairs), :func:`explicit_pairs` (the materialised
 pair list, for tests and small K).
@@ -39,10 +39,11 @@ from arm_jax.model import likelihood
 from arm_jax.runtime import precision
 from arm_jax.selection import fisher, pool, registry
 from arm_jax.selection import scores as strategies_lib
-from arm_jax.selection.registry import STRATEGIES
+from arm_jax.selection.registry import STRATEGIES, Strategy, StrategyLike
+from arm_jax.selection.scores import PairScore
 
-#: The strategies defined by a per-pair score (:class:`arm_jax.selection.scores.PairScore`); their
-#: scores come from the registry, so all pairs rank exactly as the pool driver would.
+#: The strategies all pairs runs (the registry's :data:`~arm_jax.selection.registry.PAIR_SCORE_STRATEGIES`,
+#: under the name :mod:`arm_jax.workflow.select` imports); a PairScore of your own runs too.
 ALLPAIRS_STRATEGIES = registry.PAIR_SCORE_STRATEGIES
 DEFAULT_TILE = 512
 
@@ -166,7 +167,7 @@ class Ranked(NamedTuple):
 
 @precision.full_precision
 def top_k_all_pairs(
-    name: str,
+    name: StrategyLike,
     key: jax.Array | None,
     phi: jax.Array,
     beta: jax.Array,
@@ -184,7 +185,10 @@ def top_k_all_pairs(
 ) -> AllPairsSelection:
     """The k best of all K(K−1)/2 unordered pairs of items under strategy ``name``.
 
-    name: one of :data:`ALLPAIRS_STRATEGIES` (static).
+    name: the strategy (static): the name of one of the registry's pair scores
+      (:data:`arm_jax.selection.registry.PAIR_SCORE_STRATEGIES`), a
+      :class:`~arm_jax.selection.registry.Strategy` with a pair score, or a
+      :class:`~arm_jax.selection.scores.PairScore` of your own.
     key: unused (the supported strategies are deterministic); kept for the common signature.
     phi: (K, H) float32 item features Φ; beta: (H,) head, so r = Φβ.
     k: number of pairs (static); must be ≤ the number of valid pairs (see :func:`select_all_pairs`).
@@ -203,11 +207,10 @@ def top_k_all_pairs(
     Returns :class:`AllPairsSelection` with u < v, best first. Pure and jit-able; no pair list.
     Equal scores are broken by block order (row-major over tiles), not by global pair order.
     """
-    if name not in ALLPAIRS_STRATEGIES:
-        raise InputError(_unsupported_message(name))
+    spec = supported_strategy(name).pair_score
     del key
     best = rank_blocks(
-        name, phi, beta, k, past_phi_diff, past_mask, item_valid, tile, ridge, exclude_u, exclude_v,
+        spec, phi, beta, k, past_phi_diff, past_mask, item_valid, tile, ridge, exclude_u, exclude_v,
         prior_precision, past_weight, tie,
     )
     # never unranked picks: a failed factorisation (or fewer scorable pairs than k) shows as
@@ -369,11 +372,12 @@ def _scan_blocks(spec, t: _TiledItems, ex: _Exclusions, tile: int, k: int, block
 
 @precision.full_precision
 def rank_blocks(
-    name, phi, beta, k, past_phi_diff=None, past_mask=None, item_valid=None, tile=DEFAULT_TILE,
+    spec: PairScore, phi, beta, k, past_phi_diff=None, past_mask=None, item_valid=None, tile=DEFAULT_TILE,
     ridge=fisher.DEFAULT_RIDGE, exclude_u=None, exclude_v=None, prior_precision=likelihood.DEFAULT_PRIOR_PRECISION,
     past_weight=None, tie=None, blocks=None, row_tiles=None, reduce=None,
 ) -> Ranked:
-    """The body of :func:`top_k_all_pairs` (same arguments) over a share of the work: the
+    """The body of :func:`top_k_all_pairs` (same arguments, but the strategy's
+    :class:`~arm_jax.selection.scores.PairScore` ``spec`` itself) over a share of the work: the
     (tile × tile) ``blocks`` ``(i, j)`` of the pair grid to score (default: every upper block;
     −1: none) and the ``row_tiles`` of M to sum, all-reduced by ``reduce`` (default: all, no
     reduction). Returns the share's k best, :class:`Ranked`.
@@ -382,7 +386,7 @@ def rank_blocks(
     :class:`~arm_jax.selection.scores.PairScore` over all pairs, factorised into item
     coordinates (:func:`_score_features`); every block scored by the same ``rank`` the pool
     driver uses, and merged into a running top k (:func:`_scan_blocks`)."""
-    spec = strategies_lib.with_tie(STRATEGIES[name].pair_score, tie)
+    spec = strategies_lib.with_tie(spec, tie)
     phi = jnp.asarray(phi, jnp.float32)
     beta = jnp.asarray(beta, jnp.float32)
     items = _pad_and_centre(phi, beta, item_valid, tile)
@@ -402,9 +406,21 @@ _top_k_all_pairs_jit = jax.jit(top_k_all_pairs, static_argnames=("name", "k", "t
 # ----------------------------------------------------------------------------- boundary
 
 
-def _unsupported_message(name) -> str:
-    supported = ", ".join(ALLPAIRS_STRATEGIES)
-    if name in STRATEGIES:
+def supported_strategy(name: StrategyLike) -> Strategy:
+    """The :class:`~arm_jax.selection.registry.Strategy` that all pairs runs for ``name`` (a
+    registry name, a Strategy, or a :class:`PairScore`: :func:`arm_jax.selection.registry.resolve`);
+    InputError naming the supported strategies for an unknown name or one without a pair score."""
+    if not isinstance(name, (Strategy, PairScore)) and name not in STRATEGIES:
+        raise InputError(_unsupported_message(name, known=False))
+    strategy = registry.resolve(name)
+    if strategy.pair_score is None:
+        raise InputError(_unsupported_message(strategy.name, known=True))
+    return strategy
+
+
+def _unsupported_message(name: str, known: bool) -> str:
+    supported = ", ".join(registry.PAIR_SCORE_STRATEGIES)
+    if known:
         return f"strategy {name!r} is not supported for all-pairs selection; supported: {supported}"
     return f"unknown strategy {name!r}; all-pairs selection supports: {supported}"
 
@@ -413,8 +429,7 @@ def validate_all_pairs(
     name, phi, beta, k, past_phi_diff=None, past_mask=None, item_valid=None, tile=DEFAULT_TILE, exclude=None
 ) -> None:
     """Host-side checks for :func:`top_k_all_pairs`; raises ValueError with a one-line message."""
-    if name not in ALLPAIRS_STRATEGIES:
-        raise InputError(_unsupported_message(name))
+    supported_strategy(name)
     fisher.check_shapes(phi, beta, past_phi_diff, past_mask, name="phi", layout="(K, H) item features")
     if past_phi_diff is None and past_mask is not None:
         raise InputError("past_mask given without past_phi_diff")
@@ -447,7 +462,7 @@ def validate_all_pairs(
 
 
 def select_all_pairs(
-    name: str,
+    name: StrategyLike,
     key: jax.Array | None,
     phi,
     beta,
@@ -461,7 +476,9 @@ def select_all_pairs(
     past_weight=None,
     tie=None,
 ) -> AllPairsSelection:
-    """Validate on the host, then run the jit-compiled :func:`top_k_all_pairs`.
+    """Validate on the host, then run the jit-compiled :func:`top_k_all_pairs`, whose static
+    argument is the strategy object (``name``: a registry name, a
+    :class:`~arm_jax.selection.registry.Strategy` or a :class:`PairScore`).
 
     exclude: optional ``(u, v)`` arrays of item pairs never to pick (labelled ones).
     prior_precision: λ of the head's prior (the fit's ``FitStats.prior_precision``).
@@ -470,6 +487,7 @@ def select_all_pairs(
     does), k ≤ 0, k > number of pairs, NaN/inf, or mismatched shapes.
     """
     validate_all_pairs(name, phi, beta, k, past_phi_diff, past_mask, item_valid, tile, exclude)
+    strategy = supported_strategy(name)
     phi = jnp.asarray(phi, jnp.float32)
     tile = fit_tile(tile, phi.shape[0])
     if past_phi_diff is not None:
@@ -480,12 +498,12 @@ def select_all_pairs(
     if exclude is not None and np.size(exclude[0]):
         ex_u, ex_v = (jnp.asarray(np.asarray(e, np.int64), jnp.int32) for e in exclude)
     chosen = _top_k_all_pairs_jit(
-        name, key, phi, jnp.asarray(beta, jnp.float32), int(k), past_phi_diff, past_mask, item_valid, tile,
+        strategy, key, phi, jnp.asarray(beta, jnp.float32), int(k), past_phi_diff, past_mask, item_valid, tile,
         exclude_u=ex_u, exclude_v=ex_v, prior_precision=jnp.float32(prior_precision),
         past_weight=None if past_weight is None else jnp.asarray(past_weight, jnp.float32),
         tie=None if tie is None else jnp.float32(tie),
     )
-    pool.check_selection(name, chosen.scores)
+    pool.check_selection(strategy.name, chosen.scores)
     return chosen
 
 

@@ -1,7 +1,16 @@
-"""TODO docstring."""
+"""The strategies by CLI name: each :class:`~arm_jax.selection.catalog.StrategyInfo` of the
+catalog bound to its functions (:class:`Strategy`), and the names by capability.
+
+The drivers (:func:`arm_jax.selection.pool.select`, :mod:`arm_jax.selection.allpairs`,
+:mod:`arm_jax.selection.sharded`, the experiment) take a :class:`Strategy` (or a name, or a
+:class:`~arm_jax.selection.scores.PairScore` of your own) and pass the object itself to their
+jit-compiled kernels; :func:`resolve` turns what a caller gave into a :class:`Strategy`.
+"""
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
+import functools
+from typing import Callable, Union
 
 from arm_jax.errors import InputError
 from arm_jax.runtime import precision
@@ -13,6 +22,7 @@ from arm_jax.selection.batch import (
     random_strategy,
     uncertain_iopt_strategy,
 )
+from arm_jax.selection.catalog import CATALOG, StrategyInfo
 from arm_jax.selection.rules import response_rule_strategy
 from arm_jax.selection.scores import (
     DELTA_UCB,
@@ -29,22 +39,26 @@ from arm_jax.selection.scores import (
 )
 
 
-class Strategy(NamedTuple):
-    """A registry entry.
+@dataclasses.dataclass(frozen=True)
+class Strategy(StrategyInfo):
+    """A registry entry: its :class:`~arm_jax.selection.catalog.StrategyInfo` (name,
+    description, capabilities) with its functions bound. Hashable, so a jit-compiled kernel
+    takes it as a static argument.
 
-    name: the CLI name. description: one line for ``arm-jax strategies``.
     fn: ``fn(key, inputs, k) -> Selection`` on an explicit candidate pool (every strategy has
-      one; for pair-score strategies it is built from ``pair_score``).
-    pair_score: :class:`PairScore` for additive strategies, ``None`` for batch procedures
-      (random draws, greedy batches, clustering), which only the pool driver runs.
-    uses_past: reads the labelled pairs (I_past or the posterior built on them).
+      one; for the additive strategies it is built from ``pair_score``), traced at full float32
+      (see :data:`arm_jax.runtime.precision.MATMUL_PRECISION`).
+    pair_score: the :class:`PairScore` of an additive strategy, ``None`` for the batch
+      procedures (random draws, greedy batches, clustering, response rules), which only the
+      pool driver runs.
     """
 
-    name: str
-    fn: StrategyFn
-    description: str
+    fn: StrategyFn | None = None
     pair_score: PairScore | None = None
-    uses_past: bool = False
+
+    def __post_init__(self):
+        if self.additive != (self.pair_score is not None):
+            raise ValueError(f"strategy {self.name!r}: additive={self.additive} but pair_score={self.pair_score}")
 
     @property
     def drivers(self) -> tuple[str, ...]:
@@ -52,46 +66,66 @@ class Strategy(NamedTuple):
         return ("pool", "all-pairs", "sharded") if self.pair_score is not None else ("pool",)
 
 
-# Every strategy traces its matrix products at full float32 (see fisher.MATMUL_PRECISION).
-_ENTRIES = [
-    Strategy("random", random_strategy, "uniform random pairs (the baseline)"),
-    Strategy("entropy", None, "pairs whose predicted win probability is closest to 1/2", ENTROPY),
-    Strategy("maxdiff", None, "pairs with the largest predicted reward gap |r_a - r_b|", MAXDIFF),
-    Strategy("xtx", None, "D-optimal design matrix X^T X (feature diversity, ignores p(1-p))", XTX),
-    Strategy("dopt", None, "D-optimal Fisher information: gradient of log det sum v x x^T (the paper's method)", DOPT),
-    Strategy("pa_dopt", None, "past-aware D-opt: log det(I_past + pool information)", PA_DOPT, uses_past=True),
-    Strategy("coreset", coreset_strategy, "Huggins et al. 2016 logistic-regression coreset, sampled by sensitivity"),
-    Strategy("batchbald", batchbald_strategy, "BatchBALD greedy mutual information, Laplace posterior on the last layer", uses_past=True),
-    Strategy("greedy_dopt", greedy_dopt_strategy, "exact greedy D-optimal batch via Sherman-Morrison", uses_past=True),
-    Strategy("iopt", None, "I-optimal: largest drop of the mean predictive reward variance tr(S Lambda^-1) over the pool "
-             "(Lambda: last-layer posterior precision)", IOPT, uses_past=True),
-    Strategy("greedy_iopt", greedy_iopt_strategy, "greedy I-optimal batch via Sherman-Morrison (each pick updates "
-             "the posterior)", uses_past=True),
-    Strategy("delta_ucb", None, "DeltaUCB (ActiveUltraFeedback): largest upper confidence bound |mu| + w s of the reward "
-             "gap under the posterior", DELTA_UCB, uses_past=True),
-    Strategy("infomax", None, "InfoMax (ActiveUltraFeedback): widest confidence interval of P(a beats b) under the "
-             "posterior", INFOMAX, uses_past=True),
-    Strategy("uncertain_iopt", uncertain_iopt_strategy, "hybrid: the greedy I-optimal batch among the 4k pairs whose "
-             "preference is most uncertain under the posterior", uses_past=True),
-    Strategy("dts", response_rule_strategy("dts"), "double Thompson sampling: per prompt, the argmaxes of two "
-             "posterior draws that differ", uses_past=True),
-    Strategy("drts", response_rule_strategy("drts"), "double reversed Thompson sampling: per prompt, the argmax of "
-             "one posterior draw against the argmin of another", uses_past=True),
-    Strategy("maxmin_lcb", response_rule_strategy("maxmin_lcb"), "MaxMinLCB (Pasztor et al. 2024): per prompt, the "
-             "response whose worst lower confidence bound is largest, against its worst opponent", uses_past=True),
-]
-STRATEGIES: dict[str, Strategy] = {
-    s.name: s._replace(fn=precision.full_precision(s.fn if s.pair_score is None else pair_score_strategy(s.pair_score)))
-    for s in _ENTRIES
-}
-#: Strategies defined by a per-pair score: every driver runs them (pool, all pairs, sharded).
-PAIR_SCORE_STRATEGIES = tuple(name for name, s in STRATEGIES.items() if s.pair_score is not None)
-#: Strategies that choose among a prompt's responses: they need ``SelectionInputs.items``.
-RESPONSE_RULES = ("dts", "drts", "maxmin_lcb")
-#: Strategies that read the labelled pairs.
-PAST_AWARE = frozenset(name for name, s in STRATEGIES.items() if s.uses_past)
+def bind(info: StrategyInfo, fn: StrategyFn | None = None, pair_score: PairScore | None = None) -> Strategy:
+    """The :class:`Strategy` of ``info`` with its functions: ``fn`` for a batch procedure, or
+    the ``pair_score`` of an additive one (its pool function is then built from it)."""
+    fn = pair_score_strategy(pair_score) if pair_score is not None else fn
+    fields = {f.name: getattr(info, f.name) for f in dataclasses.fields(StrategyInfo)}
+    return Strategy(**fields, fn=precision.full_precision(fn), pair_score=pair_score)
 
-PAPER_STRATEGIES = ("random", "entropy", "maxdiff", "xtx", "dopt", "pa_dopt", "coreset", "batchbald")
+
+#: What each strategy of the catalog runs: a PairScore (additive) or its pool function.
+_BINDINGS: dict[str, PairScore | StrategyFn] = {
+    "random": random_strategy,
+    "entropy": ENTROPY,
+    "maxdiff": MAXDIFF,
+    "xtx": XTX,
+    "dopt": DOPT,
+    "pa_dopt": PA_DOPT,
+    "coreset": coreset_strategy,
+    "batchbald": batchbald_strategy,
+    "greedy_dopt": greedy_dopt_strategy,
+    "iopt": IOPT,
+    "greedy_iopt": greedy_iopt_strategy,
+    "delta_ucb": DELTA_UCB,
+    "infomax": INFOMAX,
+    "uncertain_iopt": uncertain_iopt_strategy,
+    "dts": response_rule_strategy("dts"),
+    "drts": response_rule_strategy("drts"),
+    "maxmin_lcb": response_rule_strategy("maxmin_lcb"),
+}
+
+
+def _bind_catalog() -> dict[str, Strategy]:
+    """Every catalog entry bound to its :data:`_BINDINGS`, in the catalog's order."""
+    strategies = {}
+    for info in CATALOG:
+        what = _BINDINGS[info.name]
+        strategies[info.name] = bind(info, pair_score=what) if isinstance(what, PairScore) else bind(info, fn=what)
+    return strategies
+
+
+STRATEGIES: dict[str, Strategy] = _bind_catalog()
+
+
+def names_where(capability: Callable[[Strategy], bool]) -> tuple[str, ...]:
+    """The names of the registered strategies that have ``capability``, in registry order."""
+    return tuple(name for name, s in STRATEGIES.items() if capability(s))
+
+
+# The names by capability, for the callers that list or check names (the one place they are made).
+#: Strategies defined by a per-pair score: every driver runs them (pool, all pairs, sharded).
+PAIR_SCORE_STRATEGIES = names_where(lambda s: s.pair_score is not None)
+#: Strategies that choose among a prompt's responses: they need ``SelectionInputs.items``.
+RESPONSE_RULES = names_where(lambda s: s.response_rule)
+#: Strategies that read the labelled pairs.
+PAST_AWARE = frozenset(names_where(lambda s: s.uses_past))
+#: The paper's eight strategies.
+PAPER_STRATEGIES = names_where(lambda s: s.paper)
+#: The strategies ``select --budget`` runs besides every one of :data:`PAIR_SCORE_STRATEGIES`
+#: (greedy by score per unit cost): ``random`` (a random order, each pair that still fits) and
+#: ``greedy_dopt`` (its knapsack form).
+BUDGET_STRATEGIES = names_where(lambda s: s.budget and s.pair_score is None)
 
 
 def get_strategy(name: str) -> Strategy:
@@ -102,6 +136,24 @@ def get_strategy(name: str) -> Strategy:
         raise InputError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}") from None
 
 
-#: The strategies ``select --budget`` runs: every pair score (greedy by score per unit cost),
-#: ``random`` (a random order, each pair that still fits) and ``greedy_dopt`` (its knapsack form).
-BUDGET_STRATEGIES = ("random", "greedy_dopt")  # besides every strategy of PAIR_SCORE_STRATEGIES
+@functools.lru_cache(maxsize=None)
+def custom_strategy(score: PairScore, name: str = "custom", description: str = "a pair score of your own") -> Strategy:
+    """A :class:`Strategy` of your own :class:`PairScore`: every driver runs it (pool, all
+    pairs, sharded, within a budget); it reads the labelled pairs when ``score.uses_past``.
+    The same arguments give the same object, so its kernels compile once."""
+    info = StrategyInfo(name, description, additive=True, budget=True, uses_past=score.uses_past)
+    return bind(info, pair_score=score)
+
+
+#: What the drivers accept as a strategy: its registry name, a :class:`Strategy`, or a :class:`PairScore`.
+StrategyLike = Union[str, Strategy, PairScore]
+
+
+def resolve(strategy: StrategyLike) -> Strategy:
+    """What a driver runs: a registered strategy by name (InputError for an unknown one), a
+    :class:`Strategy` itself, or a :class:`PairScore` as :func:`custom_strategy`."""
+    if isinstance(strategy, Strategy):
+        return strategy
+    if isinstance(strategy, PairScore):
+        return custom_strategy(strategy)
+    return get_strategy(strategy)

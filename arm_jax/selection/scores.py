@@ -4,8 +4,9 @@ Every strategy has one signature::
 
     strategy(key, inputs: SelectionInputs, k: int) -> Selection
 
-and sits in :data:`STRATEGIES` under its CLI name, so the CLI, the experiment and the
-benchmarks all look strategies up by name. Everything here is jit-able with ``k`` static and
+and sits in the registry (:data:`arm_jax.selection.registry.STRATEGIES`) under its CLI name; the
+drivers take the strategy object (or its name), so a :class:`PairScore` of your own runs in
+every one of them. Everything here is jit-able with ``k`` static and
 returns k *distinct* indices among the valid candidates (given at least k valid candidates;
 :func:`select` checks that and the rest of the input at the boundary).
 """

@@ -1,4 +1,7 @@
-"""TODO docstring."""
+"""The pair-score strategies with the candidates split over devices (:func:`sharded_select`,
+:func:`sharded_select_all_pairs`, :func:`sharded_dopt_scores`): the same picks and scores as
+one device, from the same :class:`~arm_jax.selection.scores.PairScore`. The kernels take the
+PairScore itself as their static argument, so a score of your own runs sharded too."""
 from __future__ import annotations
 
 import functools
@@ -26,12 +29,8 @@ from arm_jax.runtime.mesh import (
 )
 from arm_jax.selection import fisher, pool, registry
 from arm_jax.selection import scores as strategies
-from arm_jax.selection.scores import Selection
-
-#: Pair-score strategies (:class:`arm_jax.selection.scores.PairScore`): the registry's scores,
-#: with M all-reduced over devices.
-SHARDED_STRATEGIES = registry.PAIR_SCORE_STRATEGIES
-
+from arm_jax.selection.registry import Strategy, StrategyLike
+from arm_jax.selection.scores import PairScore, Selection
 
 # ----------------------------------------------------------------------------- pools
 
@@ -68,32 +67,31 @@ def _pool_setup(
 
 
 @precision.full_precision
-def _local_scores(name, x, valid, beta, past, prior, ridge):
-    """(rank scores, gaps) of this device's candidates: the registry's pair score, with the
+def _local_scores(spec: PairScore, x, valid, beta, past, prior, ridge):
+    """(rank scores, gaps) of this device's candidates under the pair score ``spec``, with the
     pool's parts of M and S all-reduced over the pool axis. ``prior``: (λ, ν or None)."""
     prior, tie = prior
-    spec = strategies.with_tie(registry.STRATEGIES[name].pair_score, tie)
+    spec = strategies.with_tie(spec, tie)
     gap = x @ beta
     psum = lambda a: jax.lax.psum(a, POOL_AXIS)
     return strategies.explicit_pair_scores(spec, x, gap, valid, past, prior, ridge, reduce=psum), gap
 
 
-@functools.partial(jax.jit, static_argnames=("name", "mesh", "ridge"))
-def _sharded_scores(name, mesh, x, valid, beta, past, prior, ridge):
-    body = lambda *args: _local_scores(name, *args, ridge=ridge)[0]
+@functools.partial(jax.jit, static_argnames=("spec", "mesh", "ridge"))
+def _sharded_scores(spec: PairScore, mesh, x, valid, beta, past, prior, ridge):
+    body = lambda *args: _local_scores(spec, *args, ridge=ridge)[0]
     return jax.shard_map(
         body, mesh=mesh, in_specs=(P(POOL_AXIS), P(POOL_AXIS), P(), P(), P()), out_specs=P(POOL_AXIS)
     )(x, valid, beta, past, prior)
 
 
-@functools.partial(jax.jit, static_argnames=("name", "mesh", "k", "ridge"))
-def _sharded_top_k(name, mesh, x, valid, beta, past, prior, k, ridge):
+@functools.partial(jax.jit, static_argnames=("spec", "mesh", "k", "ridge"))
+def _sharded_top_k(spec: PairScore, mesh, x, valid, beta, past, prior, k, ridge):
     n_local = x.shape[0] // mesh.devices.size
     k_local = min(k, n_local)
-    spec = registry.STRATEGIES[name].pair_score
 
     def body(x, valid, beta, past, prior):
-        scores, gap = _local_scores(name, x, valid, beta, past, prior, ridge)
+        scores, gap = _local_scores(spec, x, valid, beta, past, prior, ridge)
         local = strategies.top_k_valid(scores, valid, k_local)
         shown = strategies.report_scores(spec, gap[local.indices], local.scores)
         offset = jax.lax.axis_index(POOL_AXIS) * n_local
@@ -132,12 +130,22 @@ def sharded_dopt_scores(
     fisher.check_shapes(phi_diff, beta, past_phi_diff, past_mask)
     mesh, n, x, valid_s, beta_s, past, prior = _pool_setup(phi_diff, beta, valid, past_phi_diff, past_mask, devices)
     name = ("pa_dopt" if past_phi_diff is not None else "dopt") if weighted else "xtx"
-    scores = _sharded_scores(name, mesh, x, valid_s, beta_s, past, prior, float(ridge))
+    scores = _sharded_scores(registry.STRATEGIES[name].pair_score, mesh, x, valid_s, beta_s, past, prior, float(ridge))
     return scores if scores.shape[0] == n else scores[:n]  # padded rows: strip
 
 
+def _sharded_strategy(name: StrategyLike) -> Strategy:
+    """The strategy of ``name`` (:func:`arm_jax.selection.registry.resolve`: the registry's
+    message for an unknown name); InputError naming the supported ones unless it has a pair score."""
+    strategy = registry.resolve(name)
+    if strategy.pair_score is None:
+        supported = ", ".join(registry.PAIR_SCORE_STRATEGIES)
+        raise InputError(f"strategy {strategy.name!r} is not supported for sharded selection; supported: {supported}")
+    return strategy
+
+
 def sharded_select(
-    name: str,
+    name: StrategyLike,
     key: jax.Array | None,
     phi_diff,
     beta,
@@ -151,9 +159,10 @@ def sharded_select(
     past_weight=None,
     tie=None,
 ) -> Selection:
-    """:func:`arm_jax.selection.pool.select` for the pair-score strategies (:data:`SHARDED_STRATEGIES`)
-    with the candidate axis split over devices: the same k picks (best first) and scores,
-    from the same score functions (the registry's :class:`~arm_jax.strategies.PairScore`).
+    """:func:`arm_jax.selection.pool.select` for the pair-score strategies
+    (:data:`arm_jax.selection.registry.PAIR_SCORE_STRATEGIES`, or a :class:`PairScore` of your
+    own, or a :class:`~arm_jax.selection.registry.Strategy` with one) with the candidate axis
+    split over devices: the same k picks (best first) and scores, from the same score functions.
 
     Validates on the host (one-line ValueError), then runs one jit-compiled ``shard_map``:
     per-device scores (M all-reduced), per-device top k, ``all_gather``, global top k.
@@ -161,32 +170,28 @@ def sharded_select(
     several processes every input but the rows is the same on each). Returns host arrays
     (the same on every process).
     """
-    if name not in SHARDED_STRATEGIES:
-        registry.get_strategy(name)  # unknown names: the registry's message
-        raise InputError(
-            f"strategy {name!r} is not supported for sharded selection; supported: {', '.join(SHARDED_STRATEGIES)}"
-        )
+    strategy = _sharded_strategy(name)
     del key
     pool.validate_selection(phi_diff, beta, k, valid, past_phi_diff, past_mask)
     mesh, n, x, valid_s, beta_s, past, prior = _pool_setup(
         phi_diff, beta, valid, past_phi_diff, past_mask, devices, prior_precision, past_weight, tie
     )
-    chosen = _sharded_top_k(name, mesh, x, valid_s, beta_s, past, prior, int(k), float(ridge))
+    chosen = _sharded_top_k(strategy.pair_score, mesh, x, valid_s, beta_s, past, prior, int(k), float(ridge))
     chosen = Selection(replicated_value(chosen.indices), replicated_value(chosen.scores))
-    pool.check_selection(name, chosen.scores)
+    pool.check_selection(strategy.name, chosen.scores)
     return chosen
 
 
 # ----------------------------------------------------------------------------- all pairs
 
 
-@functools.partial(jax.jit, static_argnames=("name", "mesh", "k", "tile", "ridge"))
-def _sharded_all_pairs(name, mesh, k, tile, ridge, block_i, block_j, row_tiles, shared):
+@functools.partial(jax.jit, static_argnames=("spec", "mesh", "k", "tile", "ridge"))
+def _sharded_all_pairs(spec: PairScore, mesh, k, tile, ridge, block_i, block_j, row_tiles, shared):
     from arm_jax.selection import allpairs
 
     def body(block_i, block_j, row_tiles, shared):
         best = allpairs.rank_blocks(
-            name, k=k, tile=tile, ridge=ridge, blocks=(block_i, block_j), row_tiles=row_tiles,
+            spec, k=k, tile=tile, ridge=ridge, blocks=(block_i, block_j), row_tiles=row_tiles,
             reduce=lambda m: jax.lax.psum(m, POOL_AXIS), **shared,
         )
         gather = lambda a: jax.lax.all_gather(a, POOL_AXIS, tiled=True)
@@ -202,7 +207,7 @@ def _sharded_all_pairs(name, mesh, k, tile, ridge, block_i, block_j, row_tiles, 
 
 
 def sharded_select_all_pairs(
-    name: str,
+    name: StrategyLike,
     key: jax.Array | None,
     phi,
     beta,
@@ -222,12 +227,14 @@ def sharded_select_all_pairs(
     scores its share of the (tile × tile) blocks of the pair grid and sums its share of the
     row tiles of M (one ``psum``), then a local top k, ``all_gather`` and global top k. The
     item features are replicated (K × H on every device). The same picks as one device;
-    returns host arrays, the same on every process."""
+    returns host arrays, the same on every process. ``name``: as for ``select_all_pairs`` (a
+    registry name, a :class:`~arm_jax.selection.registry.Strategy` or a :class:`PairScore`)."""
     from arm_jax.selection import allpairs
 
     del key
     tile = allpairs.DEFAULT_TILE if tile is None else tile
     allpairs.validate_all_pairs(name, phi, beta, k, past_phi_diff, past_mask, item_valid, tile, exclude)
+    strategy = allpairs.supported_strategy(name)
     mesh = make_mesh(POOL_AXIS, devices)
     n_dev = mesh.devices.size
     k_items = np.shape(phi)[0]
@@ -248,9 +255,9 @@ def sharded_select_all_pairs(
     )
     by_block = NamedSharding(mesh, P(POOL_AXIS))
     u, v, scores = _sharded_all_pairs(
-        name, mesh, int(k), int(tile), float(ridge), _put(block_i, by_block), _put(block_j, by_block),
+        strategy.pair_score, mesh, int(k), int(tile), float(ridge), _put(block_i, by_block), _put(block_j, by_block),
         _put(row_tiles, by_block), _put_tree(shared, NamedSharding(mesh, P())),
     )
     chosen = allpairs.AllPairsSelection(replicated_value(u), replicated_value(v), replicated_value(scores))
-    pool.check_selection(name, chosen.scores)
+    pool.check_selection(strategy.name, chosen.scores)
     return chosen

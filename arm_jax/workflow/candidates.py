@@ -1,6 +1,6 @@
 """Candidate pairs: which pairs of pool items ``select`` may propose, and a uniform sample.
 
-Modes (:data:`PAIR_MODES`), the same meaning everywhere in arm-jax (the paper's):
+Modes (:data:`arm_jax.selection.catalog.PAIR_MODES`), the same meaning everywhere in arm-jax (the paper's):
 
 - ``in-prompt``: two responses with the same prompt id (needs prompt ids).
 - ``cross-prompt``: two responses with *different* prompt ids; when the pool has no prompt
@@ -18,10 +18,10 @@ from typing import NamedTuple
 import numpy as np
 
 from arm_jax.errors import InputError
+from arm_jax.selection.catalog import PAIR_MODES
 from arm_jax.workflow.labels import pair_keys
 from arm_jax.workflow.pool import Pool
 
-PAIR_MODES = ("in-prompt", "cross-prompt", "all-cross")
 DEFAULT_CANDIDATES = 20_000
 
 

@@ -57,14 +57,14 @@ def test_the_check_sees_default_precision(pool):
 def test_every_strategy_multiplies_at_full_precision(pool, name, outer):
     key = jax.random.PRNGKey(0)
     if outer is None:
-        lowered = pool_lib._select_jit.lower(name, key, pool, 5)
+        lowered = pool_lib._select_jit.lower(registry.STRATEGIES[name], key, pool, 5)
     else:
         with jax.default_matmul_precision(outer):
             lowered = jax.jit(registry.STRATEGIES[name].fn, static_argnums=2).lower(key, pool, 5)
     assert_all_highest(lowered)
 
 
-@pytest.mark.parametrize("name", allpairs.ALLPAIRS_STRATEGIES)
+@pytest.mark.parametrize("name", registry.PAIR_SCORE_STRATEGIES)
 def test_all_pairs_multiplies_at_full_precision(pool, name):
     phi = pool.phi_diff[:24]
     with jax.default_matmul_precision("bfloat16"):
@@ -90,4 +90,5 @@ def test_sharded_scores_multiply_at_full_precision(pool):
         pool.phi_diff, pool.beta, None, None, None, jax.devices()[:1]
     )
     for name in ("dopt", "entropy", "iopt"):
-        assert_all_highest(sharded._sharded_top_k.lower(name, mesh, x, valid, beta, past, prior, 5, 1e-6))
+        spec = registry.STRATEGIES[name].pair_score
+        assert_all_highest(sharded._sharded_top_k.lower(spec, mesh, x, valid, beta, past, prior, 5, 1e-6))

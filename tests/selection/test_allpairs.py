@@ -5,7 +5,8 @@ import pytest
 
 from arm_jax.model import likelihood
 from arm_jax.selection import allpairs, fisher, pool
-from arm_jax.selection.allpairs import ALLPAIRS_STRATEGIES, select_all_pairs
+from arm_jax.selection.allpairs import select_all_pairs
+from arm_jax.selection.registry import PAIR_SCORE_STRATEGIES
 
 
 def _items(seed=0, k_items=37, h=5, m=9):
@@ -39,7 +40,7 @@ def test_all_pairs_information_matches_explicit_pairs(weighted):
 
 
 @pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("name", ALLPAIRS_STRATEGIES)
+@pytest.mark.parametrize("name", PAIR_SCORE_STRATEGIES)
 def test_agrees_with_scoring_the_explicit_pair_list(name, masked):
     phi, beta, past = _items(1)
     valid = (jnp.arange(phi.shape[0]) % 5 != 2) if masked else None

@@ -11,7 +11,7 @@ from arm_jax.model import config
 from arm_jax.model import fit as train
 from arm_jax.model import network as model
 from arm_jax.runtime import mesh as parallel
-from arm_jax.selection import fisher, pool
+from arm_jax.selection import fisher, pool, registry
 from arm_jax.selection import sharded as sharded_lib
 
 SMALL = model.ModelConfig(depth=2, width=16)
@@ -137,7 +137,7 @@ def test_sharded_dopt_scores_equal_one_device(four_devices, with_past):
 
 
 @pytest.mark.multidevice
-@pytest.mark.parametrize("name", sharded_lib.SHARDED_STRATEGIES)
+@pytest.mark.parametrize("name", registry.PAIR_SCORE_STRATEGIES)
 def test_sharded_select_equals_one_device(four_devices, name):
     x, beta, past = _pool(1)
     valid = jnp.arange(x.shape[0]) % 7 != 3
