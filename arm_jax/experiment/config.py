@@ -10,19 +10,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from arm_jax.errors import InputError
-from arm_jax.experiment import pools
+from arm_jax.experiment import annotator, pools
 from arm_jax.experiment.datasets import Dataset
 from arm_jax.model.buffer import LabelBuffer
 from arm_jax.model.config import TrainConfig
 from arm_jax.model.network import ModelConfig
-from arm_jax.selection import allpairs, registry
+from arm_jax.selection import registry
+from arm_jax.selection.catalog import PAIR_MODES
 
 #: Simulated item costs: none, or log-normal reading times (ExperimentConfig.item_costs).
 ITEM_COSTS = ("none", "lognormal")
-# "all-cross": every pair among the round's n_prompts · R items, scored without listing them
-PAIR_MODES = pools.MODES + ("all-cross",)
-# strategies that read the labelled set (I_past or the posterior built on it)
-PAST_AWARE = registry.PAST_AWARE
+#: Who labels in the simulation: the parametric annotator of quality β_a (the paper's), or real
+#: raters' recorded ratings (:func:`arm_jax.experiment.annotator.annotate_empirical`).
+ANNOTATORS = ("simulated", "empirical")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +49,9 @@ class ExperimentConfig:
       reliabilities). Empty: the one annotator of ``annotation_quality``.
     raters_per_pair: each picked pair is labelled by this many raters (panel members drawn
       independently), stored as one row of vote counts.
+    annotator: ``"simulated"`` (P(a ≻ b) = σ(β_a Δr*/std r*), with the ties, panels and raters
+      above) or ``"empirical"``: each vote draws one recorded rating of each item from the
+      data's ``train_ratings`` and the higher wins, equal ratings tie (real rater noise).
     aggregate: ``"votes"`` (train on the vote counts) or ``"majority"`` (one decided label
       per pair: the majority, an equal count by a fair coin).
     item_costs: ``"none"`` or ``"lognormal"``: each training item costs exp(N(0, ½²)) to
@@ -79,11 +82,12 @@ class ExperimentConfig:
     annotator_quality: tuple[float, ...] = ()
     raters_per_pair: int = 1
     aggregate: str = "votes"
+    annotator: str = "simulated"
     item_costs: str = "none"
     cost_aware: bool = False
 
     def __post_init__(self):
-        registry.get_strategy(self.strategy)
+        strategy = registry.get_strategy(self.strategy)
         if not 0.0 <= self.tie_rate < 1.0:
             raise InputError(f"tie rate must be in [0, 1), got {self.tie_rate}")
         if any(q != q for q in self.annotator_quality):
@@ -94,7 +98,7 @@ class ExperimentConfig:
             raise InputError(f"item costs must be one of {ITEM_COSTS}, got {self.item_costs!r}")
         if self.cost_aware and (
             self.item_costs == "none"
-            or self.strategy not in ("random", "greedy_dopt") + registry.PAIR_SCORE_STRATEGIES
+            or not strategy.budget
             or self.pairs == "all-cross"
         ):
             raise InputError(
@@ -102,6 +106,10 @@ class ExperimentConfig:
                 f"random or greedy_dopt (got item_costs={self.item_costs!r}, pairs={self.pairs!r}, "
                 f"strategy={self.strategy!r})"
             )
+        if self.annotator not in ANNOTATORS:
+            raise InputError(f"annotator must be one of {ANNOTATORS}, got {self.annotator!r}")
+        if self.annotator == "empirical" and (self.annotator_quality or self.train.annotators):
+            raise InputError("the empirical annotator draws recorded ratings: no simulated panel, no reliabilities to fit")
         if self.aggregate not in ("votes", "majority"):
             raise InputError(f"aggregate must be 'votes' or 'majority', got {self.aggregate!r}")
         if self.train.annotators > max(len(self.annotator_quality), 1) or (
@@ -113,10 +121,10 @@ class ExperimentConfig:
             )
         if self.pairs not in PAIR_MODES:
             raise InputError(f"unknown pair mode {self.pairs!r}; choose one of: {', '.join(PAIR_MODES)}")
-        if self.pairs == "all-cross" and self.strategy not in allpairs.ALLPAIRS_STRATEGIES:
+        if self.pairs == "all-cross" and strategy.pair_score is None:
             raise InputError(
                 f"strategy {self.strategy!r} cannot score all pairs; with pairs='all-cross' use one of: "
-                + ", ".join(allpairs.ALLPAIRS_STRATEGIES)
+                + ", ".join(registry.PAIR_SCORE_STRATEGIES)
             )
         for name in ("rounds", "initial_labels"):
             if getattr(self, name) < 0:
@@ -138,7 +146,9 @@ class ExperimentConfig:
     @property
     def votes(self) -> bool:
         """The labels are vote counts with raters (ties, a panel or several raters per pair)."""
-        return self.tie_rate > 0 or bool(self.annotator_quality) or self.raters_per_pair > 1
+        return (
+            self.tie_rate > 0 or bool(self.annotator_quality) or self.raters_per_pair > 1 or self.annotator == "empirical"
+        )
 
     @property
     def panel(self) -> tuple[float, ...]:
@@ -165,6 +175,8 @@ class ExperimentData(NamedTuple):
     train_rewards: (P·R,) float32 golden rewards of the training items (flattened).
     reward_std: () float32, std of the training golden rewards (the annotator's scale).
     test_embeddings: (Pt, Rt, D) float32; test_rewards: (Pt, Rt) float32.
+    train_ratings: (P·R, M) float32 each training item's recorded ratings, NaN padding last
+      (what the empirical annotator draws from); None without recorded ratings.
     """
 
     train_embeddings: jax.Array
@@ -172,6 +184,7 @@ class ExperimentData(NamedTuple):
     reward_std: jax.Array
     test_embeddings: jax.Array
     test_rewards: jax.Array
+    train_ratings: jax.Array | None = None
 
     @property
     def train_items(self) -> jax.Array:
@@ -227,7 +240,17 @@ def prepare_data(dataset: Dataset) -> ExperimentData:
         reward_std=jnp.std(rewards),
         test_embeddings=jnp.asarray(dataset.test_embeddings, jnp.float32),
         test_rewards=jnp.asarray(dataset.test_rewards, jnp.float32),
+        train_ratings=_ratings(dataset, rewards.shape[0]),
     )
+
+
+def _ratings(dataset: Dataset, n_items: int):
+    """The dataset's per-rater ratings as (P·R, M) float32, padding last; None without."""
+    ratings = getattr(dataset, "train_ratings", None)
+    if ratings is None:
+        return None
+    ratings = np.asarray(ratings, np.float32).reshape(n_items, -1)
+    return jnp.asarray(annotator.pack_ratings(ratings))
 
 
 def check_data(data: ExperimentData) -> None:
@@ -252,6 +275,8 @@ def check_config_against_data(config: ExperimentConfig, dataset) -> None:
         raise InputError(f"n_prompts = {config.n_prompts} is more than the {p} training prompts")
     if max(config.best_of_n) > rt:
         raise InputError(f"best_of_n N = {max(config.best_of_n)} is more than the {rt} responses per test prompt")
+    if config.annotator == "empirical":
+        _check_ratings(getattr(dataset, "train_ratings", None), p * r)
     possible = pools.possible_pairs(config.pairs, r, config.n_prompts)
     if max(config.k, config.initial_labels) > possible:
         raise InputError(
@@ -267,3 +292,19 @@ def item_costs(config: ExperimentConfig, data: ExperimentData) -> jax.Array:
     if config.item_costs == "none":
         return jnp.ones(n, jnp.float32)
     return jnp.exp(0.5 * jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(0), 17), (n,)))
+
+
+def _check_ratings(ratings, n_items: int) -> None:
+    """InputError unless every one of the ``n_items`` training items has a recorded rating."""
+    if ratings is None:
+        raise InputError("the empirical annotator needs the training items' ratings (train_ratings, e.g. ratings_train.npy)")
+    ratings = np.asarray(ratings, np.float32)
+    rows = int(np.prod(ratings.shape[:-1])) if ratings.ndim >= 2 else -1
+    if rows != n_items or ratings.shape[-1] < 1:
+        raise InputError(f"ratings of shape {ratings.shape} do not match the {n_items} training items (prompts, responses, raters)")
+    unrated = int(np.sum(np.all(np.isnan(ratings.reshape(n_items, -1)), axis=1)))
+    if unrated:
+        raise InputError(f"{unrated} training item(s) have no recorded rating (every row of the ratings is NaN)")
+    finite = ratings[~np.isnan(ratings)]
+    if not np.all(np.isfinite(finite)):
+        raise InputError("ratings hold an infinite value")

@@ -44,12 +44,16 @@ class Dataset(NamedTuple):
       train_rewards: ``(P, R)`` float32 golden rewards.
       test_embeddings: ``(Pt, Rt, D)`` float, same ``D`` as the training set.
       test_rewards: ``(Pt, Rt)`` float32 golden rewards.
+      train_ratings: ``(P, R, M)`` float, every rater's rating of each training item, NaN
+        where an item has fewer than M raters (``ratings_train.npy`` of ``make ratings-data``);
+        what the empirical annotator draws from. None: no recorded ratings.
     """
 
     train_embeddings: ArrayLike
     train_rewards: ArrayLike
     test_embeddings: ArrayLike
     test_rewards: ArrayLike
+    train_ratings: ArrayLike | None = None
 
 
 def _open_npy(path: PathLike, what: str) -> np.ndarray:
@@ -546,3 +550,15 @@ def llm_like(
         noise, hidden_dim, map_gain, n_reward_terms, nonlinear_reward_weight, prompt_reward_weight, reward_frequency,
     )
     return _llm_like(key, **arguments)
+
+
+def load_ratings(path: PathLike, shape) -> np.ndarray:
+    """Every rater's rating of each training item, ``(P, R, M)`` float (NaN where an item has
+    fewer raters), memory-mapped; ``shape``: the items' (P, R). One-line errors name the path."""
+    array = _open_npy(path, "ratings")
+    if array.ndim != 3 or tuple(array.shape[:2]) != tuple(shape[:2]):
+        raise DataFileError(
+            f"ratings file {path}: expected shape (prompts, responses, raters) = ({shape[0]}, {shape[1]}, M), "
+            f"got {tuple(array.shape)}"
+        )
+    return array

@@ -12,7 +12,6 @@ import numpy as np
 from arm_jax.errors import InputError
 from arm_jax.experiment import annotator, metrics, pools
 from arm_jax.experiment.config import (
-    PAST_AWARE,
     ExperimentConfig,
     ExperimentData,
     item_costs,
@@ -25,6 +24,7 @@ from arm_jax.model import network as model_lib
 from arm_jax.model.buffer import LabelBuffer
 from arm_jax.selection import allpairs, batch, posterior, registry
 from arm_jax.selection import scores as strategies
+from arm_jax.selection.registry import StrategyLike
 
 # ------------------------------------------------------------------ the steps of a round
 
@@ -38,13 +38,15 @@ def draw_pool(key, config: ExperimentConfig, data: ExperimentData) -> pools.Cand
 
 
 def past_inputs(
-    params, config: ExperimentConfig, data: ExperimentData, buffer: LabelBuffer, strategy: str, reliability=None
+    params, config: ExperimentConfig, data: ExperimentData, buffer: LabelBuffer, strategy: StrategyLike,
+    reliability=None,
 ):
     """(past_phi_diff (C, H), past_mask (C,), past_weight (C,) or None) of the labelled pairs
-    under ``params``; a single masked row for strategies that do not read the past. With votes
+    under ``params``; a single masked row for strategies that do not read the past
+    (``strategy``: a name, a :class:`~arm_jax.selection.registry.Strategy` or a PairScore). With votes
     (``config.votes``) a row's x is scaled by its rater's fitted ``reliability`` and weighted
     by its votes (:func:`arm_jax.selection.fisher.past_information`)."""
-    if strategy not in PAST_AWARE:
+    if not registry.resolve(strategy).uses_past:
         h = config.model.feature_dim(data.train_items.shape[-1])
         weight = jnp.zeros(1, jnp.float32) if config.votes else None
         return jnp.zeros((1, h), jnp.float32), jnp.zeros(1, bool), weight
@@ -91,9 +93,10 @@ def selection_inputs(
     reliabilities (:class:`Fitted`)."""
     phi_items = model_lib.features(params, config.model, data.train_items[pool.items])  # (K, H)
     phi_diff = phi_items[pool.pairs.a] - phi_items[pool.pairs.b]
-    past_diff, past_mask, past_weight = past_inputs(params, config, data, buffer, strategy or config.strategy, reliability)
+    strategy = registry.resolve(strategy or config.strategy)
+    past_diff, past_mask, past_weight = past_inputs(params, config, data, buffer, strategy, reliability)
     items = None
-    if (strategy or config.strategy) in registry.RESPONSE_RULES:
+    if strategy.response_rule:
         # in-prompt candidates are grouped by prompt (item index = prompt · R + response)
         r = data.train_embeddings.shape[1]
         group = pool.items[pool.pairs.a] // r if config.pairs == "in-prompt" else jnp.zeros_like(pool.pairs.a)
@@ -105,15 +108,18 @@ def selection_inputs(
 
 
 def choose_pairs(
-    key, params, buffer: LabelBuffer, config: ExperimentConfig, data: ExperimentData, strategy: str, k: int,
+    key, params, buffer: LabelBuffer, config: ExperimentConfig, data: ExperimentData, strategy: StrategyLike, k: int,
     prior_precision=likelihood.DEFAULT_PRIOR_PRECISION, tie=None, reliability=None, sim: Simulation | None = None,
 ):
     """The ``k`` pairs ``strategy`` picks this round: ``(a, b, ok)``, global item indices (k,)
     each, and ``ok`` () bool: every pick was a valid, scored candidate (False when a kernel
     failed or fewer than k unlabelled candidates were left; the run then refuses its result).
-    ``prior_precision``: the previous fit's λ, for the posterior-based strategies."""
+    ``prior_precision``: the previous fit's λ, for the posterior-based strategies. ``strategy``:
+    a name, a :class:`~arm_jax.selection.registry.Strategy` or a PairScore; the drivers get the
+    object itself."""
+    strategy = registry.resolve(strategy)
     pool_key, select_key = jax.random.split(key)
-    if config.pairs == "all-cross" and strategy != "random":
+    if config.pairs == "all-cross" and strategy.name != "random":
         p, r, _ = data.train_embeddings.shape
         items = pools.round_items(pool_key, p, r, config.n_prompts)
         phi_items = model_lib.features(params, config.model, data.train_items[items])
@@ -139,23 +145,24 @@ def choose_pairs(
         seen = pools.labelled_mask(pool.items[pool.pairs.a], pool.items[pool.pairs.b], buffer.pairs, buffer.mask)
         pool = pool._replace(pairs=pool.pairs._replace(valid=pool.pairs.valid & ~seen))
     inputs = selection_inputs(params, config, data, pool, buffer, strategy, prior_precision, tie, reliability)
-    if config.cost_aware and strategy != "random":  # random stays random
+    if config.cost_aware and strategy.name != "random":  # random stays random
         costs = (sim or simulation(config, data)).item_costs
         pair_cost = costs[pool.items[pool.pairs.a]] + costs[pool.items[pool.pairs.b]]
         chosen = cost_aware_pick(select_key, inputs, k, strategy, pair_cost)
     else:
-        chosen = registry.STRATEGIES[strategy].fn(select_key, inputs, k)
+        chosen = strategy.fn(select_key, inputs, k)
     ok = jnp.all(jnp.isfinite(chosen.scores) & inputs.valid[chosen.indices])
     return pool.items[pool.pairs.a[chosen.indices]], pool.items[pool.pairs.b[chosen.indices]], ok
 
 
-def cost_aware_pick(key, inputs: strategies.SelectionInputs, k: int, strategy: str, pair_cost: jax.Array):
+def cost_aware_pick(key, inputs: strategies.SelectionInputs, k: int, strategy: StrategyLike, pair_cost: jax.Array):
     """The k candidates of largest gain per unit cost (jit-able; :class:`ExperimentConfig`
     ``cost_aware``): a pair score's gain (its report score for entropy) over the pair's cost, or
     greedy_dopt's knapsack form with no budget limit."""
-    if strategy == "greedy_dopt":
+    strategy = registry.resolve(strategy)
+    if strategy.name == "greedy_dopt":
         return batch.greedy_dopt_budget_strategy(key, inputs, k, pair_cost, jnp.inf)
-    gain = strategies.pair_gains(registry.STRATEGIES[strategy].pair_score, inputs)
+    gain = strategies.pair_gains(strategy.pair_score, inputs)
     chosen = strategies.top_k_valid(gain / pair_cost, inputs.valid, k)
     return strategies.Selection(chosen.indices, gain[chosen.indices])
 
@@ -175,7 +182,12 @@ def acquire(
     a, b, ok = choose_pairs(
         choose_key, params, buffer, config, data, strategy, k, prior_precision, tie, reliability, sim
     )
-    if config.votes:
+    if config.annotator == "empirical":
+        counts = annotator.annotate_empirical(label_key, data.train_ratings, a, b, config.raters_per_pair)
+        if config.aggregate == "majority":
+            counts = annotator.majority_vote(jax.random.fold_in(label_key, 1), counts)
+        buffer = buffer_lib.append(buffer, a, b, counts, jnp.full(a.shape, -1, jnp.int32))
+    elif config.votes:
         counts, rater = annotator.annotate_votes(
             label_key, data.train_rewards, a, b, config.panel, sim.tie_strength, data.reward_std,
             config.raters_per_pair,

@@ -330,3 +330,72 @@ def test_model_flags_come_from_the_config_dataclasses():
     assert model_and_train_configs(parser.parse_args([])) == (ModelConfig(), TrainConfig())
     model, train = model_and_train_configs(parser.parse_args(["--width", "16", "--lr", "0.5", "--max-epochs", "3"]))
     assert model.width == 16 and train.learning_rate == 0.5 and train.max_epochs == 3.0
+
+
+def _rated_files(tmp_path, max_raters=5):
+    """The paper's four files plus ratings_train.npy: each item rated by 1..max_raters raters on a
+    -4..4 scale around a hidden score (NaN-padded), the reward being the mean rating."""
+    rng = np.random.default_rng(0)
+    p, r, d = 30, 4, 8
+    paths = {}
+    ratings = np.full((p, r, max_raters), np.nan, np.float32)
+    score = rng.normal(size=(p, r)) * 2
+    for i in range(p):
+        for j in range(r):
+            n = rng.integers(1, max_raters + 1)
+            ratings[i, j, :n] = np.clip(np.round(score[i, j] + rng.normal(size=n)), -4, 4)
+    arrays = {
+        "embd_train": rng.normal(size=(p, r, d)).astype(np.float32) + score[..., None] * 0.3,
+        "reward_train": np.nanmean(ratings, axis=-1)[..., None],
+        "embd_test": rng.normal(size=(5, 8, d)).astype(np.float32),
+        "reward_test": rng.normal(size=(5, 8, 1)).astype(np.float32),
+        "ratings_train": ratings,
+    }
+    for name, arr in arrays.items():
+        np.save(tmp_path / f"{name}.npy", arr)
+        paths[name] = str(tmp_path / f"{name}.npy")
+    return paths
+
+
+def test_run_with_the_empirical_annotator_trains_on_ties(tmp_path, capsys):
+    """--annotator empirical labels from the recorded ratings: equal ratings are ties, so the
+    labelled buffer holds tie votes, and the run is reproducible."""
+    paths = _rated_files(tmp_path)
+    files = ["--train-embeddings", paths["embd_train"], "--train-rewards", paths["reward_train"],
+             "--test-embeddings", paths["embd_test"], "--test-rewards", paths["reward_test"],
+             "--train-ratings", paths["ratings_train"]]
+    outs = []
+    for run in range(2):
+        out = tmp_path / f"emp{run}"
+        code = main(["run", *TINY, "--strategies", "random,dopt", "--no-plot", "--quiet", "--out", str(out),
+                     "--annotator", "empirical", "--raters-per-pair", "3", *files])
+        assert code == 0, capsys.readouterr().err
+        outs.append(json.loads((out / "metrics.json").read_text()))
+    assert outs[0]["results"] == outs[1]["results"]
+    assert outs[0]["config"]["annotator"] == "empirical"
+    ties = np.asarray(outs[0]["results"]["random"]["tie_strength"])
+    assert ties.shape == (2, 3) and (ties > 0).all()  # equal ratings arrived as ties and were fitted
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"ratings": None}, "the empirical annotator needs the training items' ratings"),
+    ({"shape": (30, 3, 5)}, "expected shape (prompts, responses, raters) = (30, 4, M)"),
+    ({"unrated": True}, "1 training item(s) have no recorded rating"),
+])
+def test_empirical_annotator_refuses_bad_ratings(tmp_path, capsys, change, message):
+    paths = _rated_files(tmp_path)
+    ratings = np.load(paths["ratings_train"])
+    if "shape" in change:
+        np.save(paths["ratings_train"], ratings[:, :3])
+    if change.get("unrated"):
+        ratings[2, 1] = np.nan
+        np.save(paths["ratings_train"], ratings)
+    files = ["--train-embeddings", paths["embd_train"], "--train-rewards", paths["reward_train"],
+             "--test-embeddings", paths["embd_test"], "--test-rewards", paths["reward_test"]]
+    if change.get("ratings", True) is not None:
+        files += ["--train-ratings", paths["ratings_train"]]
+    code = main(["run", *TINY, "--strategies", "random", "--no-plot", "--quiet", "--out", str(tmp_path / "o"),
+                 "--annotator", "empirical", *files])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
