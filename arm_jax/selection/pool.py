@@ -15,13 +15,14 @@ from arm_jax.selection.batch import greedy_dopt_budget_strategy
 from arm_jax.selection.registry import (
     BUDGET_STRATEGIES,
     PAIR_SCORE_STRATEGIES,
-    RESPONSE_RULES,
-    STRATEGIES,
-    get_strategy,
+    Strategy,
+    StrategyLike,
+    resolve,
 )
 from arm_jax.selection.rules import _need_items
 from arm_jax.selection.scores import (
     PairItems,
+    PairScore,
     Selection,
     SelectionInputs,
     make_inputs,
@@ -29,20 +30,40 @@ from arm_jax.selection.scores import (
 )
 
 
-def validate_selection(phi_diff, beta, k, valid=None, past_phi_diff=None, past_mask=None) -> None:
-    """Host-side boundary checks; raises InputError with a one-line message."""
+def validate_selection(phi_diff, beta, k, valid=None, past_phi_diff=None, past_mask=None) -> jax.Array | None:
+    """Boundary checks; raises InputError with a one-line message. Returns ``phi_diff`` as the
+    float32 device array it checked (None for :class:`arm_jax.runtime.mesh.Rows`, which whoever
+    builds them checks): the candidates are checked finite on the device
+    (:func:`check_finite_on_device`), the small inputs on the host."""
     fisher.check_shapes(phi_diff, beta, past_phi_diff, past_mask)
     shape = np.shape(phi_diff)
     n = shape[0]
     if valid is not None and np.shape(valid) != (n,):
         raise InputError(f"valid must have shape ({n},) to match phi_diff {shape}, got {np.shape(valid)}")
-    # rows given by a function (arm_jax.runtime.mesh.Rows) are checked by whoever builds them
-    rows = None if hasattr(phi_diff, "rows") else phi_diff
-    fisher.check_finite(phi_diff=rows, beta=beta, past_phi_diff=past_phi_diff)
+    x = None if hasattr(phi_diff, "rows") else check_finite_on_device("phi_diff", phi_diff)
+    fisher.check_finite(beta=beta, past_phi_diff=past_phi_diff)
     fisher.check_k(k)
     n_valid = n if valid is None else int(np.count_nonzero(np.asarray(valid)))
     if k > n_valid:
         raise InputError(f"k = {k} is larger than the pool of {n_valid} candidate pairs")
+    return x
+
+
+@jax.jit
+def _count_not_finite(x: jax.Array) -> jax.Array:
+    """() int32: how many entries of ``x`` are NaN or ±inf."""
+    return jnp.count_nonzero(~jnp.isfinite(x))
+
+
+def check_finite_on_device(label: str, x) -> jax.Array:
+    """``x`` as a float32 device array, checked finite there: only the count of NaN/inf
+    entries comes back to the host (not the array). InputError "LABEL contains N NaN/inf
+    values" (:func:`arm_jax.selection.fisher.check_finite`'s message) when there are any."""
+    x = jnp.asarray(x, jnp.float32)
+    bad = int(_count_not_finite(x))
+    if bad:
+        raise InputError(f"{label} contains {bad} NaN/inf values")
+    return x
 
 
 def _check_items(items: PairItems, diff_shape) -> None:
@@ -75,10 +96,10 @@ def check_inputs(inputs: SelectionInputs) -> None:
         chex.assert_type(inputs.past_weight, jnp.float32)
 
 
-@functools.partial(jax.jit, static_argnames=("name", "k"))
-def _select_jit(name, key, inputs, k):
+@functools.partial(jax.jit, static_argnames=("strategy", "k"))
+def _select_jit(strategy: Strategy, key, inputs, k):
     check_inputs(inputs)
-    return STRATEGIES[name].fn(key, inputs, k)
+    return strategy.fn(key, inputs, k)
 
 
 def check_selection(name: str, scores) -> None:
@@ -92,7 +113,7 @@ def check_selection(name: str, scores) -> None:
 
 
 def select_within_budget(
-    name: str, key: jax.Array, phi_diff, beta, costs, budget: float, k_max: int, valid=None,
+    name: StrategyLike, key: jax.Array, phi_diff, beta, costs, budget: float, k_max: int, valid=None,
     past_phi_diff=None, past_mask=None, prior_precision: float = likelihood.DEFAULT_PRIOR_PRECISION,
     past_weight=None, tie=None,
 ) -> Selection:
@@ -100,14 +121,16 @@ def select_within_budget(
     most ``k_max`` pairs). ``costs``: (N,) > 0, each candidate's cost (e.g. the two items'
     reading times). Additive scores: greedily by score / cost (entropy by its entropy), each pair
     that still fits; ``random``: in a random order; ``greedy_dopt``: the knapsack greedy
-    D-optimal batch (:func:`greedy_dopt_budget_strategy`). Returns the picks in order (fewer
-    than ``k_max`` when the budget runs out). InputError for other strategies or bad costs."""
-    get_strategy(name)
+    D-optimal batch (:func:`greedy_dopt_budget_strategy`). ``name``: the strategy (its name,
+    a :class:`~arm_jax.selection.registry.Strategy` or a :class:`PairScore`). Returns the picks
+    in order (fewer than ``k_max`` when the budget runs out). InputError for strategies
+    without a budget form or bad costs."""
+    strategy = resolve(name)
     if tie is not None and not (np.isfinite(tie) and tie >= 0):
         raise InputError(f"tie strength must be a number >= 0, got {tie}")
-    if name not in BUDGET_STRATEGIES + PAIR_SCORE_STRATEGIES:
+    if not strategy.budget:
         raise InputError(
-            f"strategy {name!r} cannot pick within a budget; use one of: "
+            f"strategy {strategy.name!r} cannot pick within a budget; use one of: "
             + ", ".join(BUDGET_STRATEGIES + PAIR_SCORE_STRATEGIES)
         )
     costs = np.asarray(costs, np.float64)
@@ -115,37 +138,64 @@ def select_within_budget(
         raise InputError("pair costs must be finite and > 0, one per candidate")
     if not (np.isfinite(budget) and budget > 0):
         raise InputError(f"--budget must be a positive number, got {budget}")
-    validate_selection(phi_diff, beta, 1, valid, past_phi_diff, past_mask)
+    phi_diff = validate_selection(phi_diff, beta, 1, valid, past_phi_diff, past_mask)
     inputs = make_inputs(phi_diff, beta, valid, past_phi_diff, past_mask, prior_precision, None, past_weight, tie)
     ok = np.asarray(inputs.valid)
-    k_max = int(max(1, min(k_max, ok.sum())))
-    if name == "greedy_dopt":
-        chosen = _budget_dopt_jit(key, inputs, k_max, jnp.asarray(costs, jnp.float32), jnp.float32(budget))
-        idx, sc = np.asarray(chosen.indices), np.asarray(chosen.scores)
-        keep = idx >= 0
-        idx, sc = idx[keep], sc[keep]
-        # the knapsack ran in float32: hold the total to the budget in float64
-        within = np.cumsum(costs[idx]) <= budget
-        idx, sc = idx[within], sc[within]
-        check_selection(name, sc)
-        return Selection(idx.astype(np.int32), sc)
-    if name == "random":
+    # at most every candidate, not every valid one: a count that changes from round to round
+    # would compile the knapsack again (picks past the last that fits are -1 and dropped)
+    k_max = int(max(1, min(k_max, ok.size)))
+    if strategy.pair_score is not None:
+        gain = np.asarray(_pair_gains_jit(strategy.pair_score, inputs), np.float64)
+        check_selection(strategy.name, gain[ok])
+        ratio = gain / costs
+    elif strategy.name == "greedy_dopt":
+        return _knapsack_within_budget(key, inputs, costs, budget, k_max)
+    else:  # random
         gain = np.asarray(jax.random.uniform(key, ok.shape))
         ratio = gain  # a random order, whatever the cost
-    else:
-        gain = np.asarray(_pair_gains_jit(name, inputs), np.float64)
-        check_selection(name, gain[ok])
-        ratio = gain / costs
     order = np.argsort(-np.where(ok, ratio, -np.inf), kind="stable")
-    picks, left = [], float(budget)
-    for j in order[: ok.sum()]:
-        if costs[j] <= left:
-            picks.append(int(j))
-            left -= costs[j]
-            if len(picks) == k_max:
-                break
-    idx = np.asarray(picks, np.int32)
+    idx = order[fit_in_order(costs[order], ok[order], budget, k_max)].astype(np.int32)
     return Selection(idx, np.asarray(gain, np.float32)[idx])
+
+
+def _knapsack_within_budget(key, inputs: SelectionInputs, costs: np.ndarray, budget: float, k_max: int) -> Selection:
+    """``greedy_dopt``'s knapsack form (:func:`greedy_dopt_budget_strategy`) within ``budget``:
+    its picks in order, those past the last that fits dropped. ``costs``: (N,) float64."""
+    chosen = _budget_dopt_jit(key, inputs, k_max, jnp.asarray(costs, jnp.float32), jnp.float32(budget))
+    idx, sc = np.asarray(chosen.indices), np.asarray(chosen.scores)
+    keep = idx >= 0
+    idx, sc = idx[keep], sc[keep]
+    # the knapsack ran in float32: hold the total to the budget in float64
+    within = np.cumsum(costs[idx]) <= budget
+    idx, sc = idx[within], sc[within]
+    check_selection("greedy_dopt", sc)
+    return Selection(idx.astype(np.int32), sc)
+
+
+def fit_in_order(costs: np.ndarray, valid: np.ndarray, budget: float, k_max: int) -> np.ndarray:
+    """(N,) bool: which candidates, taken in this order, are picked by the budget greedy: each
+    valid one whose cost still fits what is left of ``budget`` (then subtracted), at most
+    ``k_max`` of them. One ``lax.scan`` in float64 (the host loop's arithmetic, so the same
+    picks), compiled once per number of candidates. ``costs``: (N,) float64 > 0."""
+    with jax.enable_x64(True):
+        taken = _fit_in_order_jit(
+            np.asarray(costs, np.float64), np.asarray(valid, bool), np.float64(budget), np.int64(k_max)
+        )
+        return np.asarray(taken)
+
+
+@jax.jit
+def _fit_in_order_jit(costs, valid, budget, k_max):
+    """The scan of :func:`fit_in_order`; its carry is (budget left, picks so far)."""
+
+    def step(carry, cost_ok):
+        left, n = carry
+        cost, ok = cost_ok
+        take = ok & (cost <= left) & (n < k_max)
+        return (jnp.where(take, left - cost, left), n + take.astype(n.dtype)), take
+
+    _, taken = jax.lax.scan(step, (budget, jnp.zeros((), k_max.dtype)), (costs, valid))
+    return taken
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -153,13 +203,13 @@ def _budget_dopt_jit(key, inputs, k, costs, budget):
     return greedy_dopt_budget_strategy(key, inputs, k, costs, budget)
 
 
-@functools.partial(jax.jit, static_argnames=("name",))
-def _pair_gains_jit(name, inputs):
-    return pair_gains(STRATEGIES[name].pair_score, inputs)
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _pair_gains_jit(spec: PairScore, inputs):
+    return pair_gains(spec, inputs)
 
 
 def select(
-    name: str,
+    name: StrategyLike,
     key: jax.Array,
     phi_diff,
     beta,
@@ -174,25 +224,29 @@ def select(
 ) -> Selection:
     """Validate the inputs, then run strategy ``name`` (jit-compiled) and return k picks.
 
+    name: the strategy: its registry name, a :class:`~arm_jax.selection.registry.Strategy`,
+    or a :class:`PairScore` of your own (:func:`arm_jax.selection.registry.resolve`); the
+    compiled kernel takes the strategy object itself as its static argument.
     phi_diff: (N, H) feature differences; beta: (H,); valid: optional (N,) bool;
     past_phi_diff / past_mask: optional labelled pairs (used by the past-aware strategies);
     prior_precision: λ of the head's prior (the fit's ``FitStats.prior_precision``);
-    items: the candidates' items (:class:`PairItems`; required by :data:`RESPONSE_RULES`);
+    items: the candidates' items (:class:`PairItems`; required by the response rules,
+    :data:`arm_jax.selection.registry.RESPONSE_RULES`);
     past_weight, tie: the labelled rows' votes and Davidson's ν (:class:`SelectionInputs`). Raises :class:`~arm_jax.errors.InputError` on an unknown name, k ≤ 0, k > number
     of valid candidates, NaN/inf, or mismatched shapes; :class:`SelectionFailed` rather than
     returning picks whose scores are not finite.
     """
-    get_strategy(name)
-    validate_selection(phi_diff, beta, k, valid, past_phi_diff, past_mask)
+    strategy = resolve(name)
+    phi_diff = validate_selection(phi_diff, beta, k, valid, past_phi_diff, past_mask)
     if not (np.isfinite(prior_precision) and prior_precision > 0):
         raise InputError(f"prior precision must be a positive number, got {prior_precision}")
     if items is not None:
         _check_items(items, np.shape(phi_diff))
-    elif name in RESPONSE_RULES:
-        _need_items(None, name)
+    elif strategy.response_rule:
+        _need_items(None, strategy.name)
     if tie is not None and not (np.isfinite(tie) and tie >= 0):
         raise InputError(f"tie strength must be a number >= 0, got {tie}")
     inputs = make_inputs(phi_diff, beta, valid, past_phi_diff, past_mask, prior_precision, items, past_weight, tie)
-    chosen = _select_jit(name, key, inputs, int(k))
-    check_selection(name, chosen.scores)
+    chosen = _select_jit(strategy, key, inputs, int(k))
+    check_selection(strategy.name, chosen.scores)
     return chosen

@@ -161,17 +161,31 @@ def fit_on_labels(
     items = np.zeros((_bucket(rows.size), embeddings.shape[1]), np.float32)
     items[: rows.size] = embeddings[rows]
     n_labels = winner.shape[0]
-    if counts is None and annotator is None:
-        buffer = buffer_lib.buffer_from_pairs(inverse[:n_labels], inverse[n_labels:], capacity=_bucket(n_labels))
-    else:
-        counts = np.tile(np.float32([1, 0, 0]), (n_labels, 1)) if counts is None else counts
-        annotator = np.full(n_labels, -1, np.int32) if annotator is None else annotator
-        buffer = buffer_lib.buffer_from_pairs(
-            inverse[:n_labels], inverse[n_labels:], capacity=_bucket(n_labels), counts=counts, annotator=annotator
-        )
+    buffer = label_buffer(inverse[:n_labels], inverse[n_labels:], _bucket(n_labels), counts, annotator)
     items = jnp.asarray(items)
     params, stats = train_lib.fit_jit(train_key(seed), items, buffer, model_config=model_config, train_config=train_config)
     return jax.block_until_ready(params), fit_report(stats, train_config)
+
+
+def label_buffer(first, second, capacity: int, counts=None, annotator=None) -> buffer_lib.LabelBuffer:
+    """The comparisons first[i] vs second[i] as a :class:`~arm_jax.model.buffer.LabelBuffer` of
+    ``capacity`` rows: what :func:`arm_jax.model.buffer.buffer_from_pairs` holds, built on the
+    host and copied to the device, so no program is compiled for the number of rows (only the
+    capacity, a :func:`_bucket`, reaches the device). With ``counts`` (n, 3) or ``annotator``
+    (n,), a buffer with votes (default votes: one decided label; default rater: −1)."""
+    n = int(np.shape(first)[0])
+    if capacity < n:
+        raise InputError(f"buffer capacity {capacity} is smaller than the {n} comparisons")
+    pairs = np.zeros((capacity, 2), np.int32)
+    pairs[:n, 0], pairs[:n, 1] = first, second
+    head = (jnp.asarray(pairs), jnp.asarray(np.int32(n)), jnp.asarray(np.bool_(False)))
+    if counts is None and annotator is None:
+        return buffer_lib.LabelBuffer(*head)
+    votes = np.zeros((capacity, 3), np.float32)
+    votes[:n] = np.float32([1, 0, 0]) if counts is None else counts
+    rater = np.full(capacity, -1, np.int32)
+    rater[:n] = -1 if annotator is None else annotator
+    return buffer_lib.LabelBuffer(*head, jnp.asarray(votes), jnp.asarray(rater))
 
 
 def check_fit(params, pool: Pool, rows: np.ndarray) -> None:
@@ -310,22 +324,38 @@ def fit_training_set(
     return params, fit
 
 
-def past_information_inputs(ts, fit, phi_first, phi_second, train_config: TrainConfig):
-    """(past_phi_diff, past_weight, tie) of the labelled rows for the selection: the rows as
-    the Fisher information sees them (:func:`arm_jax.model.raters.information_rows`: x scaled by the
+class PastRows(NamedTuple):
+    """The labelled rows as the selection kernels see them (:class:`arm_jax.selection.scores.SelectionInputs`),
+    padded to :func:`_bucket` rows so that a later round with more labels in the same bucket
+    runs the kernels compiled for this one: ``x`` (C, H) float32 (rows ≥ n zero), ``mask``
+    (C,) bool (the first n rows), ``weight`` (C,) float32 votes (0 on padding) or None for
+    decided labels, ``tie`` Davidson's ν or None; ``n`` the real rows."""
+
+    x: np.ndarray
+    mask: np.ndarray
+    weight: np.ndarray | None
+    tie: float | None
+    n: int
+
+
+def past_information_inputs(ts, fit, phi_first, phi_second, train_config: TrainConfig) -> PastRows:
+    """:class:`PastRows` of the labelled rows for the selection: the rows as the Fisher
+    information sees them (:func:`arm_jax.model.raters.information_rows`: x scaled by the
     rater's reliability, weighted by the votes), Davidson's ν when the fit has one
-    (:class:`arm_jax.selection.scores.SelectionInputs`); weight and ν None for decided labels."""
-    past = phi_first - phi_second
+    (:class:`arm_jax.selection.scores.SelectionInputs`); weight and ν None for decided labels.
+    Everything that reaches the device has the padded shape (nothing compiles per label count)."""
+    n = ts.n
+    capacity = _bucket(n)
+    x = np.zeros((capacity, np.shape(phi_first)[1]), np.float32)
+    x[:n] = phi_first - phi_second
+    mask = np.arange(capacity) < n
     if ts.counts is None:
-        return past, None, None
-    buffer = buffer_lib.buffer_from_pairs(
-        ts.first, ts.second, counts=ts.counts,
-        annotator=np.full(ts.n, -1, np.int32) if ts.annotator is None else ts.annotator,
-    )
+        return PastRows(x, mask, None, None, n)
+    buffer = label_buffer(ts.first, ts.second, capacity, ts.counts, ts.annotator)
     reliability = jnp.asarray(fit.reliability, jnp.float32) if fit.reliability else None
-    past, weight = raters_lib.information_rows(jnp.asarray(past), raters_lib.votes_of(buffer, train_config), reliability)
+    x, weight = raters_lib.information_rows(jnp.asarray(x), raters_lib.votes_of(buffer, train_config), reliability)
     tie = fit.tie if fit.tie > 0 else None
-    return np.asarray(past, np.float32), np.asarray(weight, np.float32), tie
+    return PastRows(np.asarray(x, np.float32), mask, np.asarray(weight, np.float32), tie, n)
 
 
 #: One line on what a held-out share of the user's own labels can and cannot measure.

@@ -51,8 +51,8 @@ from arm_jax.runtime import distributed
 from arm_jax.runtime import files as io_lib
 from arm_jax.runtime import mesh as parallel
 from arm_jax.runtime import progress as progress_lib
+from arm_jax.selection import allpairs, registry, sharded
 from arm_jax.selection import pool as pool_lib
-from arm_jax.selection import registry, sharded
 from arm_jax.selection import scores as strategies_lib
 from arm_jax.selection.allpairs import ALLPAIRS_STRATEGIES as ALL_PAIRS_STRATEGIES
 from arm_jax.workflow.candidates import (
@@ -64,7 +64,9 @@ from arm_jax.workflow.candidates import (
 from arm_jax.workflow.fitting import (
     FitReport,
     Log,
+    PastRows,
     TrainingSet,
+    _bucket,
     _describe_labels,
     _load_val_labels,
     _quiet,
@@ -88,9 +90,6 @@ from arm_jax.workflow.labels import (
     pair_keys,
 )
 from arm_jax.workflow.pool import Pool, load_pool
-
-#: Without :mod:`arm_jax.selection.allpairs`, ``all-cross`` falls back to explicit pairs up to this many.
-EXPLICIT_ALL_PAIRS_LIMIT = 2_000_000
 
 __all__ = ['SelectRequest', 'SelectResult', 'run_select', 'select_pairs']
 
@@ -511,26 +510,41 @@ def _add_rows(params, model_config, pool: Pool, row_of, phi, rew, rows):
 
 
 class _Past(NamedTuple):
-    """What the strategies know of the labelled rows (:func:`arm_jax.workflow.fitting.past_information_inputs`;
-    all None with no labels) and the head's prior precision."""
+    """What the strategies know of the labelled rows, padded to a size bucket
+    (:func:`arm_jax.workflow.fitting.past_information_inputs`; None with no labels), and the
+    head's prior precision."""
 
-    past: np.ndarray | None
-    past_weight: np.ndarray | None
-    tie: float | None
+    rows: PastRows | None
     prior: float
+
+    def kernel_args(self) -> dict:
+        """The keyword arguments of every selection driver (pool, budget, all pairs, sharded)
+        that carry the labelled rows and the prior; the rows padded, with their mask."""
+        rows = self.rows
+        if rows is None:
+            return dict(past_phi_diff=None, past_mask=None, past_weight=None, tie=None, prior_precision=self.prior)
+        return dict(past_phi_diff=rows.x, past_mask=rows.mask, past_weight=rows.weight, tie=rows.tie,
+                    prior_precision=self.prior)
+
+    def unpadded(self) -> tuple:
+        """(past, past_weight, tie) of the real rows alone (None each with no labels), for :func:`stopping_row`."""
+        rows = self.rows
+        if rows is None:
+            return None, None, None
+        return rows.x[: rows.n], None if rows.weight is None else rows.weight[: rows.n], rows.tie
 
 
 def _past_information(fitted: _Fitted, features: _Features) -> _Past:
     """The labelled rows as the posterior-based strategies see them, and the head's prior
     precision (chosen on held-out labels by the linear model's exact fit; the default otherwise)."""
     ts, fit = fitted.ts, fitted.fit
-    past = past_weight = tie = None
+    rows = None
     if ts.n:
-        past, past_weight, tie = past_information_inputs(
+        rows = past_information_inputs(
             ts, fit, features.phi[features.local(ts.first)], features.phi[features.local(ts.second)], fitted.train_config
         )
     prior = fit.prior_precision if ts.n and np.isfinite(fit.prior_precision) else DEFAULT_PRIOR_PRECISION
-    return _Past(past, past_weight, tie, prior)
+    return _Past(rows, prior)
 
 
 # ----------------------------------------------------------------------------- select: choose
@@ -550,16 +564,15 @@ class _Picks(NamedTuple):
 
 def _choose(request: SelectRequest, data: _Loaded, fitted: _Fitted, features: _Features, past: _Past) -> _Picks:
     """Phase 5: score the candidates with the strategy and keep the best k. The driver: every
-    pair (:func:`_select_all_pairs`: explicit, :mod:`arm_jax.selection.allpairs` or its sharded
-    form), or of the sampled candidates the rows split over the processes
+    pair (:func:`_select_all_pairs`: :mod:`arm_jax.selection.allpairs` or its sharded form), or
+    of the sampled candidates the rows split over the processes
     (:func:`_select_sharded`), all on this one (:func:`_select_pool`) or within the budget
     (:func:`_select_budget`)."""
     strategy, candidates = request.strategy, data.candidates
     with progress_lib.spinner(f"{strategy}: scoring the candidates", on=request.progress):
         if candidates is None:
             a, b, scores = _select_all_pairs(
-                strategy, request.seed, features.phi, features.beta, request.k, past.past, data.excluded, data.pool.n,
-                past.prior, past.past_weight, past.tie,
+                strategy, request.seed, features.phi, features.beta, request.k, past, data.excluded, data.pool.n
             )
             return _Picks(a, b, scores, data.pool.n * (data.pool.n - 1) // 2, data.excluded.size, features)
         items = _pair_items(request, data, features)
@@ -590,8 +603,7 @@ def _select_sharded(request: SelectRequest, candidates: CandidatePairs, features
     """The best k candidates, their rows split over every process's devices (each builds only its own)."""
     return sharded.sharded_select(
         request.strategy, None, parallel.Rows(candidates.a.size, features.phi.shape[1], diff_rows), features.beta,
-        request.k, valid=candidates.valid, past_phi_diff=past.past, prior_precision=past.prior,
-        past_weight=past.past_weight, tie=past.tie,
+        request.k, valid=candidates.valid, **past.kernel_args(),
     )
 
 
@@ -599,7 +611,7 @@ def _select_pool(request: SelectRequest, candidates: CandidatePairs, features: _
     """The best k candidates, scored here (:func:`arm_jax.selection.pool.select`)."""
     return pool_lib.select(
         request.strategy, select_key(request.seed), diff, features.beta, request.k, valid=candidates.valid,
-        past_phi_diff=past.past, prior_precision=past.prior, items=items, past_weight=past.past_weight, tie=past.tie,
+        items=items, **past.kernel_args(),
     )
 
 
@@ -610,8 +622,7 @@ def _select_budget(request: SelectRequest, data: _Loaded, features: _Features, p
     pair_cost = data.pool.costs[candidates.a] + data.pool.costs[candidates.b]
     chosen = pool_lib.select_within_budget(
         request.strategy, select_key(request.seed), diff, features.beta, pair_cost, budget,
-        request.k or candidates.a.size, valid=candidates.valid, past_phi_diff=past.past, prior_precision=past.prior,
-        past_weight=past.past_weight, tie=past.tie,
+        request.k or candidates.a.size, valid=candidates.valid, **past.kernel_args(),
     )
     if not np.size(chosen.indices):
         cheapest = float(pair_cost[candidates.valid].min())
@@ -646,7 +657,7 @@ def _report(request: SelectRequest, history: list, fitted: _Fitted, past: _Past,
         history = history[:-1]
     features = picks.features
     row = stopping_row(
-        fitted.ts, fitted.fit, features.beta, past.past, past.past_weight, past.tie, past.prior,
+        fitted.ts, fitted.fit, features.beta, *past.unpadded(), past.prior,
         features.diff(picks.a, picks.b), request.strategy, history,
     )
     return history + [row]
@@ -714,60 +725,27 @@ def _check_enough_candidates(
         )
 
 
-def _load_allpairs():
-    """:mod:`arm_jax.selection.allpairs`, imported on first use; None where it is not installed."""
-    try:
-        from arm_jax.selection import allpairs
-    except ModuleNotFoundError as err:
-        if err.name != "arm_jax.selection.allpairs":
-            raise
-        return None
-    return allpairs
-
-
-def _select_all_pairs(
-    strategy, seed, phi, beta, k, past, labelled, n_items, prior=DEFAULT_PRIOR_PRECISION, past_weight=None, tie=None,
-):
-    """Top k over every pair of items, skipping the ``labelled`` keys. Returns (a, b, scores).
-
-    :mod:`arm_jax.selection.allpairs` has no pair mask, so it is asked for somewhat more than k pairs
-    and the labelled ones are dropped afterwards (asking again for more, up to k + number of
-    labelled pairs, when they crowd the top). Its pool information M counts every pair,
-    labelled ones included.
-    """
-    allpairs = _load_allpairs()
-    universe = n_items * (n_items - 1) // 2
-    # at most len(labelled) of the best pairs can be labelled ones: ask for that many more
-    k_req = int(min(universe, k + labelled.size))
-    if allpairs is None:
-        if universe > EXPLICIT_ALL_PAIRS_LIMIT:
-            raise InputError(
-                f"--pairs all-cross over {n_items} items needs arm_jax.selection.allpairs "
-                f"(only up to {EXPLICIT_ALL_PAIRS_LIMIT} pairs are listed explicitly)"
-            )
-        a, b = np.triu_indices(n_items, k=1)
-        valid = ~np.isin(pair_keys(a, b, n_items), labelled)
-        chosen = pool_lib.select(
-            strategy, select_key(seed), phi[a] - phi[b], beta, k, valid=valid, past_phi_diff=past,
-            prior_precision=prior, past_weight=past_weight, tie=tie,
-        )
-        idx = np.asarray(chosen.indices)
-        return a[idx].astype(np.int64), b[idx].astype(np.int64), np.asarray(chosen.scores)
-    # Ask for a few more than k; if labelled pairs crowd the top, ask again for more (up to
-    # k + #labelled, which always suffices). The first k unlabelled of the best k_try are the
-    # best k unlabelled as soon as there are k of them.
-    k_try = int(min(k_req, k + min(labelled.size, max(k, 64))))
+def _select_all_pairs(strategy, seed, phi, beta, k, past: _Past | None, labelled, n_items):
+    """Top k over every pair of items but the ``labelled`` keys (:func:`pair_keys`), which the
+    kernel never picks (its ``exclude=``): :func:`arm_jax.selection.allpairs.select_all_pairs`,
+    or its sharded form on several processes. Returns (a, b, scores), a < b, best first. The
+    pool information M counts every pair, labelled ones included; ``past``: the labelled rows
+    and the prior (None: none and the default prior)."""
+    past = _Past(None, DEFAULT_PRIOR_PRECISION) if past is None else past
     # several processes: the blocks of the pair grid split over every process's devices
     select_all = sharded.sharded_select_all_pairs if distributed.process_count() > 1 else allpairs.select_all_pairs
-    while True:
-        result = select_all(
-            strategy, select_key(seed), phi, beta, k_try, past_phi_diff=past, prior_precision=prior,
-            past_weight=past_weight, tie=tie,
-        )
-        u = np.asarray(result.u, np.int64)
-        v = np.asarray(result.v, np.int64)
-        keep = np.flatnonzero(~np.isin(pair_keys(u, v, n_items), labelled))
-        if keep.size >= k or k_try >= k_req:
-            keep = keep[:k]
-            return u[keep], v[keep], np.asarray(result.scores)[keep]
-        k_try = int(min(k_req, 2 * k_try))
+    result = select_all(
+        strategy, select_key(seed), phi, beta, k, exclude=_exclude_pairs(labelled, n_items), **past.kernel_args()
+    )
+    return np.asarray(result.u, np.int64), np.asarray(result.v, np.int64), np.asarray(result.scores)
+
+
+def _exclude_pairs(keys: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs of ``keys`` (min·n + max) as item arrays (u, v), padded with −1 (no pair) to a
+    size bucket (:func:`arm_jax.workflow.fitting._bucket`), so a later round with more labelled
+    pairs in the same bucket runs the all-pairs kernel compiled for this one."""
+    keys = np.asarray(keys, np.int64)
+    u = np.full(_bucket(keys.size), -1, np.int64)
+    v = u.copy()
+    u[: keys.size], v[: keys.size] = keys // n_items, keys % n_items
+    return u, v
