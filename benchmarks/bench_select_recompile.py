@@ -1,7 +1,7 @@
 """Does a repeated ``select`` with more labels compile anything? Counted, in one process and across two.
 
 The active-learning loop runs ``select`` once per round with ~100 more labels each time. The
-fit pads the labelled rows to size buckets (:func:`arm_jax.workflow.fitting._bucket`: powers
+fit pads the labelled rows to size buckets (:func:`arm_jax.workflow.fitting.bucket`: powers
 of two up to 8192, then multiples of 8192) and so do the selection kernels' labelled rows, so
 two rounds whose label counts share a bucket should run the programs of the first round
 again, compiling none. This script measures that, on a generated ``--items`` x ``--dim`` pool
@@ -208,10 +208,10 @@ def main(argv=None) -> int:
         return 0
     import jax
 
-    from arm_jax.workflow.fitting import _bucket
+    from arm_jax.workflow.fitting import bucket
 
     strategies = [s for s in args.strategies.split(",") if s]
-    buckets = (_bucket(args.labels), _bucket(args.labels + args.more))
+    buckets = (bucket(args.labels), bucket(args.labels + args.more))
     rows = []
     with tempfile.TemporaryDirectory(prefix="arm-jax-recompile-") as tmp:
         tmp = Path(tmp)

@@ -42,9 +42,6 @@ from arm_jax.selection import scores as strategies_lib
 from arm_jax.selection.registry import STRATEGIES, Strategy, StrategyLike
 from arm_jax.selection.scores import PairScore
 
-#: The strategies all pairs runs (the registry's :data:`~arm_jax.selection.registry.PAIR_SCORE_STRATEGIES`,
-#: under the name :mod:`arm_jax.workflow.select` imports); a PairScore of your own runs too.
-ALLPAIRS_STRATEGIES = registry.PAIR_SCORE_STRATEGIES
 DEFAULT_TILE = 512
 
 
@@ -400,7 +397,7 @@ def rank_blocks(
     return Ranked(scores, u, v, shown, feats.ok)
 
 
-_top_k_all_pairs_jit = jax.jit(top_k_all_pairs, static_argnames=("name", "k", "tile", "ridge"))
+top_k_program = jax.jit(top_k_all_pairs, static_argnames=("name", "k", "tile", "ridge"))
 
 
 # ----------------------------------------------------------------------------- boundary
@@ -497,7 +494,7 @@ def select_all_pairs(
     ex_u = ex_v = None
     if exclude is not None and np.size(exclude[0]):
         ex_u, ex_v = (jnp.asarray(np.asarray(e, np.int64), jnp.int32) for e in exclude)
-    chosen = _top_k_all_pairs_jit(
+    chosen = top_k_program(
         strategy, key, phi, jnp.asarray(beta, jnp.float32), int(k), past_phi_diff, past_mask, item_valid, tile,
         exclude_u=ex_u, exclude_v=ex_v, prior_precision=jnp.float32(prior_precision),
         past_weight=None if past_weight is None else jnp.asarray(past_weight, jnp.float32),

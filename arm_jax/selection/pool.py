@@ -97,7 +97,7 @@ def check_inputs(inputs: SelectionInputs) -> None:
 
 
 @functools.partial(jax.jit, static_argnames=("strategy", "k"))
-def _select_jit(strategy: Strategy, key, inputs, k):
+def select_program(strategy: Strategy, key, inputs, k):
     check_inputs(inputs)
     return strategy.fn(key, inputs, k)
 
@@ -247,6 +247,6 @@ def select(
     if tie is not None and not (np.isfinite(tie) and tie >= 0):
         raise InputError(f"tie strength must be a number >= 0, got {tie}")
     inputs = make_inputs(phi_diff, beta, valid, past_phi_diff, past_mask, prior_precision, items, past_weight, tie)
-    chosen = _select_jit(strategy, key, inputs, int(k))
+    chosen = select_program(strategy, key, inputs, int(k))
     check_selection(strategy.name, chosen.scores)
     return chosen

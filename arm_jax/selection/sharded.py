@@ -35,7 +35,7 @@ from arm_jax.selection.scores import PairScore, Selection
 # ----------------------------------------------------------------------------- pools
 
 
-def _pool_setup(
+def pool_setup(
     phi_diff, beta, valid, past_phi_diff, past_mask, devices, prior_precision=likelihood.DEFAULT_PRIOR_PRECISION,
     past_weight=None, tie=None,
 ):
@@ -86,7 +86,7 @@ def _sharded_scores(spec: PairScore, mesh, x, valid, beta, past, prior, ridge):
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "mesh", "k", "ridge"))
-def _sharded_top_k(spec: PairScore, mesh, x, valid, beta, past, prior, k, ridge):
+def top_k_program(spec: PairScore, mesh, x, valid, beta, past, prior, k, ridge):
     n_local = x.shape[0] // mesh.devices.size
     k_local = min(k, n_local)
 
@@ -128,7 +128,7 @@ def sharded_dopt_scores(
     Returns (N,) float32 scores, sharded over ``devices``; equal to the one-device result.
     """
     fisher.check_shapes(phi_diff, beta, past_phi_diff, past_mask)
-    mesh, n, x, valid_s, beta_s, past, prior = _pool_setup(phi_diff, beta, valid, past_phi_diff, past_mask, devices)
+    mesh, n, x, valid_s, beta_s, past, prior = pool_setup(phi_diff, beta, valid, past_phi_diff, past_mask, devices)
     name = ("pa_dopt" if past_phi_diff is not None else "dopt") if weighted else "xtx"
     scores = _sharded_scores(registry.STRATEGIES[name].pair_score, mesh, x, valid_s, beta_s, past, prior, float(ridge))
     return scores if scores.shape[0] == n else scores[:n]  # padded rows: strip
@@ -173,10 +173,10 @@ def sharded_select(
     strategy = _sharded_strategy(name)
     del key
     pool.validate_selection(phi_diff, beta, k, valid, past_phi_diff, past_mask)
-    mesh, n, x, valid_s, beta_s, past, prior = _pool_setup(
+    mesh, n, x, valid_s, beta_s, past, prior = pool_setup(
         phi_diff, beta, valid, past_phi_diff, past_mask, devices, prior_precision, past_weight, tie
     )
-    chosen = _sharded_top_k(strategy.pair_score, mesh, x, valid_s, beta_s, past, prior, int(k), float(ridge))
+    chosen = top_k_program(strategy.pair_score, mesh, x, valid_s, beta_s, past, prior, int(k), float(ridge))
     chosen = Selection(replicated_value(chosen.indices), replicated_value(chosen.scores))
     pool.check_selection(strategy.name, chosen.scores)
     return chosen

@@ -40,7 +40,7 @@ from arm_jax.workflow.labels import (
 )
 from arm_jax.workflow.pool import Pool
 
-_FEATURE_CHUNK = 4096  # rows per jit-compiled forward pass
+FEATURE_CHUNK = 4096  # rows per jit-compiled forward pass
 
 
 def train_key(seed: int) -> jax.Array:
@@ -60,7 +60,7 @@ def initial_params(seed: int, model_config: ModelConfig, input_dim: int):
 _init_jit = jax.jit(model_lib.init_params, static_argnums=(1, 2))
 
 
-def _bucket(n: int) -> int:
+def bucket(n: int) -> int:
     """Round a size up (powers of two up to 8192, then multiples of 8192) so that labelled
     sets growing round after round reuse one compiled fit; padding never changes a result
     (padded rows are never drawn)."""
@@ -158,10 +158,10 @@ def fit_on_labels(
         report = FitReport(0, 0, 0.0, 0, 0, nan, nan, bool(train_config.early_stopping), bool(train_config.refit))
         return initial_params(seed, model_config, embeddings.shape[1]), report
     rows, inverse = np.unique(np.concatenate([winner, loser]), return_inverse=True)
-    items = np.zeros((_bucket(rows.size), embeddings.shape[1]), np.float32)
+    items = np.zeros((bucket(rows.size), embeddings.shape[1]), np.float32)
     items[: rows.size] = embeddings[rows]
     n_labels = winner.shape[0]
-    buffer = label_buffer(inverse[:n_labels], inverse[n_labels:], _bucket(n_labels), counts, annotator)
+    buffer = label_buffer(inverse[:n_labels], inverse[n_labels:], bucket(n_labels), counts, annotator)
     items = jnp.asarray(items)
     params, stats = train_lib.fit_jit(train_key(seed), items, buffer, model_config=model_config, train_config=train_config)
     return jax.block_until_ready(params), fit_report(stats, train_config)
@@ -171,7 +171,7 @@ def label_buffer(first, second, capacity: int, counts=None, annotator=None) -> b
     """The comparisons first[i] vs second[i] as a :class:`~arm_jax.model.buffer.LabelBuffer` of
     ``capacity`` rows: what :func:`arm_jax.model.buffer.buffer_from_pairs` holds, built on the
     host and copied to the device, so no program is compiled for the number of rows (only the
-    capacity, a :func:`_bucket`, reaches the device). With ``counts`` (n, 3) or ``annotator``
+    capacity, a :func:`bucket`, reaches the device). With ``counts`` (n, 3) or ``annotator``
     (n,), a buffer with votes (default votes: one decided label; default rater: −1)."""
     n = int(np.shape(first)[0])
     if capacity < n:
@@ -235,7 +235,7 @@ def item_features(
     rew = np.empty((n_rows,), np.float32)
     if n_rows == 0:
         return phi, rew
-    chunk = min(_FEATURE_CHUNK, _bucket(n_rows))
+    chunk = min(FEATURE_CHUNK, bucket(n_rows))
     forward = _forward_fn(model_config)
     starts = range(0, n_rows, chunk)
     for start in progress_lib.track(starts, len(starts), f"features of {n_rows} items", on=progress and len(starts) > 4):
@@ -326,7 +326,7 @@ def fit_training_set(
 
 class PastRows(NamedTuple):
     """The labelled rows as the selection kernels see them (:class:`arm_jax.selection.scores.SelectionInputs`),
-    padded to :func:`_bucket` rows so that a later round with more labels in the same bucket
+    padded to :func:`bucket` rows so that a later round with more labels in the same bucket
     runs the kernels compiled for this one: ``x`` (C, H) float32 (rows ≥ n zero), ``mask``
     (C,) bool (the first n rows), ``weight`` (C,) float32 votes (0 on padding) or None for
     decided labels, ``tie`` Davidson's ν or None; ``n`` the real rows."""
@@ -345,7 +345,7 @@ def past_information_inputs(ts, fit, phi_first, phi_second, train_config: TrainC
     (:class:`arm_jax.selection.scores.SelectionInputs`); weight and ν None for decided labels.
     Everything that reaches the device has the padded shape (nothing compiles per label count)."""
     n = ts.n
-    capacity = _bucket(n)
+    capacity = bucket(n)
     x = np.zeros((capacity, np.shape(phi_first)[1]), np.float32)
     x[:n] = phi_first - phi_second
     mask = np.arange(capacity) < n

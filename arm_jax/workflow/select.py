@@ -54,7 +54,7 @@ from arm_jax.runtime import progress as progress_lib
 from arm_jax.selection import allpairs, registry, sharded
 from arm_jax.selection import pool as pool_lib
 from arm_jax.selection import scores as strategies_lib
-from arm_jax.selection.allpairs import ALLPAIRS_STRATEGIES as ALL_PAIRS_STRATEGIES
+from arm_jax.selection.registry import PAIR_SCORE_STRATEGIES as ALL_PAIRS_STRATEGIES
 from arm_jax.workflow.candidates import (
     DEFAULT_CANDIDATES,
     PAIR_MODES,
@@ -66,12 +66,12 @@ from arm_jax.workflow.fitting import (
     Log,
     PastRows,
     TrainingSet,
-    _bucket,
     _describe_labels,
     _load_val_labels,
     _quiet,
     _schedule,
     all_item_features,
+    bucket,
     check_features,
     fit_summary,
     fit_training_set,
@@ -742,10 +742,10 @@ def _select_all_pairs(strategy, seed, phi, beta, k, past: _Past | None, labelled
 
 def _exclude_pairs(keys: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
     """The pairs of ``keys`` (min·n + max) as item arrays (u, v), padded with −1 (no pair) to a
-    size bucket (:func:`arm_jax.workflow.fitting._bucket`), so a later round with more labelled
+    size bucket (:func:`arm_jax.workflow.fitting.bucket`), so a later round with more labelled
     pairs in the same bucket runs the all-pairs kernel compiled for this one."""
     keys = np.asarray(keys, np.int64)
-    u = np.full(_bucket(keys.size), -1, np.int64)
+    u = np.full(bucket(keys.size), -1, np.int64)
     v = u.copy()
     u[: keys.size], v[: keys.size] = keys // n_items, keys % n_items
     return u, v

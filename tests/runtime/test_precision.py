@@ -57,7 +57,7 @@ def test_the_check_sees_default_precision(pool):
 def test_every_strategy_multiplies_at_full_precision(pool, name, outer):
     key = jax.random.PRNGKey(0)
     if outer is None:
-        lowered = pool_lib._select_jit.lower(registry.STRATEGIES[name], key, pool, 5)
+        lowered = pool_lib.select_program.lower(registry.STRATEGIES[name], key, pool, 5)
     else:
         with jax.default_matmul_precision(outer):
             lowered = jax.jit(registry.STRATEGIES[name].fn, static_argnums=2).lower(key, pool, 5)
@@ -68,7 +68,7 @@ def test_every_strategy_multiplies_at_full_precision(pool, name, outer):
 def test_all_pairs_multiplies_at_full_precision(pool, name):
     phi = pool.phi_diff[:24]
     with jax.default_matmul_precision("bfloat16"):
-        lowered = allpairs._top_k_all_pairs_jit.lower(
+        lowered = allpairs.top_k_program.lower(
             name, None, phi, pool.beta, 5, pool.past_phi_diff, pool.past_mask, None, 8
         )
     if name in ("entropy", "maxdiff"):  # gaps only: r = Φβ is the one product
@@ -86,9 +86,9 @@ def test_fisher_functions_multiply_at_full_precision(pool):
 
 
 def test_sharded_scores_multiply_at_full_precision(pool):
-    mesh, _, x, valid, beta, past, prior = sharded._pool_setup(
+    mesh, _, x, valid, beta, past, prior = sharded.pool_setup(
         pool.phi_diff, pool.beta, None, None, None, jax.devices()[:1]
     )
     for name in ("dopt", "entropy", "iopt"):
         spec = registry.STRATEGIES[name].pair_score
-        assert_all_highest(sharded._sharded_top_k.lower(spec, mesh, x, valid, beta, past, prior, 5, 1e-6))
+        assert_all_highest(sharded.top_k_program.lower(spec, mesh, x, valid, beta, past, prior, 5, 1e-6))

@@ -121,3 +121,19 @@ def test_bad_input_raises_one_line_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message) as info:
         select_all_pairs(**args)
     assert "\n" not in str(info.value)
+
+
+def test_excluded_pairs_that_crowd_the_top_are_never_picked():
+    """The 100 best pairs are labelled: the kernel's exclusion picks the next 5."""
+    rng = np.random.default_rng(0)
+    n = 40
+    phi = rng.normal(size=(n, 4)).astype(np.float32)
+    beta = rng.normal(size=4).astype(np.float32)
+    r = phi @ beta
+    a, b = np.triu_indices(n, 1)
+    order = np.argsort(-np.abs(r[a] - r[b]), kind="stable")
+    exclude = (a[order[:100]][::-1], b[order[:100]][::-1])  # the 100 largest gaps, either order is one pair
+    got = allpairs.select_all_pairs("maxdiff", None, phi, beta, 5, exclude=exclude)
+    got_a, got_b, scores = np.asarray(got.u), np.asarray(got.v), np.asarray(got.scores)
+    assert set(zip(got_a.tolist(), got_b.tolist())) == set(zip(a[order[100:105]].tolist(), b[order[100:105]].tolist()))
+    np.testing.assert_allclose(scores, np.abs(r[a] - r[b])[order[100:105]], rtol=1e-4)

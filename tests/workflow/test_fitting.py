@@ -41,7 +41,7 @@ def test_no_labels_gives_the_seeded_initialisation():
 
 
 def test_item_features_in_chunks_match_one_forward_pass(monkeypatch):
-    monkeypatch.setattr(fitting, "_FEATURE_CHUNK", 16)
+    monkeypatch.setattr(fitting, "FEATURE_CHUNK", 16)
     x = np.random.default_rng(1).normal(size=(37, 6))
     params = model_lib.init_params(jax.random.PRNGKey(0), MODEL, 6)
     phi, r = fitting.item_features(params, MODEL, x)

@@ -8,7 +8,6 @@ import numpy as np
 
 from arm_jax.model.config import TrainConfig
 from arm_jax.model.network import ModelConfig
-from arm_jax.workflow import labels as labels_lib
 from arm_jax.workflow import score
 from arm_jax.workflow import select as realdata
 
@@ -50,18 +49,3 @@ def test_select_pairs_library_call(tmp_path):
     new = {frozenset((r["a"], r["b"])) for r in result.rows}
     assert len(new) == 6 and not old & new
     assert result.n_labels == 6 and set(result.timings) >= {"load", "train", "features", "select", "write", "total"}
-
-
-def test_all_cross_skips_labelled_pairs_that_crowd_the_top():
-    """The 100 best pairs are labelled: the kernel's exclusion picks the next 5."""
-    rng = np.random.default_rng(0)
-    n = 40
-    phi = rng.normal(size=(n, 4)).astype(np.float32)
-    beta = rng.normal(size=4).astype(np.float32)
-    r = phi @ beta
-    a, b = np.triu_indices(n, 1)
-    order = np.argsort(-np.abs(r[a] - r[b]), kind="stable")
-    labelled = np.sort(labels_lib.pair_keys(a[order[:100]], b[order[:100]], n))  # the 100 largest gaps
-    got_a, got_b, scores = realdata._select_all_pairs("maxdiff", 0, phi, beta, 5, None, labelled, n)
-    assert set(zip(got_a.tolist(), got_b.tolist())) == set(zip(a[order[100:105]].tolist(), b[order[100:105]].tolist()))
-    np.testing.assert_allclose(scores, np.abs(r[a] - r[b])[order[100:105]], rtol=1e-4)

@@ -1,6 +1,6 @@
 """A repeated ``select`` with more labels (in the same size bucket) compiles no program.
 
-The fit pads the labelled rows to size buckets (``fitting._bucket``) and so does every
+The fit pads the labelled rows to size buckets (``fitting.bucket``) and so does every
 selection kernel (the labelled rows as ``past_phi_diff``/``past_mask``/``past_weight``, the
 all-pairs exclusions), so the next round of the loop runs the programs of the last one.
 Compilations are counted by a ``jax.monitoring`` listener on JAX's backend-compile event
@@ -15,7 +15,7 @@ import pytest
 
 from arm_jax.model.config import TrainConfig
 from arm_jax.model.network import ModelConfig
-from arm_jax.workflow.fitting import _bucket
+from arm_jax.workflow.fitting import bucket
 from arm_jax.workflow.select import select_pairs
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -39,7 +39,7 @@ def rounds(tmp_path):
     """A pool with costs and the comparisons of two rounds, the second's the first's and more.
     Both the label counts and the labelled items (at most 30: the fit pads those to a bucket
     too) share a bucket."""
-    assert _bucket(FIRST) == _bucket(SECOND)
+    assert bucket(FIRST) == bucket(SECOND)
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "pool.npz", embeddings=rng.normal(size=(N_ITEMS, DIM)).astype(np.float32),
              costs=rng.uniform(0.5, 2.0, N_ITEMS).astype(np.float32))
@@ -47,7 +47,7 @@ def rounds(tmp_path):
     pick = rng.choice(a.size, SECOND, replace=False)
     winner, loser = a[pick], b[pick]
     items = lambda n: np.unique(np.concatenate([winner[:n], loser[:n]])).size
-    assert _bucket(items(FIRST)) == _bucket(items(SECOND))
+    assert bucket(items(FIRST)) == bucket(items(SECOND))
     return tmp_path, winner, loser
 
 
