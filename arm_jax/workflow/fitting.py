@@ -259,6 +259,33 @@ Log = Callable[[str], None]
 def _quiet(_: str) -> None:
     pass
 
+@dataclasses.dataclass(frozen=True)
+class LabelledRequest:
+    """What every command that trains on a pool's labels is given (``select`` and ``train`` add
+    their own fields): the input and output paths, the seed, the model and training configs,
+    whether to fit rater reliabilities, and where log lines go."""
+
+    pool_path: object
+    labels_path: object
+    out_path: object
+    val_labels_path: object
+    seed: int
+    model_config: ModelConfig
+    train_config: TrainConfig
+    fit_raters: bool
+    log: Log
+
+    @property
+    def progress(self) -> bool:
+        """Show progress bars and spinners (only when someone reads the log)."""
+        return self.log is not _quiet
+
+    @property
+    def inputs(self) -> dict:
+        """The input files by flag, which no output may be (:func:`arm_jax.runtime.files.check_output_file`)."""
+        return {"--pool": self.pool_path, "--labels": self.labels_path, "--val-labels": self.val_labels_path}
+
+
 
 
 

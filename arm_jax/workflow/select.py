@@ -63,6 +63,7 @@ from arm_jax.workflow.candidates import (
 )
 from arm_jax.workflow.fitting import (
     FitReport,
+    LabelledRequest,
     Log,
     PastRows,
     TrainingSet,
@@ -184,38 +185,19 @@ def stopping_row(ts, fit, beta, past, past_weight, tie, prior, picked_x, strateg
 
 
 @dataclasses.dataclass(frozen=True)
-class SelectRequest:
+class SelectRequest(LabelledRequest):
     """The checked arguments of one ``select`` call (:func:`select_pairs`; :func:`_check_request`
     checks them): ``model_config`` and ``train_config`` are set, ``k`` is a positive int or None
     (with a ``budget``), and the strategy, pair mode, output format and budget are known ones."""
 
-    pool_path: object
-    labels_path: object
-    out_path: object
     strategy: str
     k: int | None
     pairs: str
     n_candidates: int
-    seed: int
-    model_config: ModelConfig
-    train_config: TrainConfig
-    log: Log
     allow_relabel: bool
-    val_labels_path: object
-    fit_raters: bool
     output_format: str
     report_path: object
     budget: float | None
-
-    @property
-    def progress(self) -> bool:
-        """Show progress bars and spinners (only when someone reads the log)."""
-        return self.log is not _quiet
-
-    @property
-    def inputs(self) -> dict:
-        """The input files by flag, which no output may be (:func:`arm_jax.runtime.files.check_output_file`)."""
-        return {"--pool": self.pool_path, "--labels": self.labels_path, "--val-labels": self.val_labels_path}
 
 
 def select_pairs(

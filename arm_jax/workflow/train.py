@@ -24,6 +24,7 @@ from arm_jax.runtime import files as io_lib
 from arm_jax.workflow.checkpoint import save_model
 from arm_jax.workflow.fitting import (
     FitReport,
+    LabelledRequest,
     Log,
     TrainingSet,
     _describe_labels,
@@ -82,35 +83,16 @@ class TrainResult(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainRequest:
+class TrainRequest(LabelledRequest):
     """The checked arguments of one ``train`` call (:func:`train_model`; :func:`_check_request`
     checks them): ``train_config`` carries the ``val_fraction`` and, with early stopping, ``refit``."""
 
-    pool_path: object
-    labels_path: object
-    out_path: object
     refit: bool
-    seed: int
-    model_config: ModelConfig
-    train_config: TrainConfig
-    log: Log
-    val_labels_path: object
-    fit_raters: bool
 
     @property
     def early(self) -> bool:
         """The early-stopping schedule (the fixed one otherwise)."""
         return bool(self.train_config.early_stopping)
-
-    @property
-    def progress(self) -> bool:
-        """Show spinners (only when someone reads the log)."""
-        return self.log is not _quiet
-
-    @property
-    def inputs(self) -> dict:
-        """The input files by flag, which the output may not be (:func:`arm_jax.runtime.files.check_output_file`)."""
-        return {"--pool": self.pool_path, "--labels": self.labels_path, "--val-labels": self.val_labels_path}
 
 
 def train_model(

@@ -28,20 +28,10 @@ def _inputs(kind, seed=0, n_items=24, h=8):
     return phi.astype(np.float32), beta.astype(np.float32), past.astype(np.float32)
 
 
-def _same_picks(picks, reference_scores, k, rtol=1e-4):
-    """picks are a top k of reference_scores: any difference from the reference top k is
-    between pairs whose scores tie with the k-th best within rtol."""
-    order = np.argsort(-reference_scores, kind="stable")
-    kth = reference_scores[order[k - 1]]
-    tol = rtol * max(abs(kth), np.max(np.abs(reference_scores)) * 1e-6)
-    top = set(order[:k].tolist())
-    for p in set(picks) ^ top:
-        assert abs(reference_scores[p] - kth) <= tol, (p, reference_scores[p], kth)
-
 
 @pytest.mark.parametrize("kind", ["healthy", "rank-deficient", "tiny-head"])
 @pytest.mark.parametrize("name", registry.PAIR_SCORE_STRATEGIES)
-def test_every_driver_picks_what_the_pool_driver_picks(name, kind):
+def test_every_driver_picks_what_the_pool_driver_picks(same_picks, name, kind):
     """pool (explicit pairs), all pairs, and sharded (every local device) rank by one score."""
     phi, beta, past_items = _inputs(kind)
     u, v, diff = allpairs.explicit_pairs(phi)
@@ -52,16 +42,16 @@ def test_every_driver_picks_what_the_pool_driver_picks(name, kind):
     inputs = strategies.make_inputs(diff, beta, None, past)
     reference = np.asarray(strategies.pair_scores(spec, inputs), np.float64)
     assert np.all(np.isfinite(reference))
-    _same_picks(np.asarray(pool.indices).tolist(), reference, k)
+    same_picks(np.asarray(pool.indices).tolist(), reference, k)
 
     every = allpairs.select_all_pairs(name, None, phi, beta, k, past_phi_diff=past, tile=8)
     index = {(a, b): i for i, (a, b) in enumerate(zip(np.asarray(u).tolist(), np.asarray(v).tolist()))}
     picks = [index[(a, b)] for a, b in zip(np.asarray(every.u).tolist(), np.asarray(every.v).tolist())]
-    _same_picks(picks, reference, k)
+    same_picks(picks, reference, k)
     np.testing.assert_allclose(np.asarray(every.scores), np.asarray(pool.scores), rtol=2e-3, atol=1e-6)
 
     sharded = sharded_lib.sharded_select(name, None, diff, beta, k, past_phi_diff=past)
-    _same_picks(np.asarray(sharded.indices).tolist(), reference, k)
+    same_picks(np.asarray(sharded.indices).tolist(), reference, k)
     np.testing.assert_allclose(np.asarray(sharded.scores), np.asarray(pool.scores), rtol=1e-4, atol=1e-7)
 
 
@@ -81,7 +71,7 @@ def test_entropy_ranks_by_the_gap_in_every_driver_with_a_tiny_head():
 
 @pytest.mark.multidevice
 @pytest.mark.parametrize("name", registry.PAIR_SCORE_STRATEGIES)
-def test_sharded_over_four_devices_picks_what_the_pool_driver_picks(name):
+def test_sharded_over_four_devices_picks_what_the_pool_driver_picks(same_picks, name):
     if jax.device_count() < 4:
         pytest.skip("needs 4 devices: XLA_FLAGS=--xla_force_host_platform_device_count=4")
     for kind in ("healthy", "rank-deficient", "tiny-head"):
@@ -91,4 +81,4 @@ def test_sharded_over_four_devices_picks_what_the_pool_driver_picks(name):
         spec = registry.STRATEGIES[name].pair_score
         reference = np.asarray(strategies.pair_scores(spec, strategies.make_inputs(diff, beta, None, past)))
         sharded = sharded_lib.sharded_select(name, None, diff, beta, 9, past_phi_diff=past)
-        _same_picks(np.asarray(sharded.indices).tolist(), reference, 9)
+        same_picks(np.asarray(sharded.indices).tolist(), reference, 9)

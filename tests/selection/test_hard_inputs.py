@@ -121,7 +121,7 @@ def test_whitening_grows_the_ridge_until_the_factor_is_finite(low_rank):
         pool_lib.check_selection("dopt", scores)
 
 
-def test_fewer_items_than_features_scores_every_pair():
+def test_fewer_items_than_features_scores_every_pair(same_picks):
     """Issue item 10: 40 items in 64-d features (M singular): real scores, not (0,1),(0,2),…"""
     rng = np.random.default_rng(3)
     phi = rng.standard_normal((40, 64)).astype(np.float32) * 30
@@ -132,16 +132,6 @@ def test_fewer_items_than_features_scores_every_pair():
         assert np.all(np.isfinite(np.asarray(chosen.scores)))
         ref = _ref_leverage(diff, beta, weighted=name != "xtx", past=np.asarray(diff[:3]) if name == "pa_dopt" else None)
         # (xtx over all pairs of K items gives every pair leverage 2/K: ties, any 5 are right)
-        _same_picks(np.asarray(chosen.indices).tolist(), ref, 5)
+        same_picks(np.asarray(chosen.indices).tolist(), ref, 5)
         np.testing.assert_allclose(np.asarray(chosen.scores), ref[np.asarray(chosen.indices)], rtol=1e-3)
 
-
-def _same_picks(picks, reference_scores, k, rtol=1e-4):
-    """picks are a top k of reference_scores: any difference from the reference top k is
-    between pairs whose scores tie with the k-th best within rtol."""
-    order = np.argsort(-reference_scores, kind="stable")
-    kth = reference_scores[order[k - 1]]
-    tol = rtol * max(abs(kth), np.max(np.abs(reference_scores)) * 1e-6)
-    top = set(order[:k].tolist())
-    for p in set(picks) ^ top:
-        assert abs(reference_scores[p] - kth) <= tol, (p, reference_scores[p], kth)

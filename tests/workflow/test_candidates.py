@@ -11,26 +11,8 @@ from arm_jax.workflow import candidates
 from arm_jax.workflow import labels as labels_lib
 from arm_jax.workflow import pool as pool_io
 
-
-def _npz(path, n=20, d=4, prompts=None, item_ids=None, seed=0, **extra):
-    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
-    arrays = {"embeddings": x, **extra}
-    if prompts is not None:
-        arrays["prompt_ids"] = prompts
-    if item_ids is not None:
-        arrays["item_ids"] = item_ids
-    np.savez(path, **arrays)
-    return x
-
-
 # ----------------------------------------------------------------------------- labels
 
-
-@pytest.fixture
-def pool(tmp_path):
-    _npz(tmp_path / "pool.npz", n=6, prompts=np.array([0, 0, 0, 1, 1, 1]),
-         item_ids=np.array(["a", "b", "c", "3", "4", "5"]))
-    return pool_io.load_pool(tmp_path / "pool.npz")
 
 
 # ----------------------------------------------------------------------------- candidate pairs

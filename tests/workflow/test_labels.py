@@ -7,18 +7,6 @@ import pytest
 from arm_jax.errors import InputError
 from arm_jax.workflow import fitting as fitting_lib
 from arm_jax.workflow import labels as labels_lib
-from arm_jax.workflow import pool as pool_io
-
-
-def _npz(path, n=20, d=4, prompts=None, item_ids=None, seed=0, **extra):
-    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
-    arrays = {"embeddings": x, **extra}
-    if prompts is not None:
-        arrays["prompt_ids"] = prompts
-    if item_ids is not None:
-        arrays["item_ids"] = item_ids
-    np.savez(path, **arrays)
-    return x
 
 
 def _write_lines(path, lines):
@@ -28,12 +16,6 @@ def _write_lines(path, lines):
 
 # ----------------------------------------------------------------------------- labels
 
-
-@pytest.fixture
-def pool(tmp_path):
-    _npz(tmp_path / "pool.npz", n=6, prompts=np.array([0, 0, 0, 1, 1, 1]),
-         item_ids=np.array(["a", "b", "c", "3", "4", "5"]))
-    return pool_io.load_pool(tmp_path / "pool.npz")
 
 
 def test_labels_ids_compare_as_strings_ties_and_blank_lines(tmp_path, pool):

@@ -7,18 +7,6 @@ import pytest
 from arm_jax.errors import InputError
 from arm_jax.workflow import pool as pool_io
 
-
-def _npz(path, n=20, d=4, prompts=None, item_ids=None, seed=0, **extra):
-    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
-    arrays = {"embeddings": x, **extra}
-    if prompts is not None:
-        arrays["prompt_ids"] = prompts
-    if item_ids is not None:
-        arrays["item_ids"] = item_ids
-    np.savez(path, **arrays)
-    return x
-
-
 # ----------------------------------------------------------------------------- pools
 
 
@@ -39,15 +27,15 @@ def test_npy_two_dimensional_has_row_ids_and_no_prompts(tmp_path):
     assert pool.item_ids.tolist() == ["0", "1", "2"] and pool.prompt_ids is None
 
 
-def test_npz_ids_integers_become_strings(tmp_path):
-    _npz(tmp_path / "p.npz", n=4, prompts=np.array([7, 7, 8, 8]), item_ids=np.array([10, 11, 12, 13]))
+def test_npz_ids_integers_become_strings(npz, tmp_path):
+    npz(tmp_path / "p.npz", n=4, prompts=np.array([7, 7, 8, 8]), item_ids=np.array([10, 11, 12, 13]))
     pool = pool_io.load_pool(tmp_path / "p.npz")
     assert pool.item_ids.tolist() == ["10", "11", "12", "13"]
     assert pool.prompt_ids.tolist() == ["7", "7", "8", "8"]
 
 
-def test_npz_default_ids_are_row_numbers(tmp_path):
-    _npz(tmp_path / "p.npz", n=3)
+def test_npz_default_ids_are_row_numbers(npz, tmp_path):
+    npz(tmp_path / "p.npz", n=3)
     pool = pool_io.load_pool(tmp_path / "p.npz")
     assert pool.item_ids.tolist() == ["0", "1", "2"] and pool.prompt_ids is None
 
@@ -101,12 +89,6 @@ def test_missing_unknown_and_garbage_pools(tmp_path):
 
 # ----------------------------------------------------------------------------- labels
 
-
-@pytest.fixture
-def pool(tmp_path):
-    _npz(tmp_path / "pool.npz", n=6, prompts=np.array([0, 0, 0, 1, 1, 1]),
-         item_ids=np.array(["a", "b", "c", "3", "4", "5"]))
-    return pool_io.load_pool(tmp_path / "pool.npz")
 
 
 def test_float64_beyond_float32_range_counts_as_not_finite(tmp_path):

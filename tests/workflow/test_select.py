@@ -15,16 +15,6 @@ MODEL = ModelConfig(depth=2, width=8)
 TRAIN = TrainConfig(steps=30, batch_size=16)
 
 
-def _npz(path, n=20, d=4, prompts=None, item_ids=None, seed=0, **extra):
-    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
-    arrays = {"embeddings": x, **extra}
-    if prompts is not None:
-        arrays["prompt_ids"] = prompts
-    if item_ids is not None:
-        arrays["item_ids"] = item_ids
-    np.savez(path, **arrays)
-    return x
-
 
 def test_score_paths():
     assert score.score_paths("out/scores") == (Path("out/scores.npy"), Path("out/scores.csv"))
@@ -32,8 +22,8 @@ def test_score_paths():
     assert score.score_paths("run.v2")[1].name == "run.v2.csv"
 
 
-def test_select_pairs_library_call(tmp_path):
-    x = _npz(tmp_path / "pool.npz", n=24, d=5, prompts=np.repeat(np.arange(6), 4))
+def test_select_pairs_library_call(npz, tmp_path):
+    x = npz(tmp_path / "pool.npz", n=24, d=5, prompts=np.repeat(np.arange(6), 4))
     golden = x @ np.arange(5.0)
     result = realdata.select_pairs(tmp_path / "pool.npz", None, tmp_path / "a.jsonl", "dopt", 6,
                                    model_config=MODEL, train_config=TRAIN)
