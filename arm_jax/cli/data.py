@@ -25,6 +25,7 @@ from arm_jax.errors import InputError
 from arm_jax.model.config import TrainConfig
 from arm_jax.selection import stopping
 from arm_jax.selection.catalog import PAIR_MODES
+from arm_jax.selection.registry import STRATEGIES
 from arm_jax.workflow import candidates, fitting, score, train
 from arm_jax.workflow import select as realdata
 
@@ -168,7 +169,6 @@ SELECT_EPILOG = SELECT_EPILOG.replace("TAU", f"{stopping.STOP_FRACTION:g}")
 
 
 def _register_select(sub) -> None:
-    from arm_jax.selection.registry import STRATEGIES
 
     p = sub.add_parser(
         "select",
@@ -288,7 +288,6 @@ def _cmd_train(args) -> int:
 
 def report_table(history: list[dict]) -> str:
     """The stopping report as a short table and the rule's verdict (:mod:`arm_jax.selection.stopping`)."""
-    from arm_jax.selection import stopping
 
     def num(x, fmt):
         return "-" if x is None else format(x, fmt)

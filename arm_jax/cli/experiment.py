@@ -8,11 +8,27 @@ import threading
 import time
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 from arm_jax.cli.commands import help_of
 from arm_jax.cli.flags import HelpFormatter, add_label_model_flags, add_model_flags, model_and_train_configs
 from arm_jax.errors import InputError
-from arm_jax.experiment.config import ANNOTATORS
+from arm_jax.experiment import config as config_lib
+from arm_jax.experiment import datasets as data
+from arm_jax.experiment import program as experiment
+from arm_jax.experiment import results
+from arm_jax.experiment import round as round_lib
+from arm_jax.experiment.config import ANNOTATORS, ExperimentConfig, ExperimentData
+from arm_jax.experiment.results import mean_and_stderr
+from arm_jax.model.config import TrainConfig
+from arm_jax.model.network import ModelConfig
+from arm_jax.runtime import distributed
+from arm_jax.runtime import files as io
+from arm_jax.runtime import mesh as parallel
 from arm_jax.selection.catalog import PAIR_MODES
+from arm_jax.selection.registry import PAPER_STRATEGIES, STRATEGIES, get_strategy
 
 # Presets: data and experiment sizes. Flags given on the command line override them.
 PRESETS = {
@@ -207,7 +223,6 @@ def _register_figure1(sub) -> None:
 
 
 def parse_strategies(text: str) -> list[str]:
-    from arm_jax.selection.registry import PAPER_STRATEGIES, STRATEGIES, get_strategy
 
     if text == "all":
         return list(STRATEGIES)
@@ -241,9 +256,7 @@ def _positive(name, value, minimum=1):
 
 def load_dataset(args):
     """The paper's files if given, else the built-in task."""
-    import jax
 
-    from arm_jax.experiment import datasets as data
 
     files = [args.train_embeddings, args.train_rewards, args.test_embeddings, args.test_rewards]
     if any(f is not None for f in files):
@@ -276,10 +289,7 @@ def abstract_data(args):
     """Shapes and dtypes (``jax.ShapeDtypeStruct``) of the built-in task's data for these
     flags, as :class:`~arm_jax.experiment.config.ExperimentData`: enough to trace and compile the
     experiment's programs at any size without generating the data."""
-    import jax
-    import jax.numpy as jnp
 
-    from arm_jax.experiment.config import ExperimentData
 
     f32 = jnp.float32
     p, r, d, pt, rt = args.train_prompts, args.responses, args.dim, args.test_prompts, args.test_responses
@@ -295,7 +305,6 @@ def abstract_data(args):
 
 
 def build_config(args, strategy: str):
-    from arm_jax.experiment.config import ExperimentConfig
 
     model_config, train_config = model_and_train_configs(args)
     panel = _panel(args)
@@ -370,25 +379,17 @@ def _run_inputs(args) -> dict:
 
 
 def cmd_run(args) -> int:
-    from arm_jax.runtime import files as io
 
     args = resolve_presets(args)
     names = parse_strategies(args.strategies)
     _positive("seeds", args.seeds)
     configs = [build_config(args, name) for name in names]  # validates every knob before any work
     outputs = OUTPUT_FILES[:2] if args.no_plot else OUTPUT_FILES
-    from arm_jax.runtime import distributed
 
     # process 0 writes (several processes: the others may not see its file system)
     distributed.on_writer(lambda: io.check_output_dir(args.out, outputs, inputs=_run_inputs(args)))
 
-    import jax
-    import numpy as np
 
-    from arm_jax.experiment import program as experiment
-    from arm_jax.experiment import results
-    from arm_jax.experiment import round as round_lib
-    from arm_jax.runtime import mesh as parallel
 
     t_start = time.perf_counter()
     dataset, data_info = load_dataset(args)
@@ -465,7 +466,6 @@ def cmd_run(args) -> int:
 
 
 def _print_summary(payload) -> None:
-    from arm_jax.experiment.results import mean_and_stderr
 
     n = str(payload["config"]["best_of_n"][-1])
     print(f"after {payload['annotations'][-1]} annotations (mean ± s.e. over seeds):")
@@ -477,7 +477,6 @@ def _print_summary(payload) -> None:
 
 
 def cmd_figure1(args) -> int:
-    from arm_jax.runtime import files as io
 
     names = parse_strategies(args.strategies)
     _positive("rounds", args.rounds)
@@ -491,14 +490,7 @@ def cmd_figure1(args) -> int:
         import matplotlib.pyplot as plt
     except ImportError:
         raise InputError("figure1 needs matplotlib: pip install 'arm-jax[plot]'") from None
-    import jax
-    import numpy as np
 
-    from arm_jax.experiment import config as config_lib
-    from arm_jax.experiment import datasets as data
-    from arm_jax.experiment import program as experiment
-    from arm_jax.model.config import TrainConfig
-    from arm_jax.model.network import ModelConfig
 
     # the paper: 1000 standard-normal points per round, 200 comparisons, a 3-layer MLP of 16 units
     ds = data.gaussian_mixture_2d(jax.random.PRNGKey(args.seed), n_train_prompts=2000, n_responses=10,

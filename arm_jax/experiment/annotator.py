@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from arm_jax.model import likelihood
+
 __all__ = [
     'preference_probability', 'annotate', 'annotate_votes', 'majority_vote', 'panel_tie_strength', 'pack_ratings',
     'annotate_empirical',
@@ -113,7 +115,6 @@ def _clipped_logit(quality, golden_rewards_flat, a, b, reward_std):
 def panel_tie_strength(golden_rewards_flat, qualities, tie_rate: float, reward_std) -> jax.Array:
     """The Davidson ν at which the panel ties on ``tie_rate`` of uniformly random pairs of the
     training items (4 096 pairs, each with a random member; a fixed key). ``-> ()``."""
-    from arm_jax.model import likelihood
 
     if tie_rate <= 0:
         return jnp.float32(0.0)
@@ -143,7 +144,6 @@ def annotate_votes(
     float32`` votes for a, b and ties, ``annotator (C,) int32``: the member of a single rater,
     −1 when ``raters`` > 1).
     """
-    from arm_jax.model import likelihood
 
     c = a.shape[0]
     k_member, k_draw = jax.random.split(key)

@@ -27,7 +27,7 @@ from arm_jax.runtime.mesh import (
     make_mesh,
     replicated_value,
 )
-from arm_jax.selection import fisher, pool, registry
+from arm_jax.selection import allpairs, fisher, pool, registry
 from arm_jax.selection import scores as strategies
 from arm_jax.selection.registry import Strategy, StrategyLike
 from arm_jax.selection.scores import PairScore, Selection
@@ -187,7 +187,6 @@ def sharded_select(
 
 @functools.partial(jax.jit, static_argnames=("spec", "mesh", "k", "tile", "ridge"))
 def _sharded_all_pairs(spec: PairScore, mesh, k, tile, ridge, block_i, block_j, row_tiles, shared):
-    from arm_jax.selection import allpairs
 
     def body(block_i, block_j, row_tiles, shared):
         best = allpairs.rank_blocks(
@@ -229,7 +228,6 @@ def sharded_select_all_pairs(
     item features are replicated (K × H on every device). The same picks as one device;
     returns host arrays, the same on every process. ``name``: as for ``select_all_pairs`` (a
     registry name, a :class:`~arm_jax.selection.registry.Strategy` or a :class:`PairScore`)."""
-    from arm_jax.selection import allpairs
 
     del key
     tile = allpairs.DEFAULT_TILE if tile is None else tile

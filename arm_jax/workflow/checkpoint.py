@@ -14,6 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import serialization
 
 from arm_jax.errors import InputError
 from arm_jax.model import network as model_lib
@@ -34,7 +35,6 @@ class SavedModel(NamedTuple):
 
 def model_bytes(params, model_config: ModelConfig, input_dim: int, metadata: dict | None = None) -> bytes:
     """The model file's bytes (see the module docstring)."""
-    from flax import serialization
 
     doc = {
         "format": MODEL_FORMAT,
@@ -54,7 +54,6 @@ def save_model(path, params, model_config: ModelConfig, input_dim: int, metadata
 
 def load_model(path) -> SavedModel:
     """Read a file written by :func:`save_model`."""
-    from flax import serialization
 
     path = require_file(path)
     try:

@@ -27,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from arm_jax.errors import InputError
+from arm_jax.runtime import distributed
 from arm_jax.runtime.arrays import iter_row_chunks
 from arm_jax.runtime.files import one_line, require_file
 
@@ -108,7 +109,6 @@ def nonfinite_rows(embeddings: np.ndarray, chunk_bytes: int = _CHUNK_BYTES) -> t
 
 def _nonfinite_rows_of_all_processes(embeddings: np.ndarray) -> tuple[int, int]:
     """:func:`nonfinite_rows` of the whole pool, each process scanning its own block."""
-    from arm_jax.runtime import distributed
 
     start, stop = distributed.block(embeddings.shape[0])
     count, first = nonfinite_rows(embeddings[start:stop])

@@ -51,7 +51,7 @@ from arm_jax.runtime import distributed
 from arm_jax.runtime import files as io_lib
 from arm_jax.runtime import mesh as parallel
 from arm_jax.runtime import progress as progress_lib
-from arm_jax.selection import allpairs, registry, sharded
+from arm_jax.selection import allpairs, posterior, registry, sharded
 from arm_jax.selection import pool as pool_lib
 from arm_jax.selection import scores as strategies_lib
 from arm_jax.selection.registry import PAIR_SCORE_STRATEGIES as ALL_PAIRS_STRATEGIES
@@ -158,7 +158,6 @@ def stopping_row(ts, fit, beta, past, past_weight, tie, prior, picked_x, strateg
     like a random round 0, and is no reference for the rule); ``gain_next``: the expected gain
     per label of the picked batch; the held-out accuracy and its standard error (the fit's
     early-stopping or cross-validation hold-out); see :mod:`arm_jax.selection.stopping`."""
-    from arm_jax.selection import posterior
 
     k = int(picked_x.shape[0])
     n = ts.n
