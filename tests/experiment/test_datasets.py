@@ -143,7 +143,7 @@ def test_gaussian_mixture_2d_matches_scipy():
     ds = gaussian_mixture_2d(jax.random.key(0), n_train_prompts=20, n_responses=5, n_test_prompts=3, n_test_responses=7)
     assert ds.train_embeddings.shape == (20, 5, 2) and ds.train_rewards.shape == (20, 5)
     assert ds.test_embeddings.shape == (3, 7, 2) and ds.test_rewards.shape == (3, 7)
-    for x in ds:
+    for x in (ds.train_embeddings, ds.train_rewards, ds.test_embeddings, ds.test_rewards):
         assert x.dtype == jnp.float32
     for emb, rew in ((ds.train_embeddings, ds.train_rewards), (ds.test_embeddings, ds.test_rewards)):
         pts = np.asarray(emb, np.float64).reshape(-1, 2)
@@ -205,7 +205,7 @@ def test_llm_like_shapes_and_dtypes(small_llm):
     ds = small_llm
     assert ds.train_embeddings.shape == (300, 8, 64) and ds.train_rewards.shape == (300, 8)
     assert ds.test_embeddings.shape == (40, 25, 64) and ds.test_rewards.shape == (40, 25)
-    for x in ds:
+    for x in (ds.train_embeddings, ds.train_rewards, ds.test_embeddings, ds.test_rewards):
         assert isinstance(x, jax.Array) and x.dtype == jnp.float32
         assert np.all(np.isfinite(np.asarray(x)))
 

@@ -6,6 +6,7 @@ import pytest
 
 from arm_jax.errors import InputError
 from arm_jax.model import evaluate
+from arm_jax.model.config import TrainConfig
 from arm_jax.workflow import labels as labels_lib
 
 
@@ -17,8 +18,8 @@ def test_pairwise_accuracy_and_split():
     assert va.size == 1 and tr.size == 2
     tr, va = labels_lib.split_labels(1, 0.1, 0)
     assert va.size == 0 and tr.tolist() == [0]
-    with pytest.raises(InputError):
-        labels_lib.split_labels(10, 1.0, 0)
+    with pytest.raises(InputError, match="validation fraction must be in"):  # checked once, by the config
+        TrainConfig(val_fraction=1.0)
 
 
 def test_pairwise_log_loss():

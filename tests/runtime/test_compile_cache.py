@@ -99,9 +99,13 @@ def test_every_subcommand_takes_no_compile_cache_and_main_honours_it(monkeypatch
     assert "ARM_JAX_NO_COMPILE_CACHE=1" in subparsers["select"].format_help()
     seen = []
     monkeypatch.setattr(compile_cache, "enable", lambda disabled=False, **kw: seen.append(disabled))
+    missing = ["score", "--model", "missing.msgpack", "--pool", "missing.npz", "--out", "never/scores"]
+    assert cli.main([*missing, "--no-compile-cache"]) == 2  # the cache is set up before the command runs
+    assert cli.main(missing) == 2
+    assert seen == [True, False]
     assert cli.main(["strategies", "--no-compile-cache"]) == 0
     assert cli.main(["strategies"]) == 0
-    assert seen == [True, False]
+    assert seen == [True, False]  # strategies imports no JAX, so it has no cache to set up
     capsys.readouterr()
 
 
