@@ -28,6 +28,9 @@ os.environ["ARM_JAX_NO_COMPILE_CACHE"] = "1"
 # backend starts, so this must come before the first computation; arm-jax processes the tests
 # start inherit it (the LAPACK-hang regression test runs its process without it).
 TEST_XLA_FLAG = "--xla_backend_optimization_level=0"
+# for tests that start processes of their own (each test folder may have a conftest of its own,
+# so `from conftest import` is ambiguous): read it from the environment
+os.environ["ARM_JAX_TEST_XLA_FLAG"] = TEST_XLA_FLAG
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAG}".strip()
 
 MULTIDEVICE_FLAG = "--xla_force_host_platform_device_count"

@@ -143,10 +143,8 @@ def test_a_study_of_two_lapack_strategies_finishes_on_a_small_cpu(tmp_path):
            "--rounds", "3", "--quiet", "--no-plot", "--out", str(tmp_path / "out")]
     import os
 
-    from conftest import TEST_XLA_FLAG
-
     # as a user runs it: XLA's default optimisation (the hang is about its thread pool)
-    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "").replace(TEST_XLA_FLAG, "").strip())
+    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "").replace(os.environ["ARM_JAX_TEST_XLA_FLAG"], "").strip())
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     except subprocess.TimeoutExpired:

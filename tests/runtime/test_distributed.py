@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from arm_jax.cli.main import main
-from conftest import TEST_XLA_FLAG
 
 # the tiny study of test_parallel_experiment, through the command line; 3 seeds: 2 on
 # process 0, 1 on process 1 (the seed axis padded to 4 and the copy dropped)
@@ -34,7 +33,7 @@ def _free_port() -> int:
 def _env():
     # one CPU device per process, compiled as the in-process reference is (conftest)
     return dict(os.environ, JAX_PLATFORMS="cpu", ARM_JAX_NO_COMPILE_CACHE="1", ARM_JAX_PROGRESS="0",
-                XLA_FLAGS=TEST_XLA_FLAG)
+                XLA_FLAGS=os.environ["ARM_JAX_TEST_XLA_FLAG"])
 
 
 def _start(args, n=2, timeout=60):
