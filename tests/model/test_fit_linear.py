@@ -1,12 +1,13 @@
 """The linear reward model's exact fit (depth 0): MAP of BT logistic regression, prior chosen
-on held-out labels. Checked against float64 SciPy on the definition, not against itself."""
+on held-out labels. Checked against float64 SciPy and NumPy on the definition (the whole fit,
+the prior's choice included), not against itself."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from arm_jax.model import buffer, config, fit_linear
+from arm_jax.model import buffer, config, fit_linear, newton
 from arm_jax.model import fit as train
 from arm_jax.model import network as model
 from arm_jax.selection import posterior
@@ -148,3 +149,144 @@ def test_vmapped_seeds_compile_once_and_equal_separate_fits():
             one, _ = train.fit_jit(keys[i], jnp.asarray(x), buf, LINEAR, config.TrainConfig())
             np.testing.assert_allclose(heads["params"]["head"][i], one["params"]["head"], rtol=1e-4, atol=1e-5)
     assert fit._cache_size() == 1
+
+
+# ------------------------------------------------ the whole fit against its float64 definition
+
+
+def _map_newton_float64(d, lam, beta=None):
+    """float64 MAP of Σ log(1 + e^{−dβ}) + λ|β|²/2: Newton steps with step halving, until a step
+    moves β by at most 1e-13 of |β|."""
+    beta = np.zeros(d.shape[1]) if beta is None else beta.copy()
+
+    def objective(b):
+        return np.sum(np.logaddexp(0.0, -(d @ b))) + 0.5 * lam * b @ b
+
+    for _ in range(200):
+        z = d @ beta
+        p = 0.5 * (1.0 + np.tanh(z / 2))
+        g = d.T @ (p - 1.0) + lam * beta
+        h = (d * (p * (1 - p))[:, None]).T @ d + lam * np.eye(d.shape[1])
+        step, t = np.linalg.solve(h, g), 1.0
+        while objective(beta - t * step) > objective(beta) and t > 1e-8:
+            t /= 2
+        beta = beta - t * step
+        if np.linalg.norm(t * step) <= 1e-13 * np.linalg.norm(beta):
+            return beta
+    raise AssertionError("the float64 reference did not converge")
+
+
+def _one_standard_error_float64(sums, squares, n, ddof):
+    """(best grid index, margin): the strongest prior within one standard error of the lowest
+    held-out loss, and how far the closest grid point is from that threshold (relative)."""
+    losses = sums / n
+    se = np.sqrt(np.maximum(squares - n * losses ** 2, 0.0) / max(n - ddof, 1) / n)
+    threshold = losses.min() + se[np.argmin(losses)]
+    return int(np.argmax(losses <= threshold)), np.min(np.abs(losses - threshold)) / threshold
+
+
+def _held_out_sums(d, fit, held, grid):
+    """(G,) sums of the held-out rows' BT loss and of its square along the grid, fitted on ``fit``."""
+    sums, squares, beta = [], [], None
+    for lam in grid:
+        beta = _map_newton_float64(d[fit], lam, beta)
+        loss = np.logaddexp(0.0, -(d[held] @ beta))
+        sums.append(loss.sum())
+        squares.append((loss ** 2).sum())
+    return np.asarray(sums), np.asarray(squares)
+
+
+def _log_evidence_float64(d, grid):
+    """(G,) the Laplace log evidence of all the labels at each λ of the grid."""
+    out, beta = [], None
+    for lam in grid:
+        beta = _map_newton_float64(d, lam, beta)
+        z = d @ beta
+        p = 0.5 * (1.0 + np.tanh(z / 2))
+        h = (d * (p * (1 - p))[:, None]).T @ d + lam * np.eye(d.shape[1])
+        out.append(-np.sum(np.logaddexp(0.0, -z)) - 0.5 * lam * beta @ beta
+                   + 0.5 * d.shape[1] * np.log(lam) - 0.5 * np.linalg.slogdet(h)[1])
+    return np.asarray(out)
+
+
+def _reference_fit(x, winner, loser, capacity, seed, cfg):
+    """(λ, β̂, margin) of the linear fit's definition in float64 NumPy: the same grid, the same
+    seeded folds / held-out split (the fit's own ``cv_folds`` / ``split_rows``), the same rules;
+    margin: how clearly the rule chose (relative; inf for a fixed prior)."""
+    d = np.asarray(x[winner], np.float64) - np.asarray(x[loser], np.float64)
+    count, dim = len(winner), x.shape[1]
+    split_key = fit_linear.linear_split_key(jax.random.PRNGKey(seed))
+    fit, held = np.ones(count, bool), None
+    if cfg.linear_prior is None and cfg.linear_prior_rule == "held-out":
+        buf = buffer.buffer_from_pairs(winner, loser, capacity)
+        order, n_fit, n_val = jax.device_get(buffer.split_rows(split_key, buf, cfg.val_fraction, cfg.min_val_labels))
+        assert n_val > 0
+        fit = np.isin(np.arange(count), order[:n_fit])
+        held = ~fit
+    s = np.mean(np.sum(d[fit] ** 2, axis=1)) / (4 * dim)
+    grid = s * np.asarray(fit_linear.LINEAR_PRIOR_GRID[::-1])
+    if cfg.linear_prior is not None:
+        lam, margin = cfg.linear_prior * s, np.inf
+    elif cfg.linear_prior_rule == "evidence":
+        log_ev = _log_evidence_float64(d, grid)
+        lam, margin = grid[np.argmax(log_ev)], np.max(log_ev) - np.sort(log_ev)[-2]
+    elif cfg.linear_prior_rule == "held-out":
+        best, margin = _one_standard_error_float64(*_held_out_sums(d, fit, held, grid), held.sum(), ddof=1)
+        lam = grid[best]
+    else:
+        folds = np.asarray(fit_linear.cv_folds(split_key, capacity))[:count]
+        sums = [_held_out_sums(d, folds != f, folds == f, grid) for f in range(fit_linear.LINEAR_CV_FOLDS)]
+        best, margin = _one_standard_error_float64(*np.sum(sums, axis=0), count, ddof=0)
+        lam = grid[best]
+    return lam, _map_newton_float64(d, lam), margin
+
+
+#: (labels, dimension, label quality): more labels than dimensions, fewer, and nearly separable
+REFERENCE_PROBLEMS = {"C>D": (300, 20, 1.0), "C<D": (60, 100, 1.0), "near-separable": (300, 20, 30.0)}
+REFERENCE_CONFIGS = {
+    "cross-validation": {}, "evidence": {"linear_prior_rule": "evidence"},
+    "held-out": {"linear_prior_rule": "held-out"}, "fixed": {"linear_prior": 3.0},
+}
+
+
+@pytest.mark.parametrize("rule", REFERENCE_CONFIGS)
+@pytest.mark.parametrize("problem", REFERENCE_PROBLEMS)
+def test_fit_is_its_float64_definition(problem, rule):
+    """The chosen prior and the head equal (to 1e-5) a float64 NumPy fit of the same definition:
+    each MAP by Newton to convergence, the same grid, folds, split and rule."""
+    n_pairs, dim, quality = REFERENCE_PROBLEMS[problem]
+    x, _, winner, loser = _labels(10, n_pairs=n_pairs, dim=dim, quality=quality)
+    cfg = config.TrainConfig(**REFERENCE_CONFIGS[rule])
+    head, stats = _fit(x, winner, loser, capacity=512, **REFERENCE_CONFIGS[rule])
+    lam, beta, margin = _reference_fit(x, winner, loser, 512, 0, cfg)
+    assert margin > 1e-4  # the rule chose clearly: float32 must choose the same
+    np.testing.assert_allclose(stats.prior_precision, lam, rtol=1e-5)
+    assert np.abs(head - beta).max() <= 1e-5 * np.abs(beta).max()
+
+
+def test_conjugate_gradient_solves_to_its_tolerance_and_in_one_step_with_the_exact_preconditioner():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(40, 30))
+    a = jnp.asarray(a.T @ a + 0.1 * np.eye(30), jnp.float32)
+    b = jnp.asarray(rng.normal(size=30), jnp.float32)
+    ref = np.linalg.solve(np.asarray(a, np.float64), np.asarray(b, np.float64))
+    u, k = newton.conjugate_gradient(lambda v: a @ v, lambda r: r, b, 1e-6, 500)
+    np.testing.assert_allclose(u, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+    assert 1 < k < 500
+    inverse = jnp.linalg.inv(a)
+    u, k = newton.conjugate_gradient(lambda v: a @ v, lambda r: inverse @ r, b, 1e-3, 500)
+    assert k == 1
+    np.testing.assert_allclose(u, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+    u, k = newton.conjugate_gradient(lambda v: a @ v, lambda r: r, b.at[0].set(jnp.nan), 1e-3, 500)
+    assert k == 0 and np.all(np.asarray(u) == 0)  # a right side that is not finite: no direction
+
+
+def test_run_if_runs_only_where_asked_also_under_vmap():
+    def f(x, y):
+        return x + y
+
+    one = jax.jit(lambda p, x, y: newton.run_if(p, f, x, y))
+    assert float(one(True, 1.0, 2.0)) == 3.0 and float(one(False, 1.0, 2.0)) == 1.0
+    batch = jax.jit(jax.vmap(lambda p, x, y: newton.run_if(p, f, x, y)))
+    out = batch(jnp.array([True, False, True]), jnp.ones(3), jnp.full(3, 2.0))
+    np.testing.assert_array_equal(out, [3.0, 1.0, 3.0])
