@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from arm_jax.errors import InputError
-from arm_jax.experiment import annotator, pools
+from arm_jax.experiment import annotator, informed, pools
 from arm_jax.experiment.datasets import Dataset
 from arm_jax.model.buffer import LabelBuffer
 from arm_jax.model.config import TrainConfig
@@ -87,7 +87,9 @@ class ExperimentConfig:
     cost_aware: bool = False
 
     def __post_init__(self):
-        strategy = registry.get_strategy(self.strategy)
+        strategy = registry.get_strategy(informed.RULE if informed.is_informed(self.strategy) else self.strategy)
+        if informed.is_informed(self.strategy) and (self.pairs == "all-cross" or self.cost_aware):
+            raise InputError("the informed arm runs on sampled candidates without costs (pairs='all-cross' or cost_aware given)")
         if not 0.0 <= self.tie_rate < 1.0:
             raise InputError(f"tie rate must be in [0, 1), got {self.tie_rate}")
         if any(q != q for q in self.annotator_quality):

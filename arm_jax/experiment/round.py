@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from arm_jax.errors import InputError
-from arm_jax.experiment import annotator, metrics, pools
+from arm_jax.experiment import annotator, informed, metrics, pools
 from arm_jax.experiment.config import (
     ExperimentConfig,
     ExperimentData,
@@ -56,17 +56,25 @@ def past_inputs(
 class Simulation(NamedTuple):
     """What the simulated annotation needs that depends only on the configuration and the
     data, computed once per run (:func:`simulation`), not every round: the raters' Davidson
-    tie strength ν (() float32, 0 without ties) and the items' costs ((P·R,) or None)."""
+    tie strength ν (() float32, 0 without ties), the items' costs ((P·R,) or None) and, for a
+    run with the informed arm, the items' true rewards on the labels' logit scale ((P·R,),
+    :func:`arm_jax.experiment.informed.true_reward`; else None)."""
 
     tie_strength: jax.Array
     item_costs: jax.Array | None
+    true_reward: jax.Array | None = None
 
 
-def simulation(config: ExperimentConfig, data: ExperimentData) -> Simulation:
+def simulation(config: ExperimentConfig, data: ExperimentData, with_truth: bool = False) -> Simulation:
+    """The run's :class:`Simulation`; ``with_truth``: also the true rewards (an informed arm)."""
     nu = jnp.float32(0.0)
     if config.votes:
         nu = annotator.panel_tie_strength(data.train_rewards, config.panel, config.tie_rate, data.reward_std)
-    return Simulation(nu, None if config.item_costs == "none" else item_costs(config, data))
+    truth = None
+    if with_truth:
+        ratings = data.train_ratings if config.annotator == "empirical" else None
+        truth = informed.true_reward(data.train_rewards, data.reward_std, config.panel, ratings)
+    return Simulation(nu, None if config.item_costs == "none" else item_costs(config, data), truth)
 
 
 def labelled_differences(params, config: ExperimentConfig, data: ExperimentData, buffer: LabelBuffer, reliability=None):
@@ -116,7 +124,11 @@ def choose_pairs(
     failed or fewer than k unlabelled candidates were left; the run then refuses its result).
     ``prior_precision``: the previous fit's λ, for the posterior-based strategies. ``strategy``:
     a name, a :class:`~arm_jax.selection.registry.Strategy` or a PairScore; the drivers get the
-    object itself."""
+    object itself; or :data:`~arm_jax.experiment.informed.INFORMED`, the informed arm: its
+    rule at the best head β* (``sim`` holds the true rewards)."""
+    truth = None
+    if informed.is_informed(strategy):
+        strategy, truth = informed.RULE, (sim or simulation(config, data, with_truth=True)).true_reward
     strategy = registry.resolve(strategy)
     pool_key, select_key = jax.random.split(key)
     if config.pairs == "all-cross" and strategy.name != "random":
@@ -145,6 +157,8 @@ def choose_pairs(
         seen = pools.labelled_mask(pool.items[pool.pairs.a], pool.items[pool.pairs.b], buffer.pairs, buffer.mask)
         pool = pool._replace(pairs=pool.pairs._replace(valid=pool.pairs.valid & ~seen))
     inputs = selection_inputs(params, config, data, pool, buffer, strategy, prior_precision, tie, reliability)
+    if truth is not None:
+        inputs = inputs._replace(beta=informed.informed_head(params, config, data, truth))
     if config.cost_aware and strategy.name != "random":  # random stays random
         costs = (sim or simulation(config, data)).item_costs
         pair_cost = costs[pool.items[pool.pairs.a]] + costs[pool.items[pool.pairs.b]]
@@ -356,7 +370,7 @@ def study_round_step(
     round_index, key = xs
     k_acquire, k_train = jax.random.split(key)
     base = configs[0]
-    sim = sim or simulation(base, data)
+    sim = sim or simulation(base, data, with_truth=any(informed.is_informed(c.strategy) for c in configs))
 
     def acquire_all(buffers):
         # One strategy after another (a scan over a switch), never side by side: two batched
