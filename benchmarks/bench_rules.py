@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from arm_jax.experiment import informed
 from arm_jax.experiment.results import mean_and_stderr
 from arm_jax.runtime import files as io
 from bench_experiment import SCALES, plot, run  # noqa: E402
@@ -55,6 +56,38 @@ def labels_to_reach(curve: np.ndarray, annotations: np.ndarray, target: float) -
     c0, c1 = curve[i - 1], curve[i]
     frac = (c0 - target) / (c0 - c1) if c0 != c1 else 1.0
     return float(annotations[i - 1] + frac * (annotations[i] - annotations[i - 1]))
+
+
+#: Label counts at which each rule's label efficiency is read (where the run reaches them).
+EFFICIENCY_AT = (300, 600, 1000)
+
+
+def efficiency_ratio(rule: np.ndarray, rand: np.ndarray, ann: np.ndarray, n0: float) -> float:
+    """Labels random needs to reach the rule's mean error at ``n0`` labels, over ``n0``: the
+    curves (seeds, rounds + 1) averaged over their seeds, the rule's read at ``n0`` and random's
+    made monotone (its running minimum) and interpolated; inf where random never gets there
+    within the run (then the ratio is above ann[-1] / n0)."""
+    target = float(np.interp(n0, ann, rule.mean(axis=0)))
+    reach = labels_to_reach(np.minimum.accumulate(rand.mean(axis=0)), ann, target)
+    return reach / n0 if reach == reach else float("inf")
+
+
+def label_efficiency(rule: np.ndarray, rand: np.ndarray, ann: np.ndarray, n0: float, draws: int = 2000) -> dict:
+    """:func:`efficiency_ratio` with a 95 % interval from a paired bootstrap over seeds (the same
+    seeds resampled for the rule and for random)."""
+    rng = np.random.default_rng(0)
+    seeds = rule.shape[0]
+    boot = np.array([efficiency_ratio(rule[i], rand[i], ann, n0)
+                     for i in (rng.integers(0, seeds, seeds) for _ in range(draws))])
+    low, high = np.quantile(boot, [0.025, 0.975])
+    return dict(n=int(n0), ratio=efficiency_ratio(rule, rand, ann, n0), low=float(low), high=float(high),
+                censored_above=float(ann[-1] / n0))
+
+
+def efficiency_text(e: dict) -> str:
+    """'1.45 (1.21–1.80)'; '>' where random's curve never reached the rule's error."""
+    fmt = lambda r: f">{e['censored_above']:.1f}" if not np.isfinite(r) else f"{r:.2f}"
+    return f"{fmt(e['ratio'])} ({fmt(e['low'])}–{fmt(e['high'])})"
 
 
 def analyse(payload: dict) -> list[dict]:
@@ -91,6 +124,7 @@ def analyse(payload: dict) -> list[dict]:
             labels_to_random_final=float(rm), labels_se=float(rs), seeds_reaching=int(ok.sum()),
             seeds=int(oms.shape[0]), saving=float(sv), saving_se=float(svs),
             curve_mean=mean_and_stderr(oms)[0].tolist(), curve_se=mean_and_stderr(oms)[1].tolist(),
+            efficiency=[label_efficiency(oms, rand, ann, n0) for n0 in EFFICIENCY_AT if ann[0] < n0 <= ann[-1]],
         ))
     return rows
 
@@ -115,6 +149,8 @@ def selection_times(payload: dict, names: list[str], feature_dim: int) -> dict[s
     items = strategies.PairItems(phi, np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2), np.arange(n) // 45)
     out = {}
     for name in names:
+        if name == informed.INFORMED:  # a reference arm of the experiment, not a rule to time
+            continue
         extra = {"items": items} if name in registry.RESPONSE_RULES else {}
         call = lambda: jax.block_until_ready(
             pool.select(name, jax.random.PRNGKey(0), x, beta, k, None, past_x, **extra)
@@ -135,7 +171,8 @@ def markdown(label: str, payload: dict, rows: list[dict], times: dict[str, float
     lines = [f"**{label}** ({last} labels; paired differences to random over {rows[0]['seeds']} seeds; "
              f"better/worse: beyond two standard errors)", "",
              f"| strategy | 1 − Spearman | vs random | Best-of-{n} | vs random | labels to random's final | "
-             f"saved vs random | select s/round |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             f"saved vs random | select s/round |" + "".join(f" efficiency at {e['n']} |" for e in rows[0]["efficiency"]),
+             "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(rows[0]["efficiency"])]
     for r in rows:
         reach = (f"{r['labels_to_random_final']:.0f} ± {r['labels_se']:.0f}"
                  + ("" if r["seeds_reaching"] == r["seeds"] else f" ({r['seeds_reaching']}/{r['seeds']} reach)"))
@@ -145,6 +182,7 @@ def markdown(label: str, payload: dict, rows: list[dict], times: dict[str, float
             f"{r['diff_vs_random']:+.4f} ± {r['diff_se']:.4f} {r['verdict']} | "
             f"{r['best_of_n']:.3f} ± {r['bon_se']:.3f} | {r['bon_diff_vs_random']:+.3f} ± {r['bon_diff_se']:.3f} "
             f"{r['bon_verdict']} | {reach} | {saving} | {times.get(r['strategy'], float('nan')):.3f} |"
+            + "".join(f" {efficiency_text(e)} |" for e in r["efficiency"])
         )
     return "\n".join(lines)
 
