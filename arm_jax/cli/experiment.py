@@ -163,6 +163,9 @@ def _register_run(sub) -> None:
     exp.add_argument("--candidates", type=int, help="candidate pairs per round " + _from_preset("candidates"))
     exp.add_argument("--annotation-quality", type=_quality, default=1.0,
                      help="annotator's beta: P(a wins) = sigmoid(beta (r_a - r_b) / std r); inf = noiseless")
+    exp.add_argument("--explore", type=float, default=0.0, metavar="EPS",
+                     help="hedge: draw this fraction of each round's batch at random among the candidates the rule "
+                          "did not pick (random's coverage protects against a misspecified model; default 0)")
     exp.add_argument("--best-of-n", type=_int_list, help="comma-separated N for Best-of-N " + _from_preset("best_of_n"))
     ann = p.add_argument_group(
         "annotators as they really are",
@@ -335,6 +338,7 @@ def build_config(args, strategy: str):
         annotator=args.annotator,
         item_costs=args.item_costs,
         cost_aware=args.cost_aware,
+        explore=args.explore,
     )
 
 

@@ -60,6 +60,9 @@ class ExperimentConfig:
     cost_aware: each round picks the k pairs of largest gain per unit cost (pair scores:
       score / cost, entropy by its entropy; ``greedy_dopt``: its knapsack form,
       :func:`arm_jax.selection.batch.greedy_dopt_budget_strategy`) instead of the largest gain.
+    explore: the hedge: this fraction (0 … 1) of each round's batch is drawn at random among
+      the candidates the rule did not pick (:func:`arm_jax.selection.registry.hedged`; sampled
+      candidates only, no costs).
     best_of_n: the N of the Best-of-N metric (each ≤ responses per test prompt).
     model, train: reward model and optimiser.
     progress: print one line per round from inside the compiled program (host callback).
@@ -85,9 +88,14 @@ class ExperimentConfig:
     annotator: str = "simulated"
     item_costs: str = "none"
     cost_aware: bool = False
+    explore: float = 0.0
 
     def __post_init__(self):
         strategy = registry.get_strategy(informed.RULE if informed.is_informed(self.strategy) else self.strategy)
+        if not 0.0 <= self.explore <= 1.0:
+            raise InputError(f"explore must be a fraction in [0, 1], got {self.explore}")
+        if self.explore > 0 and (self.pairs == "all-cross" or self.cost_aware):
+            raise InputError("explore draws among sampled candidates without costs (pairs='all-cross' or cost_aware given)")
         if informed.is_informed(self.strategy) and (self.pairs == "all-cross" or self.cost_aware):
             raise InputError("the informed arm runs on sampled candidates without costs (pairs='all-cross' or cost_aware given)")
         if not 0.0 <= self.tie_rate < 1.0:

@@ -27,6 +27,35 @@ def random_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
     return top_k_valid(u, inputs.valid, k)
 
 
+def explored_count(explore: float, k: int) -> int:
+    """How many of a batch of ``k`` the hedge of :func:`explore_strategy` draws at random:
+    round(explore · k) (at least 1 for explore > 0, at most k)."""
+    return min(k, max(1 if explore > 0 else 0, int(round(explore * k))))
+
+
+def explore_strategy(fn, explore: float):
+    """The hedge of a rule ``fn`` (a ``StrategyFn``): of a batch of k, the rule picks the first
+    k − m and m = :func:`explored_count` pairs are drawn uniformly among the valid candidates it
+    did not pick. Random pairs' coverage protects against a misspecified model; a drawn pair's
+    score is 0 (it was not scored). Returns a ``StrategyFn``."""
+
+    def hedged(key, inputs: SelectionInputs, k: int) -> Selection:
+        m = explored_count(explore, k)
+        rule_key, draw_key = jax.random.split(key)
+        if m == k:
+            drawn = random_strategy(draw_key, inputs, k)
+            return Selection(drawn.indices, jnp.zeros_like(drawn.scores))
+        chosen = fn(rule_key, inputs, k - m)
+        if m == 0:
+            return chosen
+        taken = jnp.zeros(inputs.valid.shape, bool).at[chosen.indices].set(True)
+        drawn = random_strategy(draw_key, inputs._replace(valid=inputs.valid & ~taken), m)
+        return Selection(jnp.concatenate([chosen.indices, drawn.indices]),
+                         jnp.concatenate([chosen.scores, jnp.zeros_like(drawn.scores)]))
+
+    return hedged
+
+
 def _posterior(inputs: SelectionInputs) -> posterior.Posterior:
     """The last-layer posterior of the inputs: Λ = I_past + λI (:func:`arm_jax.selection.posterior.laplace`)."""
     return posterior.laplace(

@@ -17,6 +17,7 @@ from arm_jax.runtime import precision
 from arm_jax.selection.batch import (
     batchbald_strategy,
     coreset_strategy,
+    explore_strategy,
     greedy_dopt_strategy,
     greedy_iopt_strategy,
     random_strategy,
@@ -143,6 +144,23 @@ def custom_strategy(score: PairScore, name: str = "custom", description: str = "
     The same arguments give the same object, so its kernels compile once."""
     info = StrategyInfo(name, description, additive=True, budget=True, uses_past=score.uses_past)
     return bind(info, pair_score=score)
+
+
+@functools.lru_cache(maxsize=None)
+def hedged(strategy: "Strategy", explore: float) -> Strategy:
+    """``strategy`` with a fraction ``explore`` (0 … 1) of each batch drawn at random instead
+    (:func:`arm_jax.selection.batch.explore_strategy`); ``strategy`` itself for 0 and for
+    ``random``. A batch procedure: the pool driver runs it, not all pairs, a budget or sharding.
+    The same arguments give the same object, so its kernels compile once."""
+    if not 0.0 <= explore <= 1.0:
+        raise InputError(f"explore must be a fraction in [0, 1], got {explore}")
+    if explore == 0.0 or strategy.name == "random":
+        return strategy
+    info = StrategyInfo(
+        f"{strategy.name}+explore{explore:g}", f"{strategy.description}; {explore:g} of each batch drawn at random",
+        uses_past=strategy.uses_past, response_rule=strategy.response_rule,
+    )
+    return bind(info, fn=explore_strategy(strategy.fn, explore))
 
 
 #: What the drivers accept as a strategy: its registry name, a :class:`Strategy`, or a :class:`PairScore`.

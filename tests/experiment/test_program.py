@@ -240,6 +240,8 @@ def test_dopt_learns_on_llm_like_data():
         (dict(k=100, n_candidates=50), "k = 100 is larger than the 50 candidates per round"),
         (dict(rounds=-1), "rounds must be >= 0"),
         (dict(best_of_n=()), "best_of_n must be positive integers"),
+        (dict(explore=-0.1), r"explore must be a fraction in \[0, 1\], got -0.1"),
+        (dict(explore=0.2, pairs="all-cross", strategy="dopt"), "explore draws among sampled candidates"),
     ],
 )
 def test_bad_config(kwargs, message):

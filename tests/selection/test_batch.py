@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from arm_jax.selection import batch
 from arm_jax.selection import pool as pool_lib
@@ -45,3 +46,44 @@ def test_coreset_sensitivity_on_blobs_matches_the_reference_clustering():
     chosen = pool_lib.select("coreset", jax.random.PRNGKey(0), x, np.zeros(8, np.float32), 20)
     got = np.asarray(chosen.scores)
     assert got.max() <= sens.max() * 1.05
+
+
+# ------------------------------------------------------------------ the hedge (--explore)
+
+
+@pytest.mark.parametrize("explore, k, m", [(0.0, 10, 0), (0.25, 10, 2), (0.5, 7, 4), (0.01, 10, 1), (1.0, 10, 10)])
+def test_explored_count(explore, k, m):
+    assert batch.explored_count(explore, k) == m
+
+
+@pytest.mark.parametrize("explore", [0.3, 1.0])
+def test_the_hedge_keeps_the_rules_first_picks_and_draws_the_rest_among_the_others(explore):
+    from arm_jax.selection import registry, scores
+
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(60, 5)), jnp.float32)
+    valid = jnp.asarray(rng.random(60) > 0.2)
+    inputs = scores.make_inputs(x, jnp.asarray(rng.normal(size=5), jnp.float32), valid)
+    rule = registry.get_strategy("greedy_iopt")
+    k = 10
+    m = batch.explored_count(explore, k)
+    hedged = registry.hedged(rule, explore)
+    assert hedged is registry.hedged(rule, explore) and hedged.name == f"greedy_iopt+explore{explore:g}"
+    picks = np.asarray(hedged.fn(jax.random.PRNGKey(0), inputs, k).indices)
+    assert len(set(picks.tolist())) == k and np.asarray(valid)[picks].all()
+    rule_key, _ = jax.random.split(jax.random.PRNGKey(0))
+    if m < k:  # greedy picks are best first: the first k - m are the rule's batch of k - m
+        np.testing.assert_array_equal(picks[: k - m], np.asarray(rule.fn(rule_key, inputs, k - m).indices))
+    # the drawn ones vary with the key (they are random), the rule's do not
+    others = [np.asarray(hedged.fn(jax.random.PRNGKey(s), inputs, k).indices) for s in range(1, 6)]
+    assert any(not np.array_equal(np.sort(o[k - m:]), np.sort(picks[k - m:])) for o in others)
+
+
+def test_no_hedge_is_the_rule_itself_and_a_bad_fraction_is_refused():
+    from arm_jax.errors import InputError
+    from arm_jax.selection import registry
+
+    rule = registry.get_strategy("dopt")
+    assert registry.hedged(rule, 0.0) is rule and registry.hedged(registry.get_strategy("random"), 0.5).name == "random"
+    with pytest.raises(InputError, match="explore must be a fraction"):
+        registry.hedged(rule, 1.5)
