@@ -109,6 +109,7 @@ def _cmd_select(args) -> int:
         output_format=args.output_format,
         report_path=args.report,
         budget=args.budget,
+        explore=args.explore,
     )
     if args.report:
         print(report_table(result.report))
@@ -192,6 +193,9 @@ def _register_select(sub) -> None:
                    help="pick the pairs of largest gain per unit cost that fit this budget (the pool needs 'costs': "
                         "each item's cost, e.g. its reading time; a pair costs the sum of its two). Pair scores: "
                         "greedily by score/cost; greedy_dopt: its knapsack form; random: a random order")
+    p.add_argument("--explore", type=float, default=0.0, metavar="EPS",
+                   help="hedge: draw this fraction of the k pairs at random among the candidates the strategy did "
+                        "not pick (random pairs' coverage protects against a misspecified model; default 0)")
     p.add_argument("--pairs", choices=PAIR_MODES, default="cross-prompt",
                    help="which pairs are candidates: in-prompt (same prompt id), cross-prompt (different "
                         "prompt ids) or all-cross (every pair) (default: cross-prompt; see below)")

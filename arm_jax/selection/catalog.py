@@ -76,6 +76,8 @@ CATALOG: tuple[StrategyInfo, ...] = (
               "gap under the posterior", uses_past=True),
     _additive("infomax", "InfoMax (ActiveUltraFeedback): widest confidence interval of P(a beats b) under the "
               "posterior", uses_past=True),
+    _additive("bald", "pairwise BALD: mutual information of the label and the head under the posterior (probit "
+              "approximation, as BoTorch)", uses_past=True),
     StrategyInfo("uncertain_iopt", "hybrid: the greedy I-optimal batch among the 4k pairs whose preference is most "
                  "uncertain under the posterior", uses_past=True),
     _response_rule("dts", "double Thompson sampling: per prompt, the argmaxes of two posterior draws that differ"),

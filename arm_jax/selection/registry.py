@@ -26,6 +26,7 @@ from arm_jax.selection.batch import (
 from arm_jax.selection.catalog import CATALOG, StrategyInfo
 from arm_jax.selection.rules import response_rule_strategy
 from arm_jax.selection.scores import (
+    BALD,
     DELTA_UCB,
     DOPT,
     ENTROPY,
@@ -90,6 +91,7 @@ _BINDINGS: dict[str, PairScore | StrategyFn] = {
     "greedy_iopt": greedy_iopt_strategy,
     "delta_ucb": DELTA_UCB,
     "infomax": INFOMAX,
+    "bald": BALD,
     "uncertain_iopt": uncertain_iopt_strategy,
     "dts": response_rule_strategy("dts"),
     "drts": response_rule_strategy("drts"),

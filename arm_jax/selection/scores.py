@@ -13,6 +13,7 @@ returns k *distinct* indices among the valid candidates (given at least k valid 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable, NamedTuple
 
 import jax
@@ -233,6 +234,29 @@ INFOMAX = PairScore(
     - jax.nn.sigmoid(jnp.abs(gap) - UCB_WIDTH * _gap_std(quad)),
     **_POSTERIOR,
 )
+
+#: κ = √(π/8): σ(z) ≈ Φ(κz), the probit approximation of the logistic link (BALD's scale).
+PROBIT_SCALE = math.sqrt(math.pi / 8.0)
+#: Houlsby et al.'s C = √(π ln 2 / 2): h(Φ(z)) ≈ exp(−z² / (2C²)), h in bits.
+BALD_C = math.sqrt(math.pi * math.log(2.0) / 2.0)
+
+
+def bald_score(gap, quad):
+    """Pairwise BALD in bits (Houlsby et al. 2011, as BoTorch's pairwise BALD): the mutual
+    information between the pair's label and the head, H[Bern(Φ(μ/√(1+s²)))] − E_z H[Bern(Φ(z))]
+    with z ~ N(μ, s²) on the probit scale, μ = κ·gap and s² = κ²·quad (κ = :data:`PROBIT_SCALE`;
+    quad = xᵀΛ⁻¹x), the expectation by Houlsby's approximation C/√(s² + C²)·exp(−μ²/(2(s² + C²))).
+    Floored at 0 (the approximation can dip below 0 by ~1e-2 bits where s² ≈ 0; the
+    information cannot)."""
+    mu = PROBIT_SCALE * gap
+    s2 = PROBIT_SCALE ** 2 * jnp.maximum(quad, 0.0)
+    first = _binary_entropy(jax.scipy.special.ndtr(mu / jnp.sqrt(1.0 + s2))) / math.log(2.0)
+    c2 = BALD_C ** 2
+    second = BALD_C / jnp.sqrt(s2 + c2) * jnp.exp(-(mu * mu) / (2.0 * (s2 + c2)))
+    return jnp.maximum(first - second, 0.0)
+
+
+BALD = PairScore(likelihood.gap_variance, True, bald_score, **_POSTERIOR)
 
 
 def _same(x):

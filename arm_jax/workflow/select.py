@@ -197,6 +197,7 @@ class SelectRequest(LabelledRequest):
     output_format: str
     report_path: object
     budget: float | None
+    explore: float = 0.0
 
 
 def select_pairs(
@@ -217,6 +218,7 @@ def select_pairs(
     output_format: str = "jsonl",
     report_path=None,
     budget: float | None = None,
+    explore: float = 0.0,
 ) -> SelectResult:
     """Train on the labels, pick the next k pairs, write them as JSON Lines (``select``).
 
@@ -235,7 +237,9 @@ def select_pairs(
     ``budget``: pick the batch of largest gain per unit cost whose pairs' costs (the sum of
     the two items' ``costs`` in the pool) add up to at most this
     (:func:`arm_jax.selection.pool.select_within_budget`); ``k`` is then the most pairs (None: no
-    limit but the budget) and each line carries its ``cost``.
+    limit but the budget) and each line carries its ``cost``. ``explore``: the hedge, this
+    fraction of the k pairs drawn at random among the candidates the strategy did not pick
+    (:func:`arm_jax.selection.registry.hedged`; sampled candidates, no budget).
     Checks every input and the output path before training and writes nothing on error.
 
     On several processes (:mod:`arm_jax.runtime.distributed`) the pair-score strategies split the
@@ -250,7 +254,7 @@ def select_pairs(
         n_candidates=n_candidates, seed=seed, model_config=model_config or ModelConfig(),
         train_config=train_config or TrainConfig(), log=log, allow_relabel=allow_relabel,
         val_labels_path=val_labels_path, fit_raters=fit_raters, output_format=output_format,
-        report_path=report_path, budget=budget,
+        report_path=report_path, budget=budget, explore=explore,
     )
     return run_select(_check_request(request))
 
@@ -302,6 +306,10 @@ def _check_request(request: SelectRequest) -> SelectRequest:
             )
     if k is None and budget is None:
         raise InputError("give --k (how many pairs) or --budget (how much they may cost)")
+    if not (math.isfinite(request.explore) and 0.0 <= request.explore <= 1.0):
+        raise InputError(f"--explore must be a fraction in [0, 1], got {request.explore}")
+    if request.explore > 0 and (budget is not None or pairs == "all-cross"):
+        raise InputError("--explore draws among sampled candidates: not with --budget or --pairs all-cross")
     k = _check_k(k) if k is not None else None
     if request.output_format not in OUTPUT_FORMATS:
         raise InputError(f"unknown --format {request.output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
@@ -384,7 +392,7 @@ def _split_over_processes(request: SelectRequest, candidates: CandidatePairs | N
     processes, a pair-score strategy, no budget); on several processes, logs how the work is split."""
     shard_rows = (
         candidates is not None and request.budget is None and distributed.process_count() > 1
-        and request.strategy in registry.PAIR_SCORE_STRATEGIES
+        and request.strategy in registry.PAIR_SCORE_STRATEGIES and request.explore == 0
     )
     if distributed.process_count() > 1:
         split = (
@@ -590,8 +598,9 @@ def _select_sharded(request: SelectRequest, candidates: CandidatePairs, features
 
 def _select_pool(request: SelectRequest, candidates: CandidatePairs, features: _Features, past: _Past, diff, items):
     """The best k candidates, scored here (:func:`arm_jax.selection.pool.select`)."""
+    strategy = registry.hedged(registry.get_strategy(request.strategy), request.explore)
     return pool_lib.select(
-        request.strategy, select_key(request.seed), diff, features.beta, request.k, valid=candidates.valid,
+        strategy, select_key(request.seed), diff, features.beta, request.k, valid=candidates.valid,
         items=items, **past.kernel_args(),
     )
 

@@ -193,3 +193,43 @@ def test_k_larger_than_valid_candidates():
     valid = jnp.arange(120) < 10
     with pytest.raises(ValueError, match="k = 11 is larger than the pool of 10 candidate pairs"):
         select("random", jax.random.PRNGKey(0), x, beta, 11, valid=valid)
+
+
+# ------------------------------------------------------------------ pairwise BALD
+
+
+def _bald_float64(gap, quad, exact=False):
+    """BALD in bits on the probit scale: the definition, the expectation either by Houlsby's
+    approximation or (exact) by Gauss–Hermite quadrature of E_z h(Φ(z)), z ~ N(μ, s²)."""
+    from scipy.stats import norm
+
+    def h(p):
+        p = np.clip(p, 1e-300, 1 - 1e-16)
+        return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+
+    kappa, c = np.sqrt(np.pi / 8), np.sqrt(np.pi * np.log(2) / 2)
+    mu, s2 = kappa * gap, kappa ** 2 * quad
+    first = h(norm.cdf(mu / np.sqrt(1 + s2)))
+    if exact:
+        nodes, weights = np.polynomial.hermite_e.hermegauss(80)
+        second = np.sum(weights * h(norm.cdf(mu + np.sqrt(s2) * nodes))) / np.sqrt(2 * np.pi)
+    else:
+        second = c / np.sqrt(s2 + c * c) * np.exp(-mu * mu / (2 * (s2 + c * c)))
+    return first - second
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.3, -2.0, 8.0, 1e-6])
+@pytest.mark.parametrize("quad", [0.0, 1e-4, 0.5, 4.0, 100.0])
+def test_bald_is_its_definition_and_close_to_the_exact_information(gap, quad):
+    got = float(strategies.bald_score(jnp.float32(gap), jnp.float32(quad)))
+    np.testing.assert_allclose(got, max(_bald_float64(gap, quad), 0.0), atol=2e-6)
+    # Houlsby's approximation of the expected entropy is within 0.02 bits of the integral
+    assert abs(got - max(_bald_float64(gap, quad, exact=True), 0.0)) < 0.02
+    assert got >= 0.0
+
+
+def test_bald_grows_with_the_posterior_variance_and_shrinks_with_the_gap():
+    quads = jnp.asarray([0.1, 1.0, 10.0])
+    assert np.all(np.diff(np.asarray(strategies.bald_score(jnp.zeros(3), quads))) > 0)
+    gaps = jnp.asarray([0.0, 1.0, 3.0])
+    assert np.all(np.diff(np.asarray(strategies.bald_score(gaps, jnp.full(3, 2.0)))) < 0)

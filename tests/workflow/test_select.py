@@ -5,7 +5,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from arm_jax.errors import InputError
 from arm_jax.model.config import TrainConfig
 from arm_jax.model.network import ModelConfig
 from arm_jax.workflow import score
@@ -39,3 +41,19 @@ def test_select_pairs_library_call(npz, tmp_path):
     new = {frozenset((r["a"], r["b"])) for r in result.rows}
     assert len(new) == 6 and not old & new
     assert result.n_labels == 6 and set(result.timings) >= {"load", "train", "features", "select", "write", "total"}
+
+
+def test_explore_keeps_the_strategys_best_and_draws_the_rest(npz, tmp_path):
+    """--explore 0.5 with k = 8: the first 4 pairs are the strategy's 4 best, the other 4 are
+    drawn among the candidates it did not pick; a fraction outside [0, 1] is refused."""
+    npz(tmp_path / "pool.npz", n=40, d=5, prompts=np.repeat(np.arange(10), 4))
+    pairs = lambda rows: [(r["a"], r["b"]) for r in rows]
+    plain = realdata.select_pairs(tmp_path / "pool.npz", None, tmp_path / "a.jsonl", "dopt", 8,
+                                  model_config=MODEL, train_config=TRAIN)
+    hedged = realdata.select_pairs(tmp_path / "pool.npz", None, tmp_path / "b.jsonl", "dopt", 8,
+                                   model_config=MODEL, train_config=TRAIN, explore=0.5)
+    assert pairs(hedged.rows)[:4] == pairs(plain.rows)[:4]
+    assert len(set(pairs(hedged.rows))) == 8 and pairs(hedged.rows)[4:] != pairs(plain.rows)[4:]
+    with pytest.raises(InputError, match=r"--explore must be a fraction in \[0, 1\], got 1.5"):
+        realdata.select_pairs(tmp_path / "pool.npz", None, tmp_path / "c.jsonl", "dopt", 8, explore=1.5)
+    assert not (tmp_path / "c.jsonl").exists()
