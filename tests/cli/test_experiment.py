@@ -97,7 +97,7 @@ def test_strategies_command_lists_the_registry(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert [l.split()[0] for l in lines] == [
         "random", "entropy", "maxdiff", "xtx", "dopt", "pa_dopt", "coreset", "batchbald", "greedy_dopt",
-        "iopt", "greedy_iopt", "delta_ucb", "infomax", "uncertain_iopt", "dts", "drts", "maxmin_lcb",
+        "iopt", "greedy_iopt", "delta_ucb", "infomax", "bald", "uncertain_iopt", "dts", "drts", "maxmin_lcb",
     ]
     # every rule beyond the paper's eight says so, with a one-line definition
     assert all("[beyond the paper]" in line for line in lines[8:]) and len(lines) == len(set(lines))
@@ -139,8 +139,9 @@ def test_a_study_of_two_lapack_strategies_finishes_on_a_small_cpu(tmp_path):
     import subprocess
     import sys
 
+    # the demo's program, smaller (the hang is about the thread pool, not the sizes)
     cmd = [sys.executable, "-m", "arm_jax", "run", "--preset", "demo", "--strategies", "dopt,pa_dopt",
-           "--rounds", "3", "--quiet", "--no-plot", "--out", str(tmp_path / "out")]
+           "--rounds", "2", "--seeds", "2", "--steps", "50", "--quiet", "--no-plot", "--out", str(tmp_path / "out")]
     import os
 
     # as a user runs it: XLA's default optimisation (the hang is about its thread pool)

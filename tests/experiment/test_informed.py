@@ -76,7 +76,7 @@ def test_best_head_is_least_squares_of_the_centred_target(rank_deficient):
 
 
 TINY = dict(
-    rounds=2, k=8, initial_labels=10, n_prompts=8, n_candidates=60, best_of_n=(4,),
+    rounds=1, k=8, initial_labels=10, n_prompts=8, n_candidates=40, best_of_n=(4,),
     model=model.ModelConfig(depth=0), train=model_config.TrainConfig(linear_prior=3.0),
 )
 
