@@ -79,6 +79,22 @@ def _log(message: str) -> None:
     print(f"arm-jax: {message}", file=sys.stderr)
 
 
+def _rule_phrase(args) -> str:
+    """'greedy_iopt' or 'greedy_iopt (+25% random)': the rule select ran."""
+    return args.strategy + (f" (+{args.explore:.0%} random)" if args.explore else "")
+
+
+def _model_phrase(model_config, fit) -> str:
+    """Which reward model the picks came from: 'the linear model (prior 12.3, by
+    cross-validation)' or 'the MLP (3 x 64, elu)'; 'the untrained MLP' on a cold start."""
+    if model_config.depth == 0:
+        if fit is None:
+            return "the linear model (no labels: zero head)"
+        return f"the linear model (prior precision {fit.prior_precision:.4g}, {fit.prior_rule})"
+    shape = f"{model_config.depth} x {model_config.width}, {model_config.activation}"
+    return f"the {'untrained ' if fit is None else ''}MLP ({shape})"
+
+
 def _timings(timings: dict) -> str:
     parts = ", ".join(f"{name} {sec:.2f}" for name, sec in timings.items() if name != "total")
     return f"time {timings['total']:.2f} s ({parts})"
@@ -120,7 +136,7 @@ def _cmd_select(args) -> int:
         f"select: {result.n_items} items, {result.n_labels} labels{ties}, "
         f"{result.n_candidates} candidate pairs ({args.pairs}, {result.n_masked} already labelled"
         f"{' or in --val-labels' if args.val_labels else ''}), "
-        f"{args.strategy} picked {len(result.rows)}"
+        f"{_rule_phrase(args)} picked {len(result.rows)} with {_model_phrase(model_config, result.fit)}"
         + ("" if result.total_cost is None else f" costing {result.total_cost:.6g}"
            + ("" if args.budget is None else f" of the budget {args.budget:g}"))
         + f" -> {args.out}"

@@ -10,8 +10,10 @@ strings (``3`` and ``"3"`` are the same item). Kinds of line:
 - ``{"a": ID, "b": ID, "winner": ID}``: a decided comparison written with a and b;
 - ``{"a": ID, "b": ID, "p_a": 0.7}``: a soft label (aggregated ratings: P(a preferred));
 - ``{"a": ID, "b": ID, "votes_a": 7, "votes_b": 3}`` (optionally ``"votes_tie": 1``): vote counts.
+  Counts are numbers ≥ 0 that fit float32; a fractional count (2.5) is a weight, as if that
+  many raters had voted (the likelihood multiplies each outcome's log-probability by it).
 
-Any line may carry ``"annotator": ID`` (a string or an integer), the rater who gave it. Other
+Any line may carry ``"annotator": ID`` (a non-empty string or an integer), the rater who gave it. Other
 extra fields are ignored, but fields that look like a misspelt rater field (``rater``,
 ``annotator_id``, ``worker``, …) are refused. The same pair may be labelled more than once
 (repeated annotations, by one rater or several, are all used).
@@ -107,9 +109,15 @@ def empty_labels(path: str = "") -> Labels:
     return Labels(path, z, z, z, z, z)
 
 
+#: The largest vote count a label line may hold (the counts are trained on as float32).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _label_id(where: str, field: str, value) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise InputError(f"{where}: {field} must be a string or an integer id, got {json.dumps(value)}")
+    if isinstance(value, str) and not value.strip():
+        raise InputError(f"{where}: {field} is empty ({json.dumps(value)}); give an id or leave the field out")
     return str(value)
 
 
@@ -209,7 +217,11 @@ def _parse_row(where: str, row, index: dict[str, int], pool: Pool) -> _Line:
             v = _number(where, field, row.get(field, 0))
             if v < 0 or v == float("inf"):
                 raise InputError(f"{where}: {field} must be a count >= 0, got {json.dumps(row.get(field))}")
+            if v > FLOAT32_MAX:
+                raise InputError(f"{where}: {field} {json.dumps(row.get(field))} does not fit float32 (at most {FLOAT32_MAX:.4g})")
             votes.append(v)
+        if sum(votes) > FLOAT32_MAX:
+            raise InputError(f"{where}: the votes add up to {sum(votes):.4g}, which does not fit float32")
         if sum(votes) <= 0:
             raise InputError(f"{where}: no votes (votes_a, votes_b and votes_tie are all 0)")
         return _Line(first, second, tuple(votes), "soft", annotator)

@@ -85,7 +85,7 @@ def test_select_loop_never_repeats_a_pair(world, capsys, mode):
     code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--k", 8, "--out", tmp / "r0.jsonl",
                         "--pairs", mode, *FAST)
     assert code == 0
-    assert "cold start" in err and "40 items, 0 labels" in err
+    assert "cold start" in err and "40 items, 0 labels" in err and "dopt picked 8 with the untrained MLP (2 x 8" in err
     seen = _check_batch(_read(tmp / "r0.jsonl"), 8, ids, prompts, mode)
     labels = tmp / "labels.jsonl"
     for round_ in (1, 2):
@@ -93,6 +93,7 @@ def test_select_loop_never_repeats_a_pair(world, capsys, mode):
         code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--labels", labels, "--k", 8,
                             "--out", tmp / f"r{round_}.jsonl", "--pairs", mode, "--strategy", "pa_dopt", *FAST)
         assert code == 0 and "cold start" not in err and f"{8 * round_} labels" in err
+        assert "pa_dopt picked 8 with the MLP (2 x 8, " in err
         new = _check_batch(_read(tmp / f"r{round_}.jsonl"), 8, ids, prompts, mode)
         assert not new & seen
         seen |= new

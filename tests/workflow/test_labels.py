@@ -93,6 +93,10 @@ def test_decided_labels_with_one_rater_are_plain_bradley_terry(tmp_path, pool):
         ('{"winner": "a", "loser": "b", "annotator": ["x"]}', "l.jsonl:2: annotator must be a string or an integer"),
         ('{"winner": "a", "loser": "b", "rater": "x"}', "l.jsonl:2: unknown rater field 'rater'"),
         ('{"winner": "a", "loser": "b", "annotator_id": 3}', "l.jsonl:2: unknown rater field 'annotator_id'"),
+        ('{"winner": "a", "loser": "b", "annotator": ""}', "l.jsonl:2: annotator is empty (\"\")"),
+        ('{"winner": "a", "loser": "b", "annotator": "  "}', "l.jsonl:2: annotator is empty"),
+        ('{"a": "a", "b": "b", "votes_a": 1e39, "votes_b": 1}', "l.jsonl:2: votes_a 1e+39 does not fit float32"),
+        ('{"a": "a", "b": "b", "votes_a": 3e38, "votes_b": 3e38}', "l.jsonl:2: the votes add up to 6e+38, which does"),
     ],
 )
 def test_bad_label_lines(tmp_path, pool, line, message):
