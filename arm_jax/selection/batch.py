@@ -184,6 +184,55 @@ def greedy_iopt_strategy(key, inputs: SelectionInputs, k: int, candidates: jax.A
     return Selection(indices, jnp.where(white.ok, gains, jnp.nan))
 
 
+#: Multiplicative-algorithm iterations of ``fw_iopt``'s continuous design.
+DESIGN_STEPS = 100
+
+
+def iopt_design(inputs: SelectionInputs, k: int, steps: int = DESIGN_STEPS) -> tuple[jax.Array, jax.Array]:
+    """The continuous I-optimal design of k labels over the valid candidates at the posterior:
+    w ≥ 0, Σw = k, minimising tr(S·(Λ + Σ wᵢvᵢxᵢxᵢᵀ)⁻¹) (Λ = I_past + λI, S the pool's spread,
+    vᵢ the Fisher weights at β̂), by ``steps`` iterations of the multiplicative algorithm
+    wᵢ ← wᵢ·(gᵢ/ḡ)^½, gᵢ = vᵢxᵢᵀM⁻¹SM⁻¹xᵢ, ḡ = Σwᵢgᵢ/k (from the uniform design; in
+    coordinates whitened by Λ). Returns (w (N,), relative duality gap (k·max gᵢ − Σwᵢgᵢ)/f ≥
+    (f − f*)/f at the last iterate)."""
+    x = inputs.phi_diff
+    v, white, z, _ = _posterior_whitened(inputs)
+    s_white = whitened_spread(white, spread_matrix(x, inputs.valid))
+    valid = inputs.valid.astype(x.dtype)
+    eye = jnp.eye(x.shape[-1], dtype=x.dtype)
+
+    def criterion(w):
+        m = eye + (z * (w * v)[:, None]).T @ z
+        a = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(m), True), eye)
+        g = v * jnp.sum((z @ (a @ s_white @ a)) * z, axis=1)
+        return g, jnp.trace(a @ s_white)
+
+    def step(_, w):
+        g, _ = criterion(w)
+        mean = jnp.sum(w * g) / k
+        w = w * jnp.sqrt(jnp.maximum(g, 0.0) / jnp.maximum(mean, jnp.finfo(x.dtype).tiny))
+        return k * w / jnp.maximum(jnp.sum(w), jnp.finfo(x.dtype).tiny)
+
+    w = jax.lax.fori_loop(0, steps, step, k * valid / jnp.maximum(jnp.sum(valid), 1.0))
+    g, f = criterion(w)
+    gap = (k * jnp.max(jnp.where(inputs.valid, g, -jnp.inf)) - jnp.sum(w * g)) / f
+    ok = white.ok & jnp.all(jnp.isfinite(w)) & jnp.isfinite(gap)
+    return jnp.where(ok, w, jnp.nan), jnp.where(ok, gap, jnp.nan)
+
+
+def fw_iopt_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
+    """k distinct pairs from the continuous I-optimal design (:func:`iopt_design`), sampled
+    ∝ w without replacement (Gumbel top-k). Sampling, not the k largest weights: the design
+    spreads its weight over more than k pairs when D is large, and sampling keeps that spread
+    in expectation where the k heaviest would drop its diffuse part. Each pick's score is its
+    design weight (NaN where the posterior or the design is not finite)."""
+    w, _ = iopt_design(inputs, k)
+    gumbel = jax.random.gumbel(key, w.shape, w.dtype)
+    logw = jnp.log(jnp.maximum(w, jnp.finfo(w.dtype).tiny))
+    chosen = top_k_valid(jnp.where(jnp.isfinite(w), logw + gumbel, 0.0), inputs.valid, k)
+    return Selection(chosen.indices, w[chosen.indices])
+
+
 #: ``uncertain_iopt`` narrows the pool to this many times k candidates before its greedy batch.
 HYBRID_POOL_FACTOR = 4
 

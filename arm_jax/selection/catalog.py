@@ -72,6 +72,8 @@ CATALOG: tuple[StrategyInfo, ...] = (
               "(Lambda: last-layer posterior precision)", uses_past=True),
     StrategyInfo("greedy_iopt", "greedy I-optimal batch via Sherman-Morrison (each pick updates the posterior)",
                  uses_past=True),
+    StrategyInfo("fw_iopt", "the optimal continuous I-optimal design of the batch (multiplicative algorithm), "
+                 "k pairs sampled by its weights", uses_past=True),
     _additive("delta_ucb", "DeltaUCB (ActiveUltraFeedback): largest upper confidence bound |mu| + w s of the reward "
               "gap under the posterior", uses_past=True),
     _additive("infomax", "InfoMax (ActiveUltraFeedback): widest confidence interval of P(a beats b) under the "
