@@ -66,9 +66,13 @@ def efficiency_ratio(rule: np.ndarray, rand: np.ndarray, ann: np.ndarray, n0: fl
     """Labels random needs to reach the rule's mean error at ``n0`` labels, over ``n0``: the
     curves (seeds, rounds + 1) averaged over their seeds, the rule's read at ``n0`` and random's
     made monotone (its running minimum) and interpolated; inf where random never gets there
-    within the run (then the ratio is above ann[-1] / n0)."""
+    within the run (then the ratio is above ann[-1] / n0), 0 where the rule is worse than
+    random's first count (the ratio is below ann[0] / n0)."""
     target = float(np.interp(n0, ann, rule.mean(axis=0)))
-    reach = labels_to_reach(np.minimum.accumulate(rand.mean(axis=0)), ann, target)
+    rand_curve = np.minimum.accumulate(rand.mean(axis=0))
+    if target > rand_curve[0]:  # worse than random at its first count: below ann[0] / n0
+        return 0.0
+    reach = labels_to_reach(rand_curve, ann, target)
     return reach / n0 if reach == reach else float("inf")
 
 
@@ -81,12 +85,14 @@ def label_efficiency(rule: np.ndarray, rand: np.ndarray, ann: np.ndarray, n0: fl
                      for i in (rng.integers(0, seeds, seeds) for _ in range(draws))])
     low, high = np.quantile(boot, [0.025, 0.975])
     return dict(n=int(n0), ratio=efficiency_ratio(rule, rand, ann, n0), low=float(low), high=float(high),
-                censored_above=float(ann[-1] / n0))
+                censored_above=float(ann[-1] / n0), censored_below=float(ann[0] / n0))
 
 
 def efficiency_text(e: dict) -> str:
-    """'1.45 (1.21–1.80)'; '>' where random's curve never reached the rule's error."""
-    fmt = lambda r: f">{e['censored_above']:.1f}" if not np.isfinite(r) else f"{r:.2f}"
+    """'1.45 (1.21–1.80)'; '>' where random's curve never reached the rule's error, '<' where
+    the rule's error is above random's at its first count."""
+    fmt = lambda r: (f">{e['censored_above']:.1f}" if not np.isfinite(r)
+                     else f"<{e['censored_below']:.2f}" if r == 0 else f"{r:.2f}")
     return f"{fmt(e['ratio'])} ({fmt(e['low'])}–{fmt(e['high'])})"
 
 
