@@ -294,8 +294,9 @@ def main(argv=None) -> int:
             results["cli"] = time_cli(args, Path(tmp))
     print_tables(results)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        from arm_jax.runtime import files as io
+
+        io.write_json(args.json, results)
     return 0
 
 

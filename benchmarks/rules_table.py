@@ -5,10 +5,13 @@
 Reads ``ROOT/<corpus>-depth<d>/<pair mode>/metrics.json`` (what ``benchmarks/bench_rules.py
 --out ROOT/<corpus>-depth<d>`` writes) and prints, per rule and setting (corpus, pair mode,
 model), the label efficiency at 300 / 600 / 1 000 labels (:func:`bench_rules.label_efficiency`)
-and the final paired difference to random; then, per rule, the mean efficiency over every
-setting and read point, and where it was worse than random by more than one standard error
-(paired over seeds, 1 − Spearman) at 300, 600, 1 000 labels or the run's last count. The
-default policy is the rule that is never worse and has the highest mean efficiency.
+and the final paired difference to random; then, per policy (model + rule), the mean
+efficiency over its settings and read points, the settings where it was worse than random by
+more than one standard error (the paired difference over seeds of 1 − Spearman, averaged over
+the read points 300, 600, 1 000 labels and the run's last count: one test per setting), and the
+single read points worse by more than one s.e. (for reference: a rule exactly as good as random
+fails a single point one time in six). The default policy is the one never worse in any
+setting with the highest mean efficiency.
 """
 from __future__ import annotations
 
@@ -23,6 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_rules import EFFICIENCY_AT, analyse, efficiency_text  # noqa: E402
 
 
+def read_points(ann: np.ndarray) -> list[int]:
+    """The rounds read: 300, 600 and 1 000 labels where the run has them, and its last."""
+    return sorted({i for i, n in enumerate(ann) if n in EFFICIENCY_AT} | {len(ann) - 1})
+
+
 def worse_than_random(payload: dict, name: str) -> list[int]:
     """Label counts (300, 600, 1 000 and the last) where ``name``'s 1 − Spearman is above
     random's by more than one standard error of the paired difference over seeds."""
@@ -30,12 +38,23 @@ def worse_than_random(payload: dict, name: str) -> list[int]:
     rule = np.asarray(payload["results"][name]["one_minus_spearman"], float)
     rand = np.asarray(payload["results"]["random"]["one_minus_spearman"], float)
     out = []
-    for i, n in enumerate(ann):
-        if name != "random" and (n in EFFICIENCY_AT or i == len(ann) - 1):
-            d = rule[:, i] - rand[:, i]
-            if d.mean() > d.std(ddof=1) / np.sqrt(len(d)):
-                out.append(int(n))
+    for i in read_points(ann):
+        d = rule[:, i] - rand[:, i]
+        if name != "random" and d.mean() > d.std(ddof=1) / np.sqrt(len(d)):
+            out.append(int(ann[i]))
     return out
+
+
+def mean_difference(payload: dict, name: str) -> tuple[float, float]:
+    """(mean, s.e.) over seeds of the rule's 1 − Spearman minus random's, each seed's averaged
+    over the read points: one paired test per setting (not one per point: with a 1 s.e. bar a
+    rule exactly as good as random fails each point one time in six)."""
+    ann = np.asarray(payload["annotations"], float)
+    idx = read_points(ann)
+    rule = np.asarray(payload["results"][name]["one_minus_spearman"], float)[:, idx]
+    rand = np.asarray(payload["results"]["random"]["one_minus_spearman"], float)[:, idx]
+    d = (rule - rand).mean(axis=1)
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
 
 
 def collect(root: Path) -> tuple[list[str], dict]:
@@ -46,19 +65,32 @@ def collect(root: Path) -> tuple[list[str], dict]:
         payload = json.loads(path.read_text())
         settings.append(setting)
         for r in analyse(payload):
+            mean, se = mean_difference(payload, r["strategy"])
             rows.setdefault(r["strategy"], {})[setting] = dict(
                 efficiency=r["efficiency"], diff=r["diff_vs_random"], se=r["diff_se"],
                 labels=int(payload["annotations"][-1]), worse_at=worse_than_random(payload, r["strategy"]),
+                mean_diff=mean, mean_diff_se=se,
             )
     return settings, rows
 
 
 def summary(rows: dict) -> list[dict]:
-    out = []
+    """One row per policy (model + rule) over its settings (corpus, pair mode): the mean
+    efficiency, the settings whose mean paired difference (:func:`mean_difference`) is worse
+    than random by more than one s.e., and the read points worse by more than one s.e."""
+    policies = {}
     for rule, per in rows.items():
+        for setting, c in per.items():
+            corpus, mode, model = setting.split(" ")
+            policies.setdefault(f"{model} + {rule}", {})[f"{corpus} {mode}"] = c
+    out = []
+    for policy, per in policies.items():
         ratios = [min(e["ratio"], e["censored_above"]) for c in per.values() for e in c["efficiency"]]
-        worse = {s: c["worse_at"] for s, c in per.items() if c["worse_at"]}
-        out.append(dict(rule=rule, mean_efficiency=float(np.mean(ratios)), settings=len(per), worse=worse))
+        worse = {s: f"{c['mean_diff']:+.4f} ± {c['mean_diff_se']:.4f}" for s, c in per.items()
+                 if c["mean_diff"] > c["mean_diff_se"] and not policy.endswith("+ random")}
+        points = {s: c["worse_at"] for s, c in per.items() if c["worse_at"]}
+        out.append(dict(policy=policy, mean_efficiency=float(np.mean(ratios)), settings=len(per), worse=worse,
+                        worse_points=points))
     return out
 
 
@@ -71,14 +103,16 @@ def markdown(settings: list[str], rows: dict, table: list[dict]) -> str:
             cells.append("–" if c is None else "/".join(efficiency_text(e).split(" ")[0] for e in c["efficiency"])
                          + f"; {c['diff']:+.3f} ± {c['se']:.3f}")
         lines.append(f"| {rule} | " + " | ".join(cells) + " |")
-    lines += ["", "| rule | mean efficiency | worse than random by > 1 s.e. at |", "|---|---:|---|"]
+    lines += ["", "| policy | settings | mean efficiency | settings worse than random by > 1 s.e. (mean paired "
+                  "difference over the read points) | read points worse by > 1 s.e. |", "|---|---:|---:|---|---|"]
     for t in sorted(table, key=lambda t: -t["mean_efficiency"]):
-        worse = "; ".join(f"{s} ({', '.join(map(str, n))})" for s, n in t["worse"].items()) or "never"
-        lines.append(f"| {t['rule']} | {t['mean_efficiency']:.2f} | {worse} |")
-    never = [t for t in table if not t["worse"] and t["rule"] != "random"]
+        worse = "; ".join(f"{s} {d}" for s, d in t["worse"].items()) or "never"
+        points = "; ".join(f"{s} ({', '.join(map(str, n))})" for s, n in t["worse_points"].items()) or "none"
+        lines.append(f"| {t['policy']} | {t['settings']} | {t['mean_efficiency']:.2f} | {worse} | {points} |")
+    never = [t for t in table if not t["worse"] and not t["policy"].endswith("+ random")]
     best = max(never, key=lambda t: t["mean_efficiency"], default=None)
-    lines += ["", f"Never worse than random by more than one s.e., highest mean efficiency: "
-                  f"**{best['rule'] if best else 'none'}**"]
+    lines += ["", "Never worse than random by more than one s.e. in any setting, highest mean efficiency: "
+                  f"**{best['policy'] if best else 'none'}**"]
     return "\n".join(lines)
 
 
