@@ -92,8 +92,7 @@ class ExperimentConfig:
 
     def __post_init__(self):
         strategy = registry.get_strategy(informed.RULE if informed.is_informed(self.strategy) else self.strategy)
-        if not 0.0 <= self.explore <= 1.0:
-            raise InputError(f"explore must be a fraction in [0, 1], got {self.explore}")
+        registry.hedged(strategy, self.explore)  # InputError for a fraction outside [0, 1]
         if self.explore > 0 and (self.pairs == "all-cross" or self.cost_aware):
             raise InputError("explore draws among sampled candidates without costs (pairs='all-cross' or cost_aware given)")
         if informed.is_informed(self.strategy) and (self.pairs == "all-cross" or self.cost_aware):

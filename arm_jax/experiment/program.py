@@ -30,7 +30,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from arm_jax.errors import RunFailed
-from arm_jax.experiment import informed
 from arm_jax.experiment.config import (
     ExperimentConfig,
     ExperimentData,
@@ -46,8 +45,8 @@ from arm_jax.experiment.round import (
     check_study,
     initial_buffer,
     initial_model,
-    simulation,
     study_round_step,
+    study_simulation,
 )
 
 
@@ -58,8 +57,7 @@ def run_study_single(key, configs: tuple[ExperimentConfig, ...], data: Experimen
     base = configs[0]
     check_data(data)
     init_key, round_key = jax.random.split(key)
-    # once per run, not every round
-    sim = simulation(base, data, with_truth=any(informed.is_informed(c.strategy) for c in configs))
+    sim = study_simulation(configs, data)  # once per run, not every round
     buffer, ok = initial_buffer(init_key, base, data, sim)  # round 0 is random: the same for every strategy
     xs = (jnp.arange(base.rounds + 1, dtype=jnp.int32), jax.random.split(round_key, base.rounds + 1))
     step = functools.partial(study_round_step, configs=configs, data=data, sink=sink, sim=sim)

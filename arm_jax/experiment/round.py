@@ -77,6 +77,12 @@ def simulation(config: ExperimentConfig, data: ExperimentData, with_truth: bool 
     return Simulation(nu, None if config.item_costs == "none" else item_costs(config, data), truth)
 
 
+def study_simulation(configs, data: ExperimentData) -> Simulation:
+    """The :class:`Simulation` of a study of ``configs`` (they differ in their strategy alone):
+    with the true rewards when one of them is the informed arm."""
+    return simulation(configs[0], data, with_truth=any(informed.is_informed(c.strategy) for c in configs))
+
+
 def labelled_differences(params, config: ExperimentConfig, data: ExperimentData, buffer: LabelBuffer, reliability=None):
     """(x (C, H), mask (C,), weight (C,) or None) of every buffer row under ``params``: see
     :func:`past_inputs`."""
@@ -371,7 +377,7 @@ def study_round_step(
     round_index, key = xs
     k_acquire, k_train = jax.random.split(key)
     base = configs[0]
-    sim = sim or simulation(base, data, with_truth=any(informed.is_informed(c.strategy) for c in configs))
+    sim = sim or study_simulation(configs, data)
 
     def acquire_all(buffers):
         # One strategy after another (a scan over a switch), never side by side: two batched
