@@ -26,7 +26,7 @@ from arm_jax.model.config import TrainConfig
 from arm_jax.selection import stopping
 from arm_jax.selection.catalog import PAIR_MODES
 from arm_jax.selection.registry import STRATEGIES
-from arm_jax.workflow import candidates, fitting, score, train
+from arm_jax.workflow import candidates, fitting, policy, score, train
 from arm_jax.workflow import select as realdata
 
 POOL_HELP = (
@@ -65,12 +65,21 @@ def _fraction(text: str) -> float:
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("reward model and training (the model is always trained from scratch)")
     g.add_argument("--seed", type=seed, default=0, help="random seed; same inputs and seed give byte-identical output (default: 0)")
-    add_model_flags(g)
+    g.add_argument("--preset", choices=list(policy.POLICIES), default="default",
+                   help="the reward model (and for select the strategy) when --depth (--strategy) is not given. "
+                        + "; ".join(f"{name}: {pol.what}" for name, pol in policy.POLICIES.items()) + " (default: default)")
+    default = policy.DEFAULT.model.depth
+    add_model_flags(g, depth_help=f"default: {default}, from --preset; --preset paper: {policy.POLICIES['paper'].model.depth}")
     add_label_model_flags(g)
 
 
 def _configs(args):
-    """(model config, train config) of the flags, the tie flag applied."""
+    """(model config, train config) of the flags, the preset and the tie flag applied."""
+    chosen = policy.policy(args.preset)
+    if args.depth is None:
+        args.depth = chosen.model.depth
+    if getattr(args, "strategy", "") is None:
+        args.strategy = chosen.strategy
     model_config, train_config = model_and_train_configs(args)
     return model_config, dataclasses.replace(train_config, ties=not args.no_tie_model)
 
@@ -202,9 +211,11 @@ def _register_select(sub) -> None:
     p.add_argument("--labels", metavar="LABELS", help=LABELS_HELP + " (omit for a cold start)")
     p.add_argument("--out", required=True, metavar="NEXT.jsonl",
                    help=f"where to write the selected pairs (JSON Lines; {OUT_NOTE})")
-    p.add_argument("--strategy", choices=list(STRATEGIES), default="dopt", metavar="NAME",
-                   help=f"selection strategy, one of: {', '.join(STRATEGIES)} (default: dopt; see 'arm-jax strategies')")
-    p.add_argument("--k", type=positive_int, help="number of pairs to select (with --budget: the most)")
+    p.add_argument("--strategy", choices=list(STRATEGIES), metavar="NAME",
+                   help=f"selection strategy, one of: {', '.join(STRATEGIES)} (default: {policy.DEFAULT.strategy}, "
+                        f"from --preset; --preset paper: {policy.POLICIES['paper'].strategy}; see 'arm-jax strategies')")
+    p.add_argument("--k", type=positive_int,
+                   help="number of pairs to select; required unless --budget is given (with --budget: the most)")
     p.add_argument("--budget", type=float, metavar="B",
                    help="pick the pairs of largest gain per unit cost that fit this budget (the pool needs 'costs': "
                         "each item's cost, e.g. its reading time; a pair costs the sum of its two). Pair scores: "

@@ -29,6 +29,7 @@ from arm_jax.runtime import files as io
 from arm_jax.runtime import mesh as parallel
 from arm_jax.selection.catalog import PAIR_MODES
 from arm_jax.selection.registry import PAPER_STRATEGIES, STRATEGIES, get_strategy
+from arm_jax.workflow import policy
 
 # Presets: data and experiment sizes. Flags given on the command line override them.
 PRESETS = {
@@ -49,6 +50,8 @@ PRESETS = {
     ),
 }
 TASKS = ("llm-like", "gaussian-2d")
+RUN_DEPTH = (f"default: {policy.DEFAULT.model.depth} (the default policy's model, as select) on your own data "
+             f"(--train-embeddings ...), {policy.POLICIES['paper'].model.depth} on a built-in task or with --preset paper")
 OUTPUT_FILES = ("metrics.json", "metrics.csv", "learning_curves.png", "quality_vs_cost.png")
 
 
@@ -199,7 +202,7 @@ def _register_run(sub) -> None:
     cost.add_argument("--cost-aware", action="store_true",
                       help="pick the k pairs of largest gain per unit cost (pair scores, greedy_dopt) instead of the "
                            "largest gain")
-    add_model_flags(p.add_argument_group("reward model and training"), steps_default=None, preset_schedule=True)
+    add_model_flags(p.add_argument_group("reward model and training"), steps_default=None, preset_schedule=True, depth_help=RUN_DEPTH)
     out = p.add_argument_group("output")
     out.add_argument("--no-plot", action="store_true", help="do not draw learning_curves.png")
     out.add_argument("--quiet", action="store_true",
@@ -246,11 +249,15 @@ def parse_strategies(text: str, informed_arm: bool = False) -> list[str]:
 
 
 def resolve_presets(args) -> argparse.Namespace:
-    """Preset values for every flag the user did not give."""
+    """Preset values for every flag the user did not give; --depth: the default policy's model
+    on the user's own data under the default preset (what ``select`` uses), else the paper's MLP."""
     merged = dict(vars(args))
     for key, value in PRESETS[args.preset].items():
         if merged.get(key) is None:
             merged[key] = value
+    if merged.get("depth") is None:
+        own_data = merged.get("train_embeddings") is not None and args.preset == "default"
+        merged["depth"] = (policy.DEFAULT if own_data else policy.POLICIES["paper"]).model.depth
     if isinstance(merged["best_of_n"], str):
         merged["best_of_n"] = _int_list(merged["best_of_n"])
     return argparse.Namespace(**merged)

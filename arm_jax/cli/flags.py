@@ -109,18 +109,22 @@ def _dest(flag: str) -> str:
 SCHEDULES = ("early-stopping", "fixed")
 
 
-def add_model_flags(group, steps_default: int | None = TrainConfig.steps, preset_schedule: bool = False) -> None:
+def add_model_flags(
+    group, steps_default: int | None = TrainConfig.steps, preset_schedule: bool = False, depth_help: str | None = None
+) -> None:
     """The flags of :data:`CONFIG_FLAGS` (--schedule --steps --batch-size --lr --weight-decay
     --max-epochs --depth --width --activation), with the dataclasses' defaults.
 
-    ``steps_default=None`` leaves --steps unset, ``preset_schedule`` --schedule (a preset
-    fills them in).
+    ``steps_default=None`` leaves --steps unset, ``preset_schedule`` --schedule, ``depth_help``
+    (what the default is) --depth (a preset fills them in).
     """
     for flag, cls, field, kind, help_text in CONFIG_FLAGS:
         default = _field_defaults(cls)[field]
         if flag == "--steps":
             default = steps_default
             help_text += " (default: from --preset)" if default is None else ""
+        if flag == "--depth" and depth_help is not None:
+            default, help_text = None, f"{help_text} ({depth_help})"
         if kind == "schedule":
             default = None if preset_schedule else SCHEDULES[0 if default else 1]
             group.add_argument(flag, choices=SCHEDULES, default=default, help=help_text)

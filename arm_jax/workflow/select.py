@@ -55,6 +55,7 @@ from arm_jax.selection import allpairs, posterior, registry, sharded
 from arm_jax.selection import pool as pool_lib
 from arm_jax.selection import scores as strategies_lib
 from arm_jax.selection.registry import PAIR_SCORE_STRATEGIES as ALL_PAIRS_STRATEGIES
+from arm_jax.workflow import policy
 from arm_jax.workflow.candidates import (
     DEFAULT_CANDIDATES,
     PAIR_MODES,
@@ -228,7 +229,8 @@ def select_pairs(
     cold start: the untrained, seeded model's features are used. ``val_labels_path``:
     comparisons kept for evaluation only (not trained on, never proposed, even with
     ``allow_relabel``); the trained model's accuracy, log-loss and ECE on them are returned.
-    ``fit_raters``: fit a reliability per rater when the labels name two or more. When the
+    ``model_config=None``: the default policy's model (:data:`arm_jax.workflow.policy.DEFAULT`,
+    the linear model). ``fit_raters``: fit a reliability per rater when the labels name two or more. When the
     pool has texts, each line also carries ``prompt_a``, ``response_a``, ``prompt_b``,
     ``response_b``. ``output_format="label-studio"``: the same rows as Label Studio tasks (a
     JSON list) and its labelling config beside them (:func:`label_config_path`; see
@@ -251,7 +253,7 @@ def select_pairs(
     """
     request = SelectRequest(
         pool_path=pool_path, labels_path=labels_path, out_path=out_path, strategy=strategy, k=k, pairs=pairs,
-        n_candidates=n_candidates, seed=seed, model_config=model_config or ModelConfig(),
+        n_candidates=n_candidates, seed=seed, model_config=model_config or policy.DEFAULT.model,
         train_config=train_config or TrainConfig(), log=log, allow_relabel=allow_relabel,
         val_labels_path=val_labels_path, fit_raters=fit_raters, output_format=output_format,
         report_path=report_path, budget=budget, explore=explore,
@@ -422,10 +424,9 @@ def _fit(request: SelectRequest, data: _Loaded) -> _Fitted:
     seeded initial model (the cold start)."""
     labels, log = data.labels, request.log
     if labels.n_train == 0:
-        log(
-            "cold start: no labels, so the pairs are chosen on the untrained (seeded) model's "
-            "random features (D-optimal design on the random-init features)"
-        )
+        basis = ("the embeddings themselves (the linear model's features) under its prior"
+                 if request.model_config.depth == 0 else "the untrained (seeded) model's random features")
+        log(f"cold start: no labels, so {request.strategy} chooses the pairs on {basis}")
     ts, train_config = training_set(labels, request.train_config, request.fit_raters)
     if ts.n:
         log(f"training the reward model on {_describe_labels(labels)} ({_schedule(train_config, request.model_config)})")

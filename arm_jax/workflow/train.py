@@ -21,6 +21,7 @@ from arm_jax.model.evaluate import PairMetrics, finite_or_none, pair_metrics
 from arm_jax.model.network import ModelConfig
 from arm_jax.runtime import distributed
 from arm_jax.runtime import files as io_lib
+from arm_jax.workflow import policy
 from arm_jax.workflow.checkpoint import save_model
 from arm_jax.workflow.fitting import (
     FitReport,
@@ -118,12 +119,13 @@ def train_model(
     is held out here, the model trained on the rest and measured, then (``refit``) trained
     again on all labels with the same seed, exactly the model ``select --seed`` trains.
     Without ``refit`` the model the held-out numbers describe is saved.
+    ``model_config=None``: the default policy's model (:data:`arm_jax.workflow.policy.DEFAULT`).
     ``val_labels_path``: comparisons kept for evaluation only (never trained on); the saved
     model's accuracy, log-loss and ECE on them are reported and stored in the model file.
     """
     request = TrainRequest(
         pool_path=pool_path, labels_path=labels_path, out_path=out_path, refit=refit, seed=seed,
-        model_config=model_config or ModelConfig(), train_config=train_config or TrainConfig(), log=log,
+        model_config=model_config or policy.DEFAULT.model, train_config=train_config or TrainConfig(), log=log,
         val_labels_path=val_labels_path, fit_raters=fit_raters,
     )
     return run_train(_check_request(request, val_fraction))

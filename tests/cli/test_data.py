@@ -14,7 +14,7 @@ from arm_jax.model import network as model_lib
 from arm_jax.model.config import TrainConfig
 from arm_jax.model.network import ModelConfig
 from arm_jax.workflow import checkpoint as model_files
-from arm_jax.workflow import fitting, score
+from arm_jax.workflow import fitting, policy, score
 from arm_jax.workflow import labels as labels_lib
 from arm_jax.workflow import pool as pool_io
 from arm_jax.workflow import select as realdata
@@ -85,7 +85,7 @@ def test_select_loop_never_repeats_a_pair(world, capsys, mode):
     code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--k", 8, "--out", tmp / "r0.jsonl",
                         "--pairs", mode, *FAST)
     assert code == 0
-    assert "cold start" in err and "40 items, 0 labels" in err and "dopt picked 8 with the untrained MLP (2 x 8" in err
+    assert "cold start" in err and "40 items, 0 labels" in err and f"{policy.DEFAULT.strategy} picked 8 with the untrained MLP (2 x 8" in err
     seen = _check_batch(_read(tmp / "r0.jsonl"), 8, ids, prompts, mode)
     labels = tmp / "labels.jsonl"
     for round_ in (1, 2):
@@ -610,3 +610,18 @@ def test_cli_small_pool_two_rounds(tmp_path, strategy):
     assert len(again) == 5 and all(np.isfinite(r["score"]) for r in again)
     labelled = {frozenset((r["a"], r["b"])) for r in rows}
     assert not labelled & {frozenset((r["a"], r["b"])) for r in again}
+
+
+@pytest.mark.parametrize("argv, rule, model", [
+    ([], "iopt", "the linear model"),
+    (["--preset", "paper"], "dopt", "the MLP (3 x 64, relu)"),
+    (["--preset", "paper", "--strategy", "random", "--depth", "0"], "random", "the linear model"),
+])
+def test_select_preset_gives_the_policy_unless_flags_say_otherwise(world, capsys, argv, rule, model):
+    tmp, golden = world
+    _run(capsys, "select", "--pool", tmp / "pool.npz", "--k", 8, "--out", tmp / "r0.jsonl", *FAST)
+    _append(tmp / "labels.jsonl", _annotate(_read(tmp / "r0.jsonl"), golden))
+    code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl", "--k", 4,
+                        "--steps", "40", "--out", tmp / "r1.jsonl", *argv)
+    assert code == 0 and f"{rule} picked 4 with {model}" in err
+    assert policy.DEFAULT.strategy == "iopt" and policy.DEFAULT.model.depth == 0

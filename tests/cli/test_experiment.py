@@ -395,3 +395,17 @@ def test_empirical_annotator_refuses_bad_ratings(tmp_path, capsys, change, messa
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("argv, depth", [
+    ([], 3),                                              # built-in task: the paper's MLP
+    (["--train-embeddings", "e.npy"], 0),                 # the user's data: the default policy's model
+    (["--train-embeddings", "e.npy", "--preset", "paper"], 3),
+    (["--train-embeddings", "e.npy", "--depth", "2"], 2),
+])
+def test_run_depth_default_is_the_default_policys_model_on_own_data(argv, depth):
+    from arm_jax.cli.experiment import build_config, resolve_presets
+    from arm_jax.cli.main import build_parser
+
+    args = resolve_presets(build_parser().parse_args(["run", *argv]))
+    assert build_config(args, "random").model.depth == depth
