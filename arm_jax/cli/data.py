@@ -135,6 +135,7 @@ def _cmd_select(args) -> int:
         report_path=args.report,
         budget=args.budget,
         explore=args.explore,
+        allow_unannotated=args.allow_unannotated,
     )
     if args.report:
         print(report_table(result.report))
@@ -230,6 +231,9 @@ def _register_select(sub) -> None:
                    help="propose pairs that are already labelled too, e.g. for another rater (by default they "
                         "never are; see the README on when a second opinion is worth it)")
     p.add_argument("--val-labels", metavar="FILE", help=VAL_LABELS_HELP.format(", never proposed"))
+    p.add_argument("--allow-unannotated", action="store_true",
+                   help="accept a Label Studio file in which no task is annotated as a cold start (without it that "
+                        "is an error: it is most likely the tasks file select wrote, not the export)")
     p.add_argument("--format", choices=realdata.OUTPUT_FORMATS, default="jsonl", dest="output_format",
                    help="jsonl (one pair a line; the default) or label-studio: tasks Label Studio imports as "
                         "they are, plus the labelling config beside them (NEXT.label_config.xml); its JSON export "

@@ -79,6 +79,10 @@ def check_flags(args) -> None:
             raise InputError("--distributed reads the coordinator, process count and id from the cluster: "
                              "give either --distributed or --coordinator, --num-processes and --process-id")
         return
+    if args.num_processes is not None and args.num_processes < 1:
+        raise InputError(f"--num-processes must be >= 1, got {args.num_processes}")
+    if args.process_id is not None and args.num_processes is not None and not 0 <= args.process_id < args.num_processes:
+        raise InputError(f"--process-id must be in 0 .. {args.num_processes - 1}, got {args.process_id}")
     if None in explicit:
         missing = [f for f, v in zip(("--coordinator", "--num-processes", "--process-id"), explicit) if v is None]
         raise InputError(
@@ -87,10 +91,6 @@ def check_flags(args) -> None:
         )
     if ":" not in args.coordinator or not args.coordinator.rsplit(":", 1)[1].isdigit():
         raise InputError(f"--coordinator must be HOST:PORT, got {args.coordinator!r}")
-    if args.num_processes < 1:
-        raise InputError(f"--num-processes must be >= 1, got {args.num_processes}")
-    if not 0 <= args.process_id < args.num_processes:
-        raise InputError(f"--process-id must be in 0 .. {args.num_processes - 1}, got {args.process_id}")
 
 
 def initialize(args) -> None:
@@ -99,23 +99,65 @@ def initialize(args) -> None:
     import jax
 
     check_flags(args)
-    timeouts = {}
+    wait_s = args.process_timeout or DEFAULT_TIMEOUT_S
+    # JAX aborts the whole process (a C++ stack trace, exit 134) when the others do not connect
+    # in time; give it longer than our own watchdog, which reports it in one line instead.
+    timeouts = dict(initialization_timeout=wait_s + _NATIVE_GRACE_S)
     if args.process_timeout is not None:
-        timeouts = dict(initialization_timeout=args.process_timeout, heartbeat_timeout_seconds=args.process_timeout)
+        timeouts["heartbeat_timeout_seconds"] = args.process_timeout
+    if not args.distributed and args.num_processes > 1:
+        print(f"arm-jax: process {args.process_id}: waiting for the other {args.num_processes - 1} of "
+              f"{args.num_processes} processes at {args.coordinator} (up to {wait_s} s)", file=sys.stderr, flush=True)
+    joined = _watchdog(wait_s, _missing_message(args, wait_s))
     try:
         jax.distributed.initialize(
             coordinator_address=args.coordinator, num_processes=args.num_processes, process_id=args.process_id,
             **timeouts,
         )
     except (ValueError, RuntimeError, TypeError) as err:
+        joined.set()
         from arm_jax.runtime.files import one_line
 
         where = ("--distributed: JAX could not read the run from the cluster (it reads SLURM under srun, Open MPI "
                  "under mpirun, a Cloud TPU pod slice, Kubernetes); elsewhere give --coordinator, --num-processes "
                  "and --process-id" if args.distributed else "could not join the other processes")
         raise InputError(f"{where} ({one_line(err)})") from None
+    joined.set()
     # read when the CPU backend starts, after this: collectives between processes' CPU devices
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+
+
+_NATIVE_GRACE_S = 30
+
+
+def _missing_message(args, wait_s: int) -> str:
+    """What the watchdog says when the processes did not all connect in ``wait_s`` seconds."""
+    if args.distributed:
+        return f"--distributed: not every process of the run connected within {wait_s} s"
+    others = [i for i in range(args.num_processes) if i != args.process_id]
+    ids = ", ".join(map(str, others[:8])) + (" ..." if len(others) > 8 else "")
+    who = ("process(es) " + ids + " did not connect" if args.process_id == 0
+           else "the coordinator (process 0) or another of processes " + ids + " did not answer")
+    return (f"process {args.process_id}: {who} within {wait_s} s at {args.coordinator}; start every process "
+            f"with the same --coordinator and --num-processes and its own --process-id (or raise --process-timeout)")
+
+
+def _watchdog(wait_s: float, message: str):
+    """A daemon thread that, unless the returned event is set within ``wait_s`` seconds, prints
+    ``message`` as a one-line error and ends the process with exit status 2 (``os._exit``: the
+    main thread is blocked in JAX's native connect, which cannot be interrupted)."""
+    import os
+    import threading
+
+    done = threading.Event()
+
+    def watch():
+        if not done.wait(wait_s):
+            print(f"arm-jax: error: {message}", file=sys.stderr, flush=True)
+            os._exit(2)
+
+    threading.Thread(target=watch, name="arm-jax-join-watchdog", daemon=True).start()
+    return done
 
 
 def _joined() -> bool:

@@ -24,6 +24,7 @@ import math
 import os
 import secrets
 import signal
+import tempfile
 import threading
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -65,20 +66,31 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _check_parent_writable(path: Path, shown) -> None:
-    """The nearest existing ancestor of ``path`` must be a writable directory (missing
-    directories below it are created when the file is written)."""
+def _check_parent_writable(path: Path, shown, flag: str = "--out") -> None:
+    """The nearest existing ancestor of ``path`` must be a directory where a file can be
+    created (missing directories below it are created when the file is written). Tried, not
+    guessed from permission bits: a probe file is created and removed, so a read-only file
+    system, a full disk or a pseudo-filesystem like /proc is named as what it is."""
     parent = path.parent
-    missing = []
     while not parent.exists():
         if parent == parent.parent:
             break
-        missing.append(parent)
         parent = parent.parent
     if not parent.is_dir():
-        raise InputError(f"{shown}: cannot write there: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{shown}: cannot write there: no permission to write in {parent}")
+        raise InputError(f"{shown}: cannot write there ({flag}): {parent} is not a directory")
+    _probe_directory(parent, shown, flag)
+
+
+def _probe_directory(directory: Path, shown, flag: str) -> None:
+    """Create and remove an empty file in ``directory``; InputError naming ``flag`` and the
+    system's reason when that fails."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".arm-jax-probe-")
+    except OSError as err:
+        reason = "no permission to write" if err.errno in (errno.EACCES, errno.EPERM) else (err.strerror or str(err))
+        raise InputError(f"{shown}: cannot write there ({flag}): {reason.lower()} in {directory}") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def check_output_file(path, inputs: dict | None = None, flag: str = "--out") -> Path:
@@ -95,9 +107,7 @@ def check_output_file(path, inputs: dict | None = None, flag: str = "--out") -> 
     for name, given in (inputs or {}).items():
         if given is not None and same_file(path, Path(given)):
             raise InputError(f"{shown}: {flag} is the input file {name} {os.fspath(given)}; choose another output")
-    _check_parent_writable(path, shown)
-    if path.exists() and not os.access(path.parent, os.W_OK | os.X_OK):
-        raise InputError(f"{shown}: cannot write there: no permission to write in {path.parent}")
+    _check_parent_writable(path, shown, flag)
     return path
 
 
@@ -112,10 +122,9 @@ def check_output_dir(path, names: Sequence[str] = (), inputs: dict | None = None
         if given is not None and same_file(path, Path(given)):
             raise InputError(f"{shown}: {flag} is an input file; choose another output directory")
     if path.is_dir():
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise InputError(f"{shown}: cannot write there: no permission to write in {shown}")
+        _probe_directory(path, shown, flag)
     else:
-        _check_parent_writable(path, shown)
+        _check_parent_writable(path, shown, flag)
     for name in names:
         check_output_file(path / name, inputs, flag=f"{flag}/{name}")
     return path
@@ -145,10 +154,40 @@ def _sigint_held():
             signal.raise_signal(signal.SIGINT)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove the temporaries of ``path`` (``.NAME.PID-HEX.tmp``, :func:`_new_temp`) that a
+    process which no longer runs left behind (killed between creating and renaming them)."""
+    prefix = f".{path.name}."
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid, _, token = name[len(prefix):-len(".tmp")].partition("-")
+        if pid.isdigit() and len(token) == 8 and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+
+
 def _new_temp(path: Path) -> Path:
-    """Create an empty hidden file beside ``path`` with mode 0o666 less the umask."""
+    """Create an empty hidden file beside ``path`` with mode 0o666 less the umask, named
+    ``.NAME.PID-HEX.tmp`` so that a later write can tell it is stale once PID has ended."""
+    _remove_stale_temps(path)
     while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:

@@ -425,7 +425,8 @@ def fit_summary(fit: FitReport, n_labels: int) -> str:
     if not fit.early_stopping:
         return f"{head}, fixed schedule)"
     if fit.n_val == 0:
-        return f"{head}; too few labels for an early-stopping hold-out, so the whole step budget)"
+        return (f"no stopping epoch: too few labels ({n_labels}) for an early-stopping hold-out, so the whole step "
+                f"budget ran ({fit.steps_taken} steps, {fit.epochs:.4g} passes over the labels)")
     tail = (
         f"; refit on all {n_labels} labels for as many epochs" if fit.refitted
         else f"; the early-stopped model, trained on {fit.n_fit} labels, is kept"
@@ -470,15 +471,18 @@ def _describe_labels(labels: Labels) -> str:
 
 def log_raters(labels: Labels, fit: FitReport, log: Log) -> None:
     """The fitted tie strength and each rater's reliability and label count, when there are any."""
-    if labels.n_ties and fit.tie > 0:
-        log(f"ties: {labels.n_ties} lines, Davidson tie strength ν = {fit.tie:.3g} "
+    votes = labels.votes
+    tie_votes = float(votes.counts[:, 2].sum()) if votes is not None else float(labels.n_ties)
+    if tie_votes and fit.tie > 0:
+        log(f"ties: {tie_votes:g} tie votes, Davidson tie strength ν = {fit.tie:.3g} "
             f"(P(tie) between equal items {fit.tie / (2 + fit.tie):.2f})")
-    if labels.votes is not None and fit.reliability:
-        counts = labels.votes.per_annotator()
-        shown = ", ".join(
-            f"{name} {q:.2f} ({n} lines)" for name, q, n in zip(labels.votes.annotators, fit.reliability, counts)
-        )
+    if votes is not None and fit.reliability:
+        counts = votes.per_annotator()
+        shown = ", ".join(f"{name} {q:.2f} ({n} lines)" for name, q, n in zip(votes.annotators, fit.reliability, counts))
         log(f"rater reliability (1 = the panel's typical rater): {shown}")
+        unnamed = int(np.count_nonzero(votes.annotator < 0))
+        if unnamed:
+            log(f"{unnamed} lines name no annotator: they count as the panel's typical rater (reliability 1)")
 
 
 def all_item_features(params, model_config: ModelConfig, pool: Pool, with_phi: bool = True, progress: bool = False):

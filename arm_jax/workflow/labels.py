@@ -230,8 +230,9 @@ def _parse_row(where: str, row, index: dict[str, int], pool: Pool) -> _Line:
     )
 
 
-def load_labels(path, pool: Pool) -> Labels:
-    """Read the comparisons of a JSON Lines file and map the ids to pool rows."""
+def load_labels(path, pool: Pool, allow_unannotated: bool = False) -> Labels:
+    """Read the comparisons of a JSON Lines file (or a Label Studio export) and map the ids to
+    pool rows. ``allow_unannotated``: accept an export in which no task is annotated (no labels)."""
     path = require_file(path)
     index = pool.index_of()
     parsed: list[tuple[int, _Line]] = []
@@ -244,7 +245,7 @@ def load_labels(path, pool: Pool) -> Labels:
         raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
     if labelstudio.looks_like_export(text):
         # Label Studio's JSON export: "line" numbers are the annotations' order
-        for n, (where, row) in enumerate(labelstudio.export_rows(path, text), start=1):
+        for n, (where, row) in enumerate(labelstudio.export_rows(path, text, allow_unannotated), start=1):
             parsed.append((n, _parse_row(f"{path}: {where}", row, index, pool)))
     else:
         for lineno, line in enumerate(text.split("\n"), start=1):

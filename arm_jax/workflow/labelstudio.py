@@ -4,20 +4,22 @@ shows them, and the JSON export that comes back as labels.
 Tasks (``select --format label-studio``): a JSON list Label Studio imports as it is, one task
 per pair, ``{"data": {"a": ID, "b": ID, "text_a": ..., "text_b": ..., "rank": 1, ...}}``;
 ``text_a``/``text_b`` are what the annotator reads (the pool's prompt and response when it has
-them, else the item id). The labelling config (:data:`LABEL_CONFIG`, written beside the tasks
+them, else the item id itself). The labelling config (:data:`LABEL_CONFIG`, written beside the tasks
 as ``<out>.label_config.xml``) shows both texts and one single choice of
 :data:`CHOICES`: "A", "B" or "Tie".
 
-Export (``--labels export.json``, detected by its first character ``[``): Label Studio's JSON
-export of those tasks. Every annotation that was not cancelled (skipped) gives one label line
+Export (``--labels export.json``, detected by its first character ``[``, or ``{"tasks": [...]}``):
+Label Studio's JSON export of those tasks. Every annotation that was not cancelled (skipped) gives one label line
 (:mod:`arm_jax.workflow.labels`): "A" a win of a, "B" a win of b, "Tie" a tie, with the annotation's
 ``completed_by`` (a user id, or an object with an email or id) as its rater. A task without
-annotations is not labelled yet and is left out. Every problem is an
+annotations is not labelled yet and is left out; an export in which no task is annotated is
+refused unless the caller allows it (it is most likely the tasks file). Every problem is an
 :class:`~arm_jax.errors.InputError` naming the file, the task and the annotation.
 """
 from __future__ import annotations
 
 import json
+import re
 
 from arm_jax.errors import InputError
 
@@ -50,7 +52,7 @@ LABEL_CONFIG = """<View>
 def _text(row: dict, side: str) -> str:
     prompt, response = row.get(f"prompt_{side}"), row.get(f"response_{side}")
     if prompt is None and response is None:
-        return f"item {row[side]}"
+        return str(row[side])  # no texts in the pool: the annotator sees the id
     return "\n\n".join(t for t in (prompt, response) if t is not None)
 
 
@@ -60,9 +62,14 @@ def tasks(rows: list[dict]) -> list[dict]:
     return [{"data": {**row, "text_a": _text(row, "a"), "text_b": _text(row, "b")}} for row in rows]
 
 
+_WRAPPED = re.compile(r'\{\s*"tasks"\s*:')
+
+
 def looks_like_export(text: str) -> bool:
-    """A Label Studio JSON export is a JSON list; label lines are JSON objects."""
-    return text.lstrip("\ufeff \t\r\n").startswith("[")
+    """A Label Studio JSON export is a JSON list (or an object whose first key is ``"tasks"``,
+    the list wrapped); label lines are JSON objects with other fields."""
+    start = text.lstrip("\ufeff \t\r\n")
+    return start.startswith("[") or _WRAPPED.match(start) is not None
 
 
 def _rater(annotation: dict):
@@ -74,15 +81,30 @@ def _rater(annotation: dict):
     return f"label-studio:{who}"
 
 
-def export_rows(path, text: str) -> list[tuple[str, dict]]:
+def export_rows(path, text: str, allow_unannotated: bool = False) -> list[tuple[str, dict]]:
     """``(where, label line)`` for every completed annotation of a Label Studio JSON export,
-    ``where`` naming the task and the annotation for messages."""
+    ``where`` naming the task and the annotation for messages. An export whose tasks have no
+    completed annotation (e.g. the tasks file ``select`` wrote) is an InputError unless
+    ``allow_unannotated``."""
     try:
         export = json.loads(text)
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if isinstance(export, dict) and isinstance(export.get("tasks"), list):
+        export = export["tasks"]  # {"tasks": [...]}: the export wrapped in an object
     if not isinstance(export, list):
-        raise InputError(f"{path}: a Label Studio export is a JSON list of tasks")
+        raise InputError(f"{path}: a JSON object; expected Label Studio's export, a JSON array of tasks "
+                         "(or an object with 'tasks')")
+    out = _annotated_rows(path, export)
+    if export and not out and not allow_unannotated:
+        raise InputError(
+            f"{path}: {len(export)} Label Studio tasks, none annotated — is this the tasks file select wrote "
+            "rather than the export? (--allow-unannotated starts cold from it)"
+        )
+    return out
+
+
+def _annotated_rows(path, export: list) -> list[tuple[str, dict]]:
     out = []
     for t, task in enumerate(export, start=1):
         where = f"task {t}" + (f" (id {task['id']})" if isinstance(task, dict) and "id" in task else "")

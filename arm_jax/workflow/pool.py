@@ -200,9 +200,23 @@ def _load_npz(path):
         costs = raw.astype(np.float64)
         bad = np.flatnonzero(~(np.isfinite(costs) & (costs > 0)))
         if bad.size:
-            raise InputError(f"{path}: costs must be finite and > 0; row {bad[0]} has {costs[bad[0]]!r}")
+            raise InputError(f"{path}: costs must be finite and > 0; row {bad[0]} has {float(costs[bad[0]])!r}")
         texts["costs"] = costs
     return embeddings, item_ids, prompt_ids, texts
+
+
+def check_informative(pool: Pool) -> None:
+    """InputError when every item has the same embedding: no pair can be told from another, so
+    any rule's picks would be arbitrary (every score equal). Streams over a memory map and
+    stops at the first row that differs (the first block, for any real pool)."""
+    first = np.asarray(pool.embeddings[0])
+    for _, block in iter_row_chunks(pool.embeddings, _CHUNK_BYTES):
+        if not np.array_equal(block, np.broadcast_to(first, block.shape)):
+            return
+    raise InputError(
+        f"{pool.path}: all {pool.n} embeddings are identical, so no pair carries any information and every "
+        "rule's picks would be arbitrary; check how the embeddings were computed"
+    )
 
 
 def load_pool(path) -> Pool:

@@ -91,7 +91,7 @@ from arm_jax.workflow.labels import (
     load_labels,
     pair_keys,
 )
-from arm_jax.workflow.pool import Pool, load_pool
+from arm_jax.workflow.pool import Pool, check_informative, load_pool
 
 __all__ = ['SelectRequest', 'SelectResult', 'run_select', 'select_pairs']
 
@@ -199,6 +199,7 @@ class SelectRequest(LabelledRequest):
     report_path: object
     budget: float | None
     explore: float = 0.0
+    allow_unannotated: bool = False
 
 
 def select_pairs(
@@ -220,6 +221,7 @@ def select_pairs(
     report_path=None,
     budget: float | None = None,
     explore: float = 0.0,
+    allow_unannotated: bool = False,
 ) -> SelectResult:
     """Train on the labels, pick the next k pairs, write them as JSON Lines (``select``).
 
@@ -242,6 +244,8 @@ def select_pairs(
     limit but the budget) and each line carries its ``cost``. ``explore``: the hedge, this
     fraction of the k pairs drawn at random among the candidates the strategy did not pick
     (:func:`arm_jax.selection.registry.hedged`; sampled candidates, no budget).
+    ``allow_unannotated``: a Label Studio export with no annotated task is a cold start instead
+    of an error (it is most likely the tasks file ``select`` wrote).
     Checks every input and the output path before training and writes nothing on error.
 
     On several processes (:mod:`arm_jax.runtime.distributed`) the pair-score strategies split the
@@ -256,7 +260,7 @@ def select_pairs(
         n_candidates=n_candidates, seed=seed, model_config=model_config or policy.DEFAULT.model,
         train_config=train_config or TrainConfig(), log=log, allow_relabel=allow_relabel,
         val_labels_path=val_labels_path, fit_raters=fit_raters, output_format=output_format,
-        report_path=report_path, budget=budget, explore=explore,
+        report_path=report_path, budget=budget, explore=explore, allow_unannotated=allow_unannotated,
     )
     return run_select(_check_request(request))
 
@@ -274,7 +278,8 @@ def run_select(request: SelectRequest) -> SelectResult:
     val = data.val
     val_metrics = None if val is None else pair_metrics(features.rewards_of(val.winner), features.rewards_of(val.loser))
     picks = timed(timings, "select", _choose, request, data, fitted, features, past)
-    history = _report(request, history, fitted, past, picks)
+    report = (lambda *a: timed(timings, "report", _report, *a)) if request.report_path is not None else _report
+    history = report(request, history, fitted, past, picks)
     rows = timed(timings, "write", _write, request, data, picks, history)
     timings["total"] = time.perf_counter() - t0
     pool, labels = data.pool, data.labels
@@ -368,7 +373,9 @@ def _load(request: SelectRequest) -> _Loaded:
     pool = load_pool(request.pool_path)
     if request.budget is not None and pool.costs is None:
         raise InputError(f"{pool.path}: --budget needs the items' costs: add a 'costs' array (N,) to the pool .npz")
-    labels = empty_labels() if request.labels_path is None else load_labels(request.labels_path, pool)
+    check_informative(pool)
+    labels = (empty_labels() if request.labels_path is None
+              else load_labels(request.labels_path, pool, request.allow_unannotated))
     labelled = labelled_keys(labels, pool.n)
     val, n_overlap = _load_val_labels(request.val_labels_path, request.labels_path, labelled, pool, request.log)
     val_keys = np.zeros(0, np.int64) if val is None else labelled_keys(val, pool.n)
@@ -385,6 +392,8 @@ def _load(request: SelectRequest) -> _Loaded:
         _check_enough_candidates(
             1 if request.budget is not None else request.k, candidates, request.pairs, pool, evaluation=val is not None
         )
+        if request.budget is not None:
+            _check_budget(request.budget, _pair_costs(pool, candidates)[candidates.valid])
     shard_rows = _split_over_processes(request, candidates)
     return _Loaded(pool, labels, val, n_overlap, val_keys, excluded, candidates, shard_rows)
 
@@ -610,15 +619,27 @@ def _select_budget(request: SelectRequest, data: _Loaded, features: _Features, p
     """The candidates of largest gain per unit cost within the budget
     (:func:`arm_jax.selection.pool.select_within_budget`); InputError when not one pair fits."""
     candidates, budget = data.candidates, request.budget
-    pair_cost = data.pool.costs[candidates.a] + data.pool.costs[candidates.b]
+    pair_cost = _pair_costs(data.pool, candidates)
     chosen = pool_lib.select_within_budget(
         request.strategy, select_key(request.seed), diff, features.beta, pair_cost, budget,
         request.k or candidates.a.size, valid=candidates.valid, **past.kernel_args(),
     )
     if not np.size(chosen.indices):
-        cheapest = float(pair_cost[candidates.valid].min())
-        raise InputError(f"--budget {budget:g}: no candidate pair fits (the cheapest costs {cheapest:.4g})")
+        _check_budget(budget, pair_cost[candidates.valid])
+        raise RuntimeError("internal error: a candidate pair fits the budget but none was chosen")
     return chosen
+
+
+def _pair_costs(pool: Pool, candidates: CandidatePairs) -> np.ndarray:
+    """What each candidate pair costs: the sum of its two items' costs."""
+    return pool.costs[candidates.a] + pool.costs[candidates.b]
+
+
+def _check_budget(budget: float, pair_costs: np.ndarray) -> None:
+    """InputError when not one of the pairs fits the budget (checked before any training)."""
+    cheapest = float(pair_costs.min())
+    if cheapest > budget:
+        raise InputError(f"--budget {budget:g}: no candidate pair fits (the cheapest costs {cheapest:.4g})")
 
 
 def _picked(request: SelectRequest, data: _Loaded, params, features: _Features, chosen) -> _Picks:
@@ -673,6 +694,8 @@ def _write(request: SelectRequest, data: _Loaded, picks: _Picks, history: list) 
         for rank, (i, j, p, s) in enumerate(zip(a.tolist(), b.tolist(), p_a.tolist(), picks.scores.tolist()), start=1)
     ]
     distributed.barrier("select: every process done")
+    if request.output_format == "label-studio" and pool.prompts is None and pool.responses is None:
+        request.log(f"{pool.path} has no texts ('prompts', 'responses'): the Label Studio tasks show item ids")
     if distributed.is_writer():
         _write_selection(rows, request.out_path, request.output_format, request.report_path, history)
     return rows

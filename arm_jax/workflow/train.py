@@ -45,7 +45,7 @@ from arm_jax.workflow.labels import (
     load_labels,
     split_labels,
 )
-from arm_jax.workflow.pool import Pool, load_pool
+from arm_jax.workflow.pool import Pool, check_informative, load_pool
 
 __all__ = ['TrainRequest', 'TrainResult', 'run_train', 'train_model']
 
@@ -187,6 +187,7 @@ def _load(request: TrainRequest) -> _Loaded:
     """Phase 2: read the pool, the labels (InputError when there is nothing to train on) and the
     evaluation labels."""
     pool = load_pool(request.pool_path)
+    check_informative(pool)
     labels = load_labels(request.labels_path, pool)
     ts, train_config = training_set(labels, request.train_config, request.fit_raters)
     if ts.n == 0 or (ts.counts is not None and not train_config.ties and not ts.counts[:, :2].sum()):

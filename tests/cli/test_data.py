@@ -317,7 +317,7 @@ def test_k_larger_than_unlabelled_candidates(world, capsys):
 
 
 def test_in_prompt_without_prompt_ids(tmp_path, capsys):
-    np.savez(tmp_path / "p.npz", embeddings=np.ones((5, 2), np.float32))
+    np.savez(tmp_path / "p.npz", embeddings=np.arange(10, dtype=np.float32).reshape(5, 2))
     _expect_error(capsys, ["select", "--pool", tmp_path / "p.npz", "--k", 2, "--pairs", "in-prompt",
                            "--out", tmp_path / "out" / "n.jsonl"],
                   f"{tmp_path / 'p.npz'}: the pool has no prompt_ids, so there are no in-prompt pairs", tmp_path / "out")

@@ -116,3 +116,33 @@ def test_check_output_file(tmp_path):
     with pytest.raises(InputError, match="metrics.json: is a directory"):
         (tmp_path / "res" / "metrics.json").mkdir(parents=True)
         io.check_output_dir(tmp_path / "res", ["metrics.json"])
+
+
+def test_a_killed_writers_temporaries_are_removed_by_the_next_write(tmp_path):
+    """A process killed between creating its temporaries and renaming them leaves hidden files;
+    the next write of the same output removes them, and leaves a live process's and others' alone."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / f".scores.csv.{dead_pid}-0123abcd.tmp"
+    live = tmp_path / f".scores.csv.{os.getppid()}-0123abcd.tmp"   # our parent still runs
+    other = tmp_path / f".other.csv.{dead_pid}-0123abcd.tmp"       # another output's
+    for path in (stale, live, other):
+        path.write_text("")
+    io.write_text(tmp_path / "scores.csv", "x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other.name, live.name, "scores.csv"])
+
+
+def test_an_output_on_a_read_only_place_names_the_flag_and_the_reason(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(InputError, match=r"^x/out.json: cannot write there \(--report\): read-only file system in \.$"):
+        io.check_output_file("x/out.json", flag="--report")
