@@ -153,6 +153,9 @@ def _cmd_select(args) -> int:
         + (f" (Label Studio tasks; labelling config: {realdata.label_config_path(args.out)})"
            if args.output_format == "label-studio" else "")
     )
+    if result.gain_ratio is not None and result.gain_ratio == result.gain_ratio:
+        _log(f"next batch: expected information gain {result.gain_ratio:.2f}x that of {len(result.rows)} random "
+             "candidate pairs, under the current posterior (the stopping report's criterion)")
     _log(_timings(result.timings))
     return 0
 

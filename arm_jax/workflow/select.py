@@ -113,6 +113,7 @@ class SelectResult(NamedTuple):
     n_soft: int = 0
     report: list = []
     total_cost: float | None = None
+    gain_ratio: float | None = None
 
 
 #: What ``select`` writes: JSON Lines (one pair a line) or Label Studio tasks.
@@ -162,17 +163,8 @@ def stopping_row(ts, fit, beta, past, past_weight, tie, prior, picked_x, strateg
 
     k = int(picked_x.shape[0])
     n = ts.n
-    h = beta.shape[0]
-    x_past = np.zeros((0, h), np.float32) if past is None else np.asarray(past, np.float32)
-    w_past = np.ones(n, np.float32) if past_weight is None else np.asarray(past_weight, np.float32)
-    x = np.concatenate([x_past, np.asarray(picked_x, np.float32)])
-    w = np.concatenate([w_past, np.ones(k, np.float32)])
+    gain = _gain_per_label(beta, past, past_weight, n, tie, prior, picked_x)
     rows = np.arange(n + k)
-
-    def gain(before, after, m):
-        nu = None if tie is None else np.float32(tie)
-        return float(posterior.information_gain(beta, x, before, after, prior, w, nu)) / m
-
     earlier = [r["labels"] for r in history if r["labels"] < n]
     m = n - earlier[-1] if earlier else min(k, n)
     gain_last = gain(rows < n - m, rows < n, m) if n else None
@@ -182,6 +174,39 @@ def stopping_row(ts, fit, beta, past, past_weight, tie, prior, picked_x, strateg
     return {"labels": n, "k": k, "strategy": strategy, "last_batch": m,
             "gain_last": None if gain_last is None else _fmt(gain_last), "from_prior": bool(n and m == n),
             "gain_next": _fmt(gain_next), "val_accuracy": _fmt(acc), "val_se": _fmt(se)}
+
+
+# one compiled program per shape (the persistent cache keeps it), not op-by-op dispatch
+_information_gain = jax.jit(posterior.information_gain)
+
+
+def _gain_per_label(beta, past, past_weight, n: int, tie, prior, batch_x):
+    """``gain(before, after, m)``: the information gain (nats, :func:`arm_jax.selection.posterior.information_gain`)
+    of the rows in ``after`` but not ``before`` over the n labelled rows ``past`` followed by
+    ``batch_x``, per label (divided by ``m``), at the head ``beta``."""
+    h = beta.shape[0]
+    x_past = np.zeros((0, h), np.float32) if past is None else np.asarray(past, np.float32)
+    w_past = np.ones(n, np.float32) if past_weight is None else np.asarray(past_weight, np.float32)
+    x = np.concatenate([x_past, np.asarray(batch_x, np.float32)])
+    w = np.concatenate([w_past, np.ones(batch_x.shape[0], np.float32)])
+    nu = None if tie is None else np.float32(tie)
+
+    def gain(before, after, m):
+        return float(_information_gain(beta, x, before, after, prior, w, nu)) / m
+
+    return gain
+
+
+def gain_ratio_to_random(beta, past, past_weight, n: int, tie, prior, picked_x, random_x) -> float:
+    """The expected information gain of the picked batch over that of a random batch of as
+    many candidates, under the same posterior (the D-optimal criterion of the stopping report;
+    > 1: the picks are expected to teach the head more than random pairs would)."""
+    k = int(picked_x.shape[0])
+    after = np.arange(n + k) < n + k
+    before = np.arange(n + k) < n
+    picked = _gain_per_label(beta, past, past_weight, n, tie, prior, picked_x)(before, after, k)
+    random = _gain_per_label(beta, past, past_weight, n, tie, prior, random_x)(before, after, k)
+    return picked / random if random > 0 else float("nan")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,6 +303,7 @@ def run_select(request: SelectRequest) -> SelectResult:
     val = data.val
     val_metrics = None if val is None else pair_metrics(features.rewards_of(val.winner), features.rewards_of(val.loser))
     picks = timed(timings, "select", _choose, request, data, fitted, features, past)
+    ratio = timed(timings, "gain", _gain_ratio, request, data, fitted, past, picks)
     report = (lambda *a: timed(timings, "report", _report, *a)) if request.report_path is not None else _report
     history = report(request, history, fitted, past, picks)
     rows = timed(timings, "write", _write, request, data, picks, history)
@@ -286,7 +312,7 @@ def run_select(request: SelectRequest) -> SelectResult:
     return SelectResult(
         rows, pool.n, labels.n, labels.n_ties, picks.n_candidates, picks.n_masked, timings,
         fitted.fit if fitted.ts.n else None, val_metrics, data.n_overlap, labels.n_soft, history,
-        None if pool.costs is None else float(np.sum(pool.costs[picks.a] + pool.costs[picks.b])),
+        None if pool.costs is None else float(np.sum(pool.costs[picks.a] + pool.costs[picks.b])), ratio,
     )
 
 
@@ -658,6 +684,21 @@ def _picked(request: SelectRequest, data: _Loaded, params, features: _Features, 
 
 
 # ----------------------------------------------------------------------------- select: report and write
+
+
+def _gain_ratio(request: SelectRequest, data: _Loaded, fitted: _Fitted, past: _Past, picks: _Picks) -> float | None:
+    """:func:`gain_ratio_to_random` of the picks against as many seeded random candidates, once
+    there are labels (None on a cold start, with --pairs all-cross, and with the candidate rows
+    split over processes)."""
+    candidates, k = data.candidates, picks.a.size
+    if fitted.ts.n == 0 or candidates is None or data.shard_rows or not k or candidates.n_valid < k:
+        return None
+    rows = np.random.default_rng([request.seed, 11]).choice(np.flatnonzero(candidates.valid), k, replace=False)
+    features = picks.features
+    return gain_ratio_to_random(
+        features.beta, *past.unpadded()[:2], fitted.ts.n, past.unpadded()[2], past.prior,
+        features.diff(picks.a, picks.b), features.diff(candidates.a[rows], candidates.b[rows]),
+    )
 
 
 def _report(request: SelectRequest, history: list, fitted: _Fitted, past: _Past, picks: _Picks) -> list:

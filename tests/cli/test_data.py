@@ -625,3 +625,16 @@ def test_select_preset_gives_the_policy_unless_flags_say_otherwise(world, capsys
                         "--steps", "40", "--out", tmp / "r1.jsonl", *argv)
     assert code == 0 and f"{rule} picked 4 with {model}" in err
     assert policy.DEFAULT.strategy == "iopt" and policy.DEFAULT.model.depth == 0
+
+
+def test_select_says_what_the_batch_buys_against_a_random_batch(world, capsys):
+    tmp, golden = world
+    _run(capsys, "select", "--pool", tmp / "pool.npz", "--k", 12, "--out", tmp / "r0.jsonl", "--strategy", "random")
+    _append(tmp / "labels.jsonl", _annotate(_read(tmp / "r0.jsonl"), golden))
+    ratios = {}
+    for rule in ("random", "dopt"):
+        code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl", "--k", 6,
+                            "--out", tmp / "r1.jsonl", "--strategy", rule, "--seed", 1)
+        line = next(l for l in err.splitlines() if "next batch: expected information gain" in l)
+        ratios[rule] = float(line.split("gain ")[1].split("x that of 6 random")[0])
+    assert 0.5 < ratios["random"] < 2 and ratios["dopt"] > 1 and ratios["dopt"] > ratios["random"]

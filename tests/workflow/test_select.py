@@ -57,3 +57,26 @@ def test_explore_keeps_the_strategys_best_and_draws_the_rest(npz, tmp_path):
     with pytest.raises(InputError, match=r"--explore must be a fraction in \[0, 1\], got 1.5"):
         realdata.select_pairs(tmp_path / "pool.npz", None, tmp_path / "c.jsonl", "dopt", 8, explore=1.5)
     assert not (tmp_path / "c.jsonl").exists()
+
+
+def test_gain_ratio_to_random_is_the_float64_log_det_ratio():
+    """log det(Λ_n+k) − log det(Λ_n) of the picked rows over that of the random rows, with
+    Λ = λI + Σ v x xᵀ and v = σ(βᵀx)σ(−βᵀx), computed in float64 from the definition."""
+    from arm_jax.workflow.select import gain_ratio_to_random
+
+    rng = np.random.default_rng(3)
+    n, k, h, prior = 40, 6, 5, 2.0
+    beta = rng.normal(size=h).astype(np.float32)
+    past = rng.normal(size=(n, h)).astype(np.float32)
+    picked = 3 * rng.normal(size=(k, h)).astype(np.float32)
+    random = 0.3 * rng.normal(size=(k, h)).astype(np.float32)
+
+    def logdet(x):
+        x = x.astype(np.float64)
+        p = 1 / (1 + np.exp(-x @ beta))
+        return np.linalg.slogdet(prior * np.eye(h) + (x * (p * (1 - p))[:, None]).T @ x)[1]
+
+    want = (logdet(np.r_[past, picked]) - logdet(past)) / (logdet(np.r_[past, random]) - logdet(past))
+    got = gain_ratio_to_random(beta, past, None, n, None, prior, picked, random)
+    assert got == pytest.approx(want, rel=2e-3)
+    assert gain_ratio_to_random(beta, past, None, n, None, prior, random, random) == pytest.approx(1.0)
