@@ -164,8 +164,13 @@ SELECT_EPILOG = """\
 output: one JSON line per pair, best first:
   {"a": ID, "b": ID, "p_a_wins": 0.61, "score": 0.0123, "rank": 1}
 p_a_wins is the current model's probability that a is preferred; score is the strategy's
-score (for dopt the D-optimal gain). Send the pairs to annotators, append their answers to
-LABELS as {"winner": ID, "loser": ID} lines, and run select again.
+score (for iopt the drop of the mean predictive variance). Send the pairs to annotators,
+append their answers to LABELS as {"winner": ID, "loser": ID} lines, and run select again.
+
+policy: by default the linear reward model (--depth 0, fitted exactly) with iopt, the policy
+that saved labels on every real-rater corpus measured (benchmarks/RESULTS.md); --preset paper
+is the paper's 3-layer MLP with dopt. Once there are labels, select prints what the batch is
+expected to buy: its information gain over that of as many random candidate pairs.
 
 pairs (the same meaning as in 'arm-jax run'):
   in-prompt     two responses to the same prompt (needs prompt ids)
