@@ -62,14 +62,15 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _add_training_flags(p: argparse.ArgumentParser) -> None:
+def _add_training_flags(p: argparse.ArgumentParser, depth_auto: bool = False) -> None:
     g = p.add_argument_group("reward model and training (the model is always trained from scratch)")
     g.add_argument("--seed", type=seed, default=0, help="random seed; same inputs and seed give byte-identical output (default: 0)")
     g.add_argument("--preset", choices=list(policy.POLICIES), default="default",
                    help="the reward model (and for select the strategy) when --depth (--strategy) is not given. "
                         + "; ".join(f"{name}: {pol.what}" for name, pol in policy.POLICIES.items()) + " (default: default)")
     default = policy.DEFAULT.model.depth
-    add_model_flags(g, depth_help=f"default: {default}, from --preset; --preset paper: {policy.POLICIES['paper'].model.depth}")
+    add_model_flags(g, depth_help=f"default: {default}, from --preset; --preset paper: {policy.POLICIES['paper'].model.depth}",
+                    depth_auto=depth_auto)
     add_label_model_flags(g)
 
 
@@ -78,6 +79,9 @@ def _configs(args):
     chosen = policy.policy(args.preset)
     if args.depth is None:
         args.depth = chosen.model.depth
+    args.auto_depth = args.depth == "auto"
+    if args.auto_depth:  # the MLP candidate; the linear one is the default policy's
+        args.depth = policy.POLICIES["paper"].model.depth
     if getattr(args, "strategy", "") is None:
         args.strategy = chosen.strategy
     model_config, train_config = model_and_train_configs(args)
@@ -136,6 +140,7 @@ def _cmd_select(args) -> int:
         budget=args.budget,
         explore=args.explore,
         allow_unannotated=args.allow_unannotated,
+        auto_depth=args.auto_depth,
     )
     if args.report:
         print(report_table(result.report))
@@ -146,7 +151,7 @@ def _cmd_select(args) -> int:
         f"select: {result.n_items} items, {result.n_labels} labels{ties}, "
         f"{result.n_candidates} candidate pairs ({args.pairs}, {result.n_masked} already labelled"
         f"{' or in --val-labels' if args.val_labels else ''}), "
-        f"{_rule_phrase(args)} picked {len(result.rows)} with {_model_phrase(model_config, result.fit)}"
+        f"{_rule_phrase(args)} picked {len(result.rows)} with {_model_phrase(result.model_config, result.fit)}"
         + ("" if result.total_cost is None else f" costing {result.total_cost:.6g}"
            + ("" if args.budget is None else f" of the budget {args.budget:g}"))
         + f" -> {args.out}"
@@ -252,7 +257,7 @@ def _register_select(sub) -> None:
                         "says stop; one row is appended to this file each round (see below)")
     p.add_argument("--candidates", type=positive_int, default=candidates.DEFAULT_CANDIDATES, metavar="N",
                    help=f"candidate pairs sampled for in-prompt/cross-prompt (default: {candidates.DEFAULT_CANDIDATES})")
-    _add_training_flags(p)
+    _add_training_flags(p, depth_auto=True)
     p.set_defaults(func=_cmd_select)
 
 

@@ -109,14 +109,20 @@ def _dest(flag: str) -> str:
 SCHEDULES = ("early-stopping", "fixed")
 
 
+def depth_or_auto(text: str):
+    """--depth: an integer >= 0, or "auto" (select: the linear model or the MLP, by held-out loss)."""
+    return "auto" if text == "auto" else non_negative_int(text)
+
+
 def add_model_flags(
-    group, steps_default: int | None = TrainConfig.steps, preset_schedule: bool = False, depth_help: str | None = None
+    group, steps_default: int | None = TrainConfig.steps, preset_schedule: bool = False, depth_help: str | None = None,
+    depth_auto: bool = False,
 ) -> None:
     """The flags of :data:`CONFIG_FLAGS` (--schedule --steps --batch-size --lr --weight-decay
     --max-epochs --depth --width --activation), with the dataclasses' defaults.
 
     ``steps_default=None`` leaves --steps unset, ``preset_schedule`` --schedule, ``depth_help``
-    (what the default is) --depth (a preset fills them in).
+    (what the default is) --depth (a preset fills them in); ``depth_auto``: --depth also takes "auto".
     """
     for flag, cls, field, kind, help_text in CONFIG_FLAGS:
         default = _field_defaults(cls)[field]
@@ -125,6 +131,10 @@ def add_model_flags(
             help_text += " (default: from --preset)" if default is None else ""
         if flag == "--depth" and depth_help is not None:
             default, help_text = None, f"{help_text} ({depth_help})"
+        if flag == "--depth" and depth_auto:
+            kind = depth_or_auto
+            help_text += ("; auto: fit the linear model and the MLP of --width/--activation (3 layers) and keep "
+                          "the one of lower held-out log-loss, said in the log")
         if kind == "schedule":
             default = None if preset_schedule else SCHEDULES[0 if default else 1]
             group.add_argument(flag, choices=SCHEDULES, default=default, help=help_text)

@@ -114,6 +114,7 @@ class SelectResult(NamedTuple):
     report: list = []
     total_cost: float | None = None
     gain_ratio: float | None = None
+    model_config: ModelConfig | None = None  # the model the picks came from (--depth auto: the chosen one)
 
 
 #: What ``select`` writes: JSON Lines (one pair a line) or Label Studio tasks.
@@ -225,6 +226,7 @@ class SelectRequest(LabelledRequest):
     budget: float | None
     explore: float = 0.0
     allow_unannotated: bool = False
+    auto_depth: bool = False
 
 
 def select_pairs(
@@ -247,6 +249,7 @@ def select_pairs(
     budget: float | None = None,
     explore: float = 0.0,
     allow_unannotated: bool = False,
+    auto_depth: bool = False,
 ) -> SelectResult:
     """Train on the labels, pick the next k pairs, write them as JSON Lines (``select``).
 
@@ -270,7 +273,8 @@ def select_pairs(
     fraction of the k pairs drawn at random among the candidates the strategy did not pick
     (:func:`arm_jax.selection.registry.hedged`; sampled candidates, no budget).
     ``allow_unannotated``: a Label Studio export with no annotated task is a cold start instead
-    of an error (it is most likely the tasks file ``select`` wrote).
+    of an error (it is most likely the tasks file ``select`` wrote). ``auto_depth``: fit the
+    linear model and the MLP of ``model_config`` and keep the one of lower held-out log-loss.
     Checks every input and the output path before training and writes nothing on error.
 
     On several processes (:mod:`arm_jax.runtime.distributed`) the pair-score strategies split the
@@ -286,6 +290,7 @@ def select_pairs(
         train_config=train_config or TrainConfig(), log=log, allow_relabel=allow_relabel,
         val_labels_path=val_labels_path, fit_raters=fit_raters, output_format=output_format,
         report_path=report_path, budget=budget, explore=explore, allow_unannotated=allow_unannotated,
+        auto_depth=auto_depth,
     )
     return run_select(_check_request(request))
 
@@ -298,6 +303,7 @@ def run_select(request: SelectRequest) -> SelectResult:
     t0 = time.perf_counter()
     data = timed(timings, "load", _load, request)
     fitted = timed(timings, "train", _fit, request, data)
+    request = dataclasses.replace(request, model_config=fitted.model_config)  # --depth auto: the chosen model
     features = timed(timings, "features", _embed, request, data, fitted)
     past = _past_information(fitted, features)
     val = data.val
@@ -313,6 +319,7 @@ def run_select(request: SelectRequest) -> SelectResult:
         rows, pool.n, labels.n, labels.n_ties, picks.n_candidates, picks.n_masked, timings,
         fitted.fit if fitted.ts.n else None, val_metrics, data.n_overlap, labels.n_soft, history,
         None if pool.costs is None else float(np.sum(pool.costs[picks.a] + pool.costs[picks.b])), ratio,
+        request.model_config,
     )
 
 
@@ -452,24 +459,52 @@ class _Fitted(NamedTuple):
     train_config: TrainConfig
     params: object
     fit: FitReport
+    model_config: ModelConfig
 
 
 def _fit(request: SelectRequest, data: _Loaded) -> _Fitted:
     """Phase 3: train the reward model on the labels (from scratch, seeded); with no labels, the
-    seeded initial model (the cold start)."""
+    seeded initial model (the cold start). With ``auto_depth`` the linear model and the MLP of
+    ``model_config`` are both fitted and the one of lower held-out log-loss is kept
+    (:func:`_choose_model`)."""
     labels, log = data.labels, request.log
+    ts, train_config = training_set(labels, request.train_config, request.fit_raters)
+    configs = [request.model_config]
+    if request.auto_depth:
+        configs = [policy.DEFAULT.model] + ([request.model_config] if ts.n else [])
     if labels.n_train == 0:
         basis = ("the embeddings themselves (the linear model's features) under its prior"
-                 if request.model_config.depth == 0 else "the untrained (seeded) model's random features")
+                 if configs[0].depth == 0 else "the untrained (seeded) model's random features")
         log(f"cold start: no labels, so {request.strategy} chooses the pairs on {basis}")
-    ts, train_config = training_set(labels, request.train_config, request.fit_raters)
+    fits = []
+    for config in configs:
+        if ts.n:
+            log(f"training the reward model on {_describe_labels(labels)} ({_schedule(train_config, config)})")
+        params, fit = fit_training_set(request.seed, data.pool, ts, config, train_config, progress=request.progress)
+        if ts.n:
+            log(fit_summary(fit, ts.n))
+        fits.append(_Fitted(ts, train_config, params, fit, config))
+    fitted = fits[0] if len(fits) == 1 else _choose_model(fits, log)
     if ts.n:
-        log(f"training the reward model on {_describe_labels(labels)} ({_schedule(train_config, request.model_config)})")
-    params, fit = fit_training_set(request.seed, data.pool, ts, request.model_config, train_config, progress=request.progress)
-    if ts.n:
-        log(fit_summary(fit, ts.n))
-        log_raters(labels, fit, log)
-    return _Fitted(ts, train_config, params, fit)
+        log_raters(labels, fitted.fit, log)
+    return fitted
+
+
+def _choose_model(fits: list, log: Log) -> _Fitted:
+    """``--depth auto``: of the linear model (first) and the MLP, the one whose held-out
+    Bradley–Terry log-loss is lower (the linear model's from its 5-fold cross-validation, the
+    MLP's from its early-stopping hold-out); the linear model when either has none."""
+    linear, mlp = fits
+    a, b = linear.fit.val_loss, mlp.fit.val_loss
+    shape = f"the MLP ({mlp.model_config.depth} x {mlp.model_config.width})"
+    if not (math.isfinite(a) and math.isfinite(b)):
+        log(f"--depth auto: the linear model (too few labels to compare it with {shape} on held-out labels)")
+        return linear
+    chosen = mlp if b < a else linear
+    log(f"--depth auto: {'the linear model' if chosen is linear else shape}, held-out log-loss "
+        f"{min(a, b):.4f} against {max(a, b):.4f} for {shape if chosen is linear else 'the linear model'} "
+        f"(the linear model's by 5-fold cross-validation, the MLP's on its early-stopping hold-out)")
+    return chosen
 
 
 # ----------------------------------------------------------------------------- select: embed

@@ -638,3 +638,33 @@ def test_select_says_what_the_batch_buys_against_a_random_batch(world, capsys):
         line = next(l for l in err.splitlines() if "next batch: expected information gain" in l)
         ratios[rule] = float(line.split("gain ")[1].split("x that of 6 random")[0])
     assert 0.5 < ratios["random"] < 2 and ratios["dopt"] > 1 and ratios["dopt"] > ratios["random"]
+
+
+def test_depth_auto_keeps_the_model_of_lower_held_out_loss(world, capsys):
+    tmp, golden = world
+    code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--k", 60, "--out", tmp / "r0.jsonl",
+                        "--depth", "auto", "--strategy", "random")
+    assert code == 0 and "cold start" in err and "with the linear model" in err  # nothing to compare yet
+    _append(tmp / "labels.jsonl", _annotate(_read(tmp / "r0.jsonl"), golden))
+    code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl", "--k", 4,
+                        "--out", tmp / "r1.jsonl", "--depth", "auto", "--width", "8", "--steps", "60")
+    line = next(l for l in err.splitlines() if "--depth auto: " in l)
+    chosen, rest = line.split("--depth auto: ")[1].split(", held-out log-loss ")
+    kept, other = (float(x) for x in rest.split(" against ")[0:1] + [rest.split(" against ")[1].split(" for ")[0]])
+    assert code == 0 and kept <= other
+    assert f"iopt picked 4 with {'the linear model' if chosen == 'the linear model' else 'the MLP (3 x 8'}" in err
+
+
+def test_choose_model_compares_held_out_losses_and_falls_back_to_linear():
+    from arm_jax.workflow import select as sel
+
+    def fitted(depth, loss):
+        fit = fitting.FitReport(1, 1, 1.0, 10, 5, loss, 0.5, True, True)
+        return sel._Fitted(None, None, None, fit, ModelConfig(depth=depth, width=8))
+
+    logs = []
+    assert sel._choose_model([fitted(0, 0.6), fitted(3, 0.5)], logs.append).model_config.depth == 3
+    assert sel._choose_model([fitted(0, 0.5), fitted(3, 0.6)], logs.append).model_config.depth == 0
+    assert sel._choose_model([fitted(0, 0.5), fitted(3, float("nan"))], logs.append).model_config.depth == 0
+    assert "held-out log-loss 0.5000 against 0.6000 for the linear model" in logs[0]
+    assert "too few labels to compare" in logs[2]
