@@ -1,6 +1,6 @@
 """Every setting of a rules study side by side, and the default's selection rule.
 
-    python benchmarks/rules_table.py results/study22 [--json table.json]
+    python benchmarks/rules_table.py results/study22 [results/study23 ...] [--json table.json]
 
 Reads ``ROOT/<corpus>-depth<d>/<pair mode>/metrics.json`` (what ``benchmarks/bench_rules.py
 --out ROOT/<corpus>-depth<d>`` writes) and prints, per rule and setting (corpus, pair mode,
@@ -57,16 +57,26 @@ def mean_difference(payload: dict, name: str) -> tuple[float, float]:
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
 
 
-def collect(root: Path) -> tuple[list[str], dict]:
+def collect(roots: list[Path]) -> tuple[list[str], dict]:
+    """Every run below the roots (a later root's run of the same rule and setting replaces an
+    earlier one's). A run directory ``<corpus>-depth<d>-eps<NN>`` is the hedge: its rules are
+    listed as ``rule (+NN% random)``, and its random arm (random with a hedge is random) is left out."""
     settings, rows = [], {}
-    for path in sorted(root.glob("*-depth*/*/metrics.json")):
+    for path in sorted(p for root in roots for p in root.glob("*-depth*/*/metrics.json")):
         corpus, depth = path.parent.parent.name.rsplit("-depth", 1)
+        depth, _, variant = depth.partition("-")
         setting = f"{corpus} {path.parent.name} {'linear' if depth == '0' else 'MLP'}"
         payload = json.loads(path.read_text())
-        settings.append(setting)
+        if setting not in settings:
+            settings.append(setting)
         for r in analyse(payload):
+            rule = r["strategy"]
+            if variant.startswith("eps"):
+                if rule == "random":
+                    continue
+                rule = f"{rule} (+{int(variant[3:])}% random)"
             mean, se = mean_difference(payload, r["strategy"])
-            rows.setdefault(r["strategy"], {})[setting] = dict(
+            rows.setdefault(rule, {})[setting] = dict(
                 efficiency=r["efficiency"], diff=r["diff_vs_random"], se=r["diff_se"],
                 labels=int(payload["annotations"][-1]), worse_at=worse_than_random(payload, r["strategy"]),
                 mean_diff=mean, mean_diff_se=se,
@@ -118,12 +128,14 @@ def markdown(settings: list[str], rows: dict, table: list[dict]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("root", type=Path, help="the --out root of the bench_rules.py runs (ROOT/<corpus>-depth<d>/<mode>)")
+    p.add_argument("root", type=Path, nargs="+",
+                   help="the --out roots of the bench_rules.py runs (ROOT/<corpus>-depth<d>[-eps<NN>]/<mode>); a later "
+                        "root's run of a rule and setting replaces an earlier one's")
     p.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
     args = p.parse_args(argv)
     settings, rows = collect(args.root)
     if not settings:
-        print(f"{args.root}: no <corpus>-depth<d>/<mode>/metrics.json below", file=sys.stderr)
+        print(f"{' '.join(map(str, args.root))}: no <corpus>-depth<d>/<mode>/metrics.json below", file=sys.stderr)
         return 2
     table = summary(rows)
     print(markdown(settings, rows, table))
