@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_rules import EFFICIENCY_AT, analyse, efficiency_text  # noqa: E402
+from bench_rules import EFFICIENCY_AT, analyse, efficiency_text, label_efficiency  # noqa: E402
 
 
 def read_points(ann: np.ndarray) -> list[int]:
@@ -55,6 +55,46 @@ def mean_difference(payload: dict, name: str) -> tuple[float, float]:
     rand = np.asarray(payload["results"]["random"]["one_minus_spearman"], float)[:, idx]
     d = (rule - rand).mean(axis=1)
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def curves(roots: list[Path]) -> dict:
+    """``{(corpus, mode, model): (annotations, {rule: (seeds, rounds + 1) 1 − Spearman})}`` of
+    the runs without a hedge (a later root's replaces an earlier one's)."""
+    out = {}
+    for path in sorted(p for root in roots for p in root.glob("*-depth*/*/metrics.json")):
+        corpus, depth = path.parent.parent.name.rsplit("-depth", 1)
+        if "-" in depth:
+            continue
+        payload = json.loads(path.read_text())
+        ann, per = out.setdefault((corpus, path.parent.name, "linear" if depth == "0" else "MLP"),
+                                  (np.asarray(payload["annotations"], float), {}))
+        per.update({name: np.asarray(r["one_minus_spearman"], float) for name, r in payload["results"].items()})
+    return out
+
+
+def against_mlp(roots: list[Path], baseline: str = "random") -> str:
+    """Label efficiency of each linear-model rule against the *MLP* with ``baseline`` (the labels
+    MLP + baseline needs for the rule's error, over the rule's labels), per setting with both
+    models on the same label counts: what a user who would otherwise label random pairs for
+    the MLP (or follow the paper: ``dopt``) saves."""
+    runs = curves(roots)
+    lines = ["| linear + rule | " + " | ".join(f"{c} {m}" for c, m, model in runs if model == "linear"
+                                               and (c, m, "MLP") in runs) + " |"]
+    settings = [(c, m) for c, m, model in runs if model == "linear" and (c, m, "MLP") in runs]
+    lines.append("|---|" + "---:|" * len(settings))
+    rules = sorted({r for c, m in settings for r in runs[(c, m, "linear")][1]})
+    for rule in rules:
+        cells = []
+        for c, m in settings:
+            ann, lin = runs[(c, m, "linear")]
+            ann_mlp, mlp = runs[(c, m, "MLP")]
+            if rule not in lin or baseline not in mlp or not np.array_equal(ann, ann_mlp):
+                cells.append("–")
+                continue
+            cells.append(" / ".join(efficiency_text(label_efficiency(lin[rule], mlp[baseline], ann, n))
+                                    for n in EFFICIENCY_AT if n in ann))
+        lines.append(f"| {rule} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def collect(roots: list[Path]) -> tuple[list[str], dict]:
@@ -139,6 +179,9 @@ def main(argv=None) -> int:
         return 2
     table = summary(rows)
     print(markdown(settings, rows, table))
+    for baseline, what in (("random", "random pairs on the MLP"), ("dopt", "the paper's policy, the MLP with dopt")):
+        print(f"\nAgainst {what} (efficiency at 300 / 600 / 1 000 labels, 95 % paired bootstrap):\n")
+        print(against_mlp(args.root, baseline))
     if args.json:
         from arm_jax.runtime import files as io
 
