@@ -61,15 +61,23 @@ def curves(roots: list[Path]) -> dict:
     """``{(corpus, mode, model): (annotations, {rule: (seeds, rounds + 1) 1 − Spearman})}`` of
     the runs without a hedge (a later root's replaces an earlier one's)."""
     out = {}
-    for path in sorted(p for root in roots for p in root.glob("*-depth*/*/metrics.json")):
+    for path in _runs(roots):
         corpus, depth = path.parent.parent.name.rsplit("-depth", 1)
         if "-" in depth:
             continue
         payload = json.loads(path.read_text())
-        ann, per = out.setdefault((corpus, path.parent.name, "linear" if depth == "0" else "MLP"),
-                                  (np.asarray(payload["annotations"], float), {}))
-        per.update({name: np.asarray(r["one_minus_spearman"], float) for name, r in payload["results"].items()})
+        key = (corpus, path.parent.name, "linear" if depth == "0" else "MLP")
+        ann = np.asarray(payload["annotations"], float)
+        if key in out and not np.array_equal(out[key][0], ann):
+            del out[key]  # a later run on other label counts replaces the earlier one whole
+        out.setdefault(key, (ann, {}))[1].update(
+            {name: np.asarray(r["one_minus_spearman"], float) for name, r in payload["results"].items()})
     return out
+
+
+def _runs(roots: list[Path]) -> list[Path]:
+    """The metrics.json files below each root, root by root in the order given."""
+    return [p for root in roots for p in sorted(root.glob("*-depth*/*/metrics.json"))]
 
 
 def against_mlp(roots: list[Path], baseline: str = "random") -> str:
@@ -102,7 +110,7 @@ def collect(roots: list[Path]) -> tuple[list[str], dict]:
     earlier one's). A run directory ``<corpus>-depth<d>-eps<NN>`` is the hedge: its rules are
     listed as ``rule (+NN% random)``, and its random arm (random with a hedge is random) is left out."""
     settings, rows = [], {}
-    for path in sorted(p for root in roots for p in root.glob("*-depth*/*/metrics.json")):
+    for path in _runs(roots):
         corpus, depth = path.parent.parent.name.rsplit("-depth", 1)
         depth, _, variant = depth.partition("-")
         setting = f"{corpus} {path.parent.name} {'linear' if depth == '0' else 'MLP'}"

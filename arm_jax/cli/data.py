@@ -81,6 +81,9 @@ def _configs(args):
         args.depth = chosen.model.depth
     args.auto_depth = args.depth == "auto"
     if args.auto_depth:  # the MLP candidate; the linear one is the default policy's
+        if args.schedule == "fixed":
+            raise InputError("--depth auto compares held-out losses, which --schedule fixed does not compute; "
+                             "use the early-stopping schedule or choose --depth")
         args.depth = policy.POLICIES["paper"].model.depth
     if getattr(args, "strategy", "") is None:
         args.strategy = chosen.strategy
@@ -103,6 +106,8 @@ def _model_phrase(model_config, fit) -> str:
     if model_config.depth == 0:
         if fit is None:
             return "the linear model (no labels: zero head)"
+        if not fit.exact_linear:
+            return "the linear model (trained by AdamW: --schedule fixed)"
         return f"the linear model (prior precision {fit.prior_precision:.4g}, {fit.prior_rule})"
     shape = f"{model_config.depth} x {model_config.width}, {model_config.activation}"
     return f"the {'untrained ' if fit is None else ''}MLP ({shape})"

@@ -250,13 +250,13 @@ def parse_strategies(text: str, informed_arm: bool = False) -> list[str]:
 
 def resolve_presets(args) -> argparse.Namespace:
     """Preset values for every flag the user did not give; --depth: the default policy's model
-    on the user's own data under the default preset (what ``select`` uses), else the paper's MLP."""
+    on the user's own data (what ``select`` uses) unless --preset paper, else the paper's MLP."""
     merged = dict(vars(args))
     for key, value in PRESETS[args.preset].items():
         if merged.get(key) is None:
             merged[key] = value
     if merged.get("depth") is None:
-        own_data = merged.get("train_embeddings") is not None and args.preset == "default"
+        own_data = merged.get("train_embeddings") is not None and args.preset != "paper"
         merged["depth"] = (policy.DEFAULT if own_data else policy.POLICIES["paper"]).model.depth
     if isinstance(merged["best_of_n"], str):
         merged["best_of_n"] = _int_list(merged["best_of_n"])

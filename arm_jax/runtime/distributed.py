@@ -115,14 +115,14 @@ def initialize(args) -> None:
             **timeouts,
         )
     except (ValueError, RuntimeError, TypeError) as err:
-        joined.set()
         from arm_jax.runtime.files import one_line
 
         where = ("--distributed: JAX could not read the run from the cluster (it reads SLURM under srun, Open MPI "
                  "under mpirun, a Cloud TPU pod slice, Kubernetes); elsewhere give --coordinator, --num-processes "
                  "and --process-id" if args.distributed else "could not join the other processes")
         raise InputError(f"{where} ({one_line(err)})") from None
-    joined.set()
+    finally:
+        joined.set()
     # read when the CPU backend starts, after this: collectives between processes' CPU devices
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
 

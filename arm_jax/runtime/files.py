@@ -24,6 +24,7 @@ import math
 import os
 import secrets
 import signal
+import socket
 import tempfile
 import threading
 from pathlib import Path
@@ -164,10 +165,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _host_tag() -> str:
+    """This machine's name as it may appear in a file name (letters, digits, ``_``), short."""
+    return "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:32] or "host"
+
+
 def _remove_stale_temps(path: Path) -> None:
-    """Remove the temporaries of ``path`` (``.NAME.PID-HEX.tmp``, :func:`_new_temp`) that a
-    process which no longer runs left behind (killed between creating and renaming them)."""
-    prefix = f".{path.name}."
+    """Remove the temporaries of ``path`` (``.NAME.HOST.PID-HEX.tmp``, :func:`_new_temp`) that
+    a process of this host which no longer runs left behind (killed between creating and
+    renaming them). Another host's are left alone: whether its process runs cannot be told."""
+    prefix = f".{path.name}.{_host_tag()}."
     try:
         entries = list(os.scandir(path.parent))
     except OSError:
@@ -177,17 +184,20 @@ def _remove_stale_temps(path: Path) -> None:
         if not (name.startswith(prefix) and name.endswith(".tmp")):
             continue
         pid, _, token = name[len(prefix):-len(".tmp")].partition("-")
-        if pid.isdigit() and len(token) == 8 and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if not (pid.isdigit() and len(pid) < 10 and len(token) == 8) or int(pid) == os.getpid():
+            continue
+        if not _pid_alive(int(pid)):
             with contextlib.suppress(OSError):
                 os.unlink(entry.path)
 
 
 def _new_temp(path: Path) -> Path:
     """Create an empty hidden file beside ``path`` with mode 0o666 less the umask, named
-    ``.NAME.PID-HEX.tmp`` so that a later write can tell it is stale once PID has ended."""
+    ``.NAME.HOST.PID-HEX.tmp`` so that a later write on this host can tell it is stale once PID
+    has ended."""
     _remove_stale_temps(path)
     while True:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        tmp = path.with_name(f".{path.name}.{_host_tag()}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:

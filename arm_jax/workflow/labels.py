@@ -230,9 +230,10 @@ def _parse_row(where: str, row, index: dict[str, int], pool: Pool) -> _Line:
     )
 
 
-def load_labels(path, pool: Pool, allow_unannotated: bool = False) -> Labels:
+def load_labels(path, pool: Pool, allow_unannotated: bool | None = None) -> Labels:
     """Read the comparisons of a JSON Lines file (or a Label Studio export) and map the ids to
-    pool rows. ``allow_unannotated``: accept an export in which no task is annotated (no labels)."""
+    pool rows. ``allow_unannotated``: accept an export in which no task is annotated (no labels);
+    False or None refuse it, the message naming the flag that would allow it only for False."""
     path = require_file(path)
     index = pool.index_of()
     parsed: list[tuple[int, _Line]] = []

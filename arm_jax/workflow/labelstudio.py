@@ -19,7 +19,6 @@ refused unless the caller allows it (it is most likely the tasks file). Every pr
 from __future__ import annotations
 
 import json
-import re
 
 from arm_jax.errors import InputError
 
@@ -62,14 +61,20 @@ def tasks(rows: list[dict]) -> list[dict]:
     return [{"data": {**row, "text_a": _text(row, "a"), "text_b": _text(row, "b")}} for row in rows]
 
 
-_WRAPPED = re.compile(r'\{\s*"tasks"\s*:')
-
-
 def looks_like_export(text: str) -> bool:
-    """A Label Studio JSON export is a JSON list (or an object whose first key is ``"tasks"``,
-    the list wrapped); label lines are JSON objects with other fields."""
+    """A Label Studio JSON export is a JSON list, or the list wrapped as ``{"tasks": [...]}``
+    (the whole text one JSON object with a list under "tasks"); label lines are JSON objects,
+    one a line."""
     start = text.lstrip("\ufeff \t\r\n")
-    return start.startswith("[") or _WRAPPED.match(start) is not None
+    if start.startswith("["):
+        return True
+    if not start.startswith("{") or '"tasks"' not in start:
+        return False
+    try:
+        whole = json.loads(start)
+    except json.JSONDecodeError:
+        return False  # several lines of JSON objects: label lines
+    return isinstance(whole, dict) and isinstance(whole.get("tasks"), list)
 
 
 def _rater(annotation: dict):
@@ -81,11 +86,11 @@ def _rater(annotation: dict):
     return f"label-studio:{who}"
 
 
-def export_rows(path, text: str, allow_unannotated: bool = False) -> list[tuple[str, dict]]:
+def export_rows(path, text: str, allow_unannotated: bool | None = None) -> list[tuple[str, dict]]:
     """``(where, label line)`` for every completed annotation of a Label Studio JSON export,
     ``where`` naming the task and the annotation for messages. An export whose tasks have no
     completed annotation (e.g. the tasks file ``select`` wrote) is an InputError unless
-    ``allow_unannotated``."""
+    ``allow_unannotated`` (None: the caller has no flag for it, and the message names none)."""
     try:
         export = json.loads(text)
     except json.JSONDecodeError as err:
@@ -93,14 +98,14 @@ def export_rows(path, text: str, allow_unannotated: bool = False) -> list[tuple[
     if isinstance(export, dict) and isinstance(export.get("tasks"), list):
         export = export["tasks"]  # {"tasks": [...]}: the export wrapped in an object
     if not isinstance(export, list):
-        raise InputError(f"{path}: a JSON object; expected Label Studio's export, a JSON array of tasks "
-                         "(or an object with 'tasks')")
+        raise InputError(f"{path}: expected Label Studio's export, a JSON array of tasks (or an object with 'tasks')")
     out = _annotated_rows(path, export)
     if export and not out and not allow_unannotated:
-        raise InputError(
-            f"{path}: {len(export)} Label Studio tasks, none annotated — is this the tasks file select wrote "
-            "rather than the export? (--allow-unannotated starts cold from it)"
-        )
+        skipped = sum(1 for t in export for a in t.get("annotations") or [] if isinstance(a, dict))
+        what = (f"every one of its {skipped} annotations was skipped" if skipped
+                else "none annotated — is this the tasks file select wrote rather than the export?")
+        hint = " (--allow-unannotated starts cold from it)" if allow_unannotated is False else ""
+        raise InputError(f"{path}: {len(export)} Label Studio tasks, {what}{hint}")
     return out
 
 

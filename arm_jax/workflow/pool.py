@@ -207,9 +207,11 @@ def _load_npz(path):
 
 def check_informative(pool: Pool) -> None:
     """InputError when every item has the same embedding: no pair can be told from another, so
-    any rule's picks would be arbitrary (every score equal). Streams over a memory map and
-    stops at the first row that differs (the first block, for any real pool)."""
+    any rule's picks would be arbitrary (every score equal). Compares the first two rows, and
+    only when they are equal streams over the rest (a memory map, block by block)."""
     first = np.asarray(pool.embeddings[0])
+    if not np.array_equal(first, np.asarray(pool.embeddings[1])):
+        return  # any real pool: two rows read, not a block
     for _, block in iter_row_chunks(pool.embeddings, _CHUNK_BYTES):
         if not np.array_equal(block, np.broadcast_to(first, block.shape)):
             return

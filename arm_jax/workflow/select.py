@@ -185,15 +185,23 @@ def _gain_per_label(beta, past, past_weight, n: int, tie, prior, batch_x):
     """``gain(before, after, m)``: the information gain (nats, :func:`arm_jax.selection.posterior.information_gain`)
     of the rows in ``after`` but not ``before`` over the n labelled rows ``past`` followed by
     ``batch_x``, per label (divided by ``m``), at the head ``beta``."""
-    h = beta.shape[0]
+    h, k = beta.shape[0], batch_x.shape[0]
     x_past = np.zeros((0, h), np.float32) if past is None else np.asarray(past, np.float32)
     w_past = np.ones(n, np.float32) if past_weight is None else np.asarray(past_weight, np.float32)
-    x = np.concatenate([x_past, np.asarray(batch_x, np.float32)])
-    w = np.concatenate([w_past, np.ones(batch_x.shape[0], np.float32)])
+    # both parts padded to their size buckets (zero rows of weight 0 add nothing), so that the
+    # program compiles once per bucket, not once per label count
+    pad_n, pad_k = bucket(n) - n, bucket(k) - k
+    zeros = lambda m: np.zeros((m, h), np.float32)
+    x = np.concatenate([x_past, zeros(pad_n), np.asarray(batch_x, np.float32), zeros(pad_k)])
+    w = np.concatenate([w_past, np.zeros(pad_n, np.float32), np.ones(k, np.float32), np.zeros(pad_k, np.float32)])
     nu = None if tie is None else np.float32(tie)
 
+    def padded(mask):
+        mask = np.asarray(mask, bool)
+        return np.concatenate([mask[:n], np.zeros(pad_n, bool), mask[n:], np.zeros(pad_k, bool)])
+
     def gain(before, after, m):
-        return float(_information_gain(beta, x, before, after, prior, w, nu)) / m
+        return float(_information_gain(beta, x, padded(before), padded(after), prior, w, nu)) / m
 
     return gain
 
@@ -484,18 +492,26 @@ def _fit(request: SelectRequest, data: _Loaded) -> _Fitted:
         if ts.n:
             log(fit_summary(fit, ts.n))
         fits.append(_Fitted(ts, train_config, params, fit, config))
-    fitted = fits[0] if len(fits) == 1 else _choose_model(fits, log)
+    fitted = fits[0] if len(fits) == 1 else _choose_model(fits, _votes_per_line(ts), log)
     if ts.n:
         log_raters(labels, fitted.fit, log)
     return fitted
 
 
-def _choose_model(fits: list, log: Log) -> _Fitted:
+def _votes_per_line(ts: TrainingSet) -> float:
+    """The mean number of votes a label line carries (1 for decided labels)."""
+    return 1.0 if ts.counts is None or not ts.n else float(np.sum(ts.counts)) / ts.n
+
+
+def _choose_model(fits: list, votes_per_line: float, log: Log) -> _Fitted:
     """``--depth auto``: of the linear model (first) and the MLP, the one whose held-out
-    Bradley–Terry log-loss is lower (the linear model's from its 5-fold cross-validation, the
-    MLP's from its early-stopping hold-out); the linear model when either has none."""
+    log-loss per vote is lower (the linear model's from its 5-fold cross-validation, a loss per
+    line divided by ``votes_per_line``; the MLP's from its early-stopping hold-out, per vote);
+    the linear model when either has none. Process 0's choice on every process (the losses of
+    a fit are not bitwise equal across processes)."""
     linear, mlp = fits
-    a, b = linear.fit.val_loss, mlp.fit.val_loss
+    a, b = (float(x) for x in distributed.from_process_0(
+        np.array([linear.fit.val_loss / votes_per_line, mlp.fit.val_loss], np.float64)))
     shape = f"the MLP ({mlp.model_config.depth} x {mlp.model_config.width})"
     if not (math.isfinite(a) and math.isfinite(b)):
         log(f"--depth auto: the linear model (too few labels to compare it with {shape} on held-out labels)")

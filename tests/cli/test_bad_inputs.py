@@ -55,9 +55,12 @@ CASES = {
         "next.json: 2 Label Studio tasks, none annotated — is this the tasks file select wrote rather than the export?"),
     "the tasks file, wrapped in an object": (
         [*S, "--pool", "pool.npz", "--labels", "wrapped.json"], "wrapped.json: 2 Label Studio tasks, none annotated"),
-    "an object that is not an export": (
-        [*S, "--pool", "pool.npz", "--labels", "object.json"],
-        "object.json: a JSON object; expected Label Studio's export, a JSON array of tasks"),
+    "a label line with a 'tasks' field is a label line": (
+        [*S, "--pool", "pool.npz", "--labels", "object.json"], "object.json:1: missing field 'winner'"),
+    "the tasks file given to train": (
+        ["train", "--pool", "pool.npz", "--labels", "next.json", "--out", "m.msgpack"],
+        "next.json: 2 Label Studio tasks, none annotated — is this the tasks file select wrote rather than the "
+        "export?"),
     "budget below the cheapest pair, before training": (
         [*S, "--pool", "pool.npz", "--labels", "labels.jsonl", "--budget", "0.5"],
         "--budget 0.5: no candidate pair fits (the cheapest costs 2.03)"),
@@ -84,6 +87,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(folder, capsys, case):
     lines = err.splitlines()
     assert lines[-1].startswith("arm-jax: error: " + first_line), (case, err)
     assert "training" not in err and "Traceback" not in err and out == ""
+    assert ("--allow-unannotated" in err) == (case == "the tasks file as labels" or "wrapped" in case)
     assert _checksums(folder) == before
 
 

@@ -663,8 +663,10 @@ def test_choose_model_compares_held_out_losses_and_falls_back_to_linear():
         return sel._Fitted(None, None, None, fit, ModelConfig(depth=depth, width=8))
 
     logs = []
-    assert sel._choose_model([fitted(0, 0.6), fitted(3, 0.5)], logs.append).model_config.depth == 3
-    assert sel._choose_model([fitted(0, 0.5), fitted(3, 0.6)], logs.append).model_config.depth == 0
-    assert sel._choose_model([fitted(0, 0.5), fitted(3, float("nan"))], logs.append).model_config.depth == 0
+    assert sel._choose_model([fitted(0, 0.6), fitted(3, 0.5)], 1.0, logs.append).model_config.depth == 3
+    assert sel._choose_model([fitted(0, 0.5), fitted(3, 0.6)], 1.0, logs.append).model_config.depth == 0
+    assert sel._choose_model([fitted(0, 0.5), fitted(3, float("nan"))], 1.0, logs.append).model_config.depth == 0
+    # five votes a line: the linear model's loss per line 2.5 is 0.5 per vote, below the MLP's 0.6
+    assert sel._choose_model([fitted(0, 2.5), fitted(3, 0.6)], 5.0, logs.append).model_config.depth == 0
     assert "held-out log-loss 0.5000 against 0.6000 for the linear model" in logs[0]
     assert "too few labels to compare" in logs[2]

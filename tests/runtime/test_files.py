@@ -126,13 +126,15 @@ def test_a_killed_writers_temporaries_are_removed_by_the_next_write(tmp_path):
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
-    stale = tmp_path / f".scores.csv.{dead_pid}-0123abcd.tmp"
-    live = tmp_path / f".scores.csv.{os.getppid()}-0123abcd.tmp"   # our parent still runs
-    other = tmp_path / f".other.csv.{dead_pid}-0123abcd.tmp"       # another output's
-    for path in (stale, live, other):
+    host = io._host_tag()
+    stale = tmp_path / f".scores.csv.{host}.{dead_pid}-0123abcd.tmp"
+    live = tmp_path / f".scores.csv.{host}.{os.getppid()}-0123abcd.tmp"   # our parent still runs
+    other = tmp_path / f".other.csv.{host}.{dead_pid}-0123abcd.tmp"       # another output's
+    elsewhere = tmp_path / f".scores.csv.otherhost.{dead_pid}-0123abcd.tmp"  # another host's: unknowable
+    for path in (stale, live, other, elsewhere):
         path.write_text("")
     io.write_text(tmp_path / "scores.csv", "x")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other.name, live.name, "scores.csv"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other.name, live.name, elsewhere.name, "scores.csv"])
 
 
 def test_an_output_on_a_read_only_place_names_the_flag_and_the_reason(tmp_path, monkeypatch):
