@@ -174,12 +174,56 @@ def markdown(settings: list[str], rows: dict, table: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(settings: list[str], rows: dict, path: Path, rules: tuple = ()) -> None:
+    """One panel per setting: each rule's label efficiency at 300 / 600 / 1 000 labels with its
+    95 % interval (a censored end drawn at the run's bound, marked with an arrow), random's 1 as
+    a line; ``rules``: which to draw (default: all)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rules = [r for r in (rules or rows) if r in rows]
+    columns = list(dict.fromkeys(s.rsplit(" ", 1)[0] for s in settings))   # corpus and pair mode
+    models = list(dict.fromkeys(s.rsplit(" ", 1)[1] for s in settings))    # one row per model
+    fig, axes = plt.subplots(len(models), len(columns), figsize=(3.4 * len(columns), 3.2 * len(models)),
+                             sharey=True, squeeze=False)
+    handles = {}
+    for (i, model), (k, column) in ((m, c) for m in enumerate(models) for c in enumerate(columns)):
+        ax, setting = axes[i][k], f"{column} {model}"
+        for j, rule in enumerate(rules):
+            c = rows[rule].get(setting)
+            if c is None:
+                continue
+            xs = np.arange(len(c["efficiency"])) + (j - len(rules) / 2) * 0.8 / len(rules)
+            bound = lambda v, e: min(v, e["censored_above"]) if np.isfinite(v) else e["censored_above"]
+            mid = np.array([bound(e["ratio"], e) for e in c["efficiency"]])
+            low = np.array([bound(e["low"], e) for e in c["efficiency"]])
+            high = np.array([bound(e["high"], e) for e in c["efficiency"]])
+            handles[rule] = ax.errorbar(xs, mid, yerr=[mid - low, high - mid], fmt="o", ms=4, capsize=2,
+                                        color=f"C{j}", label=rule)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xticks(range(len(EFFICIENCY_AT)), [str(n) for n in EFFICIENCY_AT])
+        ax.set_title(setting, fontsize=9)
+        ax.set_xlabel("labels")
+    for i, model in enumerate(models):
+        axes[i][0].set_ylabel(f"{model}: label efficiency\nvs random (same model)")
+    fig.legend(list(handles.values()), list(handles), fontsize=8, loc="upper center", ncol=len(handles))
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", type=Path, nargs="+",
                    help="the --out roots of the bench_rules.py runs (ROOT/<corpus>-depth<d>[-eps<NN>]/<mode>); a later "
                         "root's run of a rule and setting replaces an earlier one's")
     p.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
+    p.add_argument("--png", type=Path, default=None,
+                   help="also draw each rule's label efficiency per setting with its interval (needs matplotlib)")
+    p.add_argument("--rules", default="", help="comma-separated rules to draw in --png (default: all)")
     args = p.parse_args(argv)
     settings, rows = collect(args.root)
     if not settings:
@@ -187,6 +231,8 @@ def main(argv=None) -> int:
         return 2
     table = summary(rows)
     print(markdown(settings, rows, table))
+    if args.png:
+        plot(settings, rows, args.png, tuple(r for r in args.rules.split(",") if r))
     for baseline, what in (("random", "random pairs on the MLP"), ("dopt", "the paper's policy, the MLP with dopt")):
         print(f"\nAgainst {what} (efficiency at 300 / 600 / 1 000 labels, 95 % paired bootstrap):\n")
         print(against_mlp(args.root, baseline))
