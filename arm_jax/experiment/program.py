@@ -45,6 +45,7 @@ from arm_jax.experiment.round import (
     check_study,
     initial_buffer,
     initial_model,
+    send_reports,
     study_round_step,
     study_simulation,
 )
@@ -54,18 +55,32 @@ def run_study_single(key, configs: tuple[ExperimentConfig, ...], data: Experimen
     """The whole experiment of one seed for S strategies, rounds 0..``rounds`` as one
     ``lax.scan``. Every leaf of the result has a leading (S,) strategies axis. ``sink``:
     where progress reports go (see :func:`make_study`)."""
+    carry, xs, sim = _study_start(key, configs, data)
+    (buffers, _, _), outs = _study_rounds(carry, xs, sim, configs, data, sink)
+    return _study_result(buffers, outs)
+
+
+def _study_start(key, configs: tuple[ExperimentConfig, ...], data: ExperimentData):
+    """(carry, xs, sim) of one seed before round 0: the initial random labels (the same for
+    every strategy), the untrained models, and the rounds' (index, key)."""
     base = configs[0]
     check_data(data)
     init_key, round_key = jax.random.split(key)
     sim = study_simulation(configs, data)  # once per run, not every round
     buffer, ok = initial_buffer(init_key, base, data, sim)  # round 0 is random: the same for every strategy
     xs = (jnp.arange(base.rounds + 1, dtype=jnp.int32), jax.random.split(round_key, base.rounds + 1))
+    return _stack([(buffer, initial_model(base, data), ok)] * len(configs)), xs, sim
+
+
+def _study_rounds(carry, xs, sim, configs: tuple[ExperimentConfig, ...], data: ExperimentData, sink=None):
+    """The rounds of ``xs`` (a ``lax.scan``): (carry, per-round outputs)."""
     step = functools.partial(study_round_step, configs=configs, data=data, sink=sink, sim=sim)
-    carry = _stack([(buffer, initial_model(base, data), ok)] * len(configs))
-    (buffers, _, _), outs = jax.lax.scan(step, carry, xs)
+    return jax.lax.scan(step, carry, xs)
+
+
+def _study_result(buffers, outs) -> ExperimentResult:
     by_strategy = lambda x: jnp.moveaxis(x, 0, 1)  # (rounds + 1, S, ...) -> (S, rounds + 1, ...)
-    metrics = RoundMetrics(*(by_strategy(x) for x in outs))
-    return ExperimentResult(metrics, buffers)
+    return ExperimentResult(RoundMetrics(*(by_strategy(x) for x in outs)), buffers)
 
 
 def run_single(key, config: ExperimentConfig, data: ExperimentData) -> ExperimentResult:
@@ -108,6 +123,78 @@ def _seed_fn(what):
     return run
 
 
+@functools.partial(jax.jit, static_argnames=("what",))
+def _start_seeds_jit(keys, what, data):
+    return jax.vmap(lambda key: _study_start(key, what.configs, data))(keys)
+
+
+@functools.partial(jax.jit, static_argnames=("what",))
+def _rounds_seeds_jit(carry, xs, sim, what, data):
+    return jax.vmap(lambda c, x, s: _study_rounds(c, x, s, what.configs, data))(carry, xs, sim)
+
+
+@functools.partial(jax.jit, static_argnames=("single",))
+def _result_seeds_jit(buffers, outs, single):
+    result = jax.vmap(_study_result)(buffers, outs)
+    return jax.tree_util.tree_map(lambda x: x[:, 0], result) if single else result
+
+
+class _RoundByRound(NamedTuple):
+    """The lowered programs of a round-by-round run (:func:`_round_by_round`); ``compile()``
+    compiles them and returns ``run(keys, data)``, as a lowered one-program run does."""
+
+    what: _Program
+    start: object
+    rounds: object
+    result: object
+
+    def compile(self) -> Callable:
+        return functools.partial(_run_rounds, self.what, self.start.compile(), self.rounds.compile(),
+                                 self.result.compile())
+
+    @property
+    def out_info(self):
+        """The result's shapes and dtypes, as a lowered one-program run has them."""
+        return self.result.out_info
+
+
+def _run_rounds(what: _Program, start, rounds, result, keys, data) -> ExperimentResult:
+    """Round 0, 1, ... as calls of the compiled round program, each round's progress reported
+    from its results on the host (:func:`arm_jax.experiment.round.send_reports`)."""
+    carry, xs, sim = start(keys, data)
+    outs = []
+    for r in range(what.configs[0].rounds + 1):
+        xs_r = jax.tree_util.tree_map(lambda x: x[:, r:r + 1], xs)
+        carry, out = rounds(carry, xs_r, sim, data)
+        oms, bon, round_keys = jax.device_get((out[0][:, 0], out[1][:, 0], xs_r[1][:, 0]))
+        for seed in range(oms.shape[0]):
+            send_reports(what.configs, what.sink, r, oms[seed], bon[seed], round_keys[seed])
+        outs.append(out)
+    return result(carry[0], jax.tree_util.tree_map(lambda *x: jnp.concatenate(x, axis=1), *outs))
+
+
+def _round_by_round(what: _Program, data: ExperimentData) -> tuple[Callable, Callable]:
+    """(run_seeds, lower_seeds) that run the rounds as repeated calls of one compiled round
+    program and report progress from each round's results on the host, instead of a host
+    callback inside one program: JAX never writes a program with host callbacks to the
+    persistent compilation cache, so this is what lets a repeated ``arm-jax run`` load its
+    programs instead of compiling them. The same round step as the one-program run."""
+    quiet = _Program(tuple(c.replace(progress=False) for c in what.configs), what.single)
+
+    def lower_seeds(keys) -> _RoundByRound:
+        start = _start_seeds_jit.lower(keys, quiet, data)
+        carry, xs, sim = jax.eval_shape(lambda k, d: _start_seeds_jit(k, quiet, d), keys, data)
+        xs_r = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((x.shape[0], 1, *x.shape[2:]), x.dtype), xs)
+        rounds = _rounds_seeds_jit.lower(carry, xs_r, sim, quiet, data)
+        every = jax.eval_shape(lambda c, x, m, d: _rounds_seeds_jit(c, x, m, quiet, d), carry, xs, sim, data)[1]
+        return _RoundByRound(what, start, rounds, _result_seeds_jit.lower(carry[0], every, what.single))
+
+    def run_seeds(keys):
+        return check_result(lower_seeds(keys).compile()(keys, data))
+
+    return run_seeds, lower_seeds
+
+
 def check_result(result: ExperimentResult) -> ExperimentResult:
     """Raise :class:`RunFailed` unless every round's picks were sound (``picks_ok``).
     Reduces on the device, so it is safe on arrays sharded over processes."""
@@ -129,6 +216,8 @@ def _seed_runners(what, data: ExperimentData, devices) -> tuple[Callable, Callab
     are split over ``devices`` when there are several. ``run_seeds`` checks the result
     (:func:`check_result`)."""
     devices = tuple(jax.devices() if devices is None else devices)
+    if len(devices) == 1 and what.configs[0].progress and jax.process_count() == 1:
+        return _round_by_round(what, data)
     if len(devices) > 1:
         from arm_jax.runtime import mesh as parallel
 

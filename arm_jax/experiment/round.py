@@ -293,19 +293,22 @@ def _report(configs: tuple[ExperimentConfig, ...], round_index, one_minus_spearm
     strategies; key: the round's PRNG key (identifies the seed)."""
     if not configs[0].progress:
         return
-    sink = print_report if sink is None else sink
-
-    def send(i, oms, b, key_data):
-        i = int(i)
-        oms, b = np.asarray(oms), np.asarray(b)
-        seed = tuple(np.asarray(key_data).ravel().tolist())
-        annotations = int(configs[0].annotations()[i])
-        for s, config in enumerate(configs):
-            sink(RoundReport(config.strategy, i, annotations, float(oms[s]), float(b[s, -1]), seed))
-
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
-    jax.debug.callback(send, round_index, one_minus_spearman, bon, key)
+    jax.debug.callback(functools.partial(send_reports, configs, sink), round_index, one_minus_spearman, bon, key)
+
+
+def send_reports(configs: tuple[ExperimentConfig, ...], sink, i, oms, b, key_data) -> None:
+    """One :class:`RoundReport` per strategy of one seed's round ``i`` to ``sink``
+    (:func:`print_report` when None), from host values: oms (S,), b (S, len(best_of_n)),
+    key_data the round's key (which tells the seeds apart)."""
+    sink = print_report if sink is None else sink
+    i = int(i)
+    oms, b = np.asarray(oms), np.asarray(b)
+    seed = tuple(np.asarray(key_data).ravel().tolist())
+    annotations = int(configs[0].annotations()[i])
+    for s, config in enumerate(configs):
+        sink(RoundReport(config.strategy, i, annotations, float(oms[s]), float(b[s, -1]), seed))
 
 
 def last_batch_gain(fitted: Fitted, buffer: LabelBuffer, round_index, config: ExperimentConfig, data: ExperimentData):

@@ -302,3 +302,28 @@ def test_ties_a_panel_and_costs_run_end_to_end(prepared):
     assert np.all(np.isfinite(np.asarray(m.batch_gain))) and np.all(np.asarray(m.batch_gain) > 0)
     with pytest.raises(InputError, match="reliabilities to fit"):
         cfg.replace(train=dataclasses.replace(TINY["train"], annotators=4))
+
+
+def test_a_study_with_progress_runs_round_by_round_with_the_same_numbers(prepared):
+    """With progress on (one device) the rounds are calls of one compiled round program, the
+    progress reported from their results on the host, so no program carries a host callback
+    (JAX never caches those): the labels are the one-program run's and the numbers too (to
+    float32 rounding), and every strategy, seed and round is reported once."""
+    configs = [ExperimentConfig(strategy=n, **TINY) for n in ("random", "entropy")]
+    keys = jax.random.split(jax.random.PRNGKey(6), 2)
+    reports = []
+    loud = experiment.make_study([c.replace(progress=True) for c in configs], prepared,
+                                 devices=jax.devices()[:1], progress=reports.append)
+    lowered = loud.lower_seeds(keys)
+    assert "callback" not in lowered.rounds.as_text() and "callback" not in lowered.start.as_text()
+    by_rounds = lowered.compile()(keys, prepared)
+    whole = experiment.make_study(configs, prepared, devices=jax.devices()[:1]).run_seeds(keys)
+    _trees_close(by_rounds.metrics, whole.metrics)  # float32 rounding apart (two compiled modules)
+    np.testing.assert_array_equal(by_rounds.labelled.pairs, whole.labelled.pairs)
+    assert len(reports) == 2 * 2 * (TINY["rounds"] + 1)
+    assert {(r.strategy, r.round_index) for r in reports} == {(s, i) for s in ("random", "entropy")
+                                                               for i in range(TINY["rounds"] + 1)}
+    first = next(r for r in reports if r.strategy == "entropy" and r.round_index == 2)
+    seed = [tuple(np.asarray(jax.random.split(jax.random.split(k)[1], TINY["rounds"] + 1)[2]).ravel().tolist())
+            for k in keys].index(first.seed)
+    assert first.one_minus_spearman == pytest.approx(float(whole.metrics.one_minus_spearman[seed, 1, 2]), rel=1e-5)
