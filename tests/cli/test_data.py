@@ -349,6 +349,8 @@ def test_npy_paper_layout_ids(tmp_path, capsys):
 
 @pytest.mark.parametrize("command, text", [
     ("select", "Labelled pairs (either order) are never proposed"),
+    ("select", "required unless --budget is given"),
+    ("select", "--preset paper is the paper's 3-layer MLP with dopt"),
     ("train", "--val-fraction"),
     ("score", "SCORES.npy"),
 ])
@@ -356,7 +358,7 @@ def test_help(capsys, command, text):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
     assert exit_.value.code == 0
-    assert text in capsys.readouterr().out
+    assert text in " ".join(capsys.readouterr().out.split())  # as wrapped to the terminal's width
 
 
 def test_empty_labels_file(world, capsys):

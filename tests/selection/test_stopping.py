@@ -52,7 +52,8 @@ def test_select_report_appends_a_row_per_round_and_says_what_to_do(tmp_path, cap
         code = main(["select", "--pool", str(tmp_path / "pool.npz"), "--labels", str(tmp_path / "labels.jsonl"),
                      "--k", "5", "--out", str(tmp_path / f"{name}.jsonl"), "--report", str(tmp_path / "h.jsonl"), *fast])
         assert code == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert ", report " in err.splitlines()[-1]  # the timing line counts the report's own work
     history = [json.loads(line) for line in (tmp_path / "h.jsonl").read_text().splitlines()]
     assert [r["labels"] for r in history] == [20, 40]  # the rerun at 20 labels replaced its row
     assert [r["last_batch"] for r in history] == [5, 20]  # then: the lines added since the last report
