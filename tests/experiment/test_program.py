@@ -73,12 +73,19 @@ def test_vmapped_seeds_equal_separate_runs(prepared):
         np.testing.assert_array_equal(batched.labelled.pairs[i], single.labelled.pairs)
 
 
-def test_study_equals_each_strategy_run_alone(prepared):
-    """One program for several strategies gives each strategy's own numbers and labels."""
-    names = ("random", "entropy")  # two cheap compiles; LAPACK strategies in a study: test_cli_experiment
-    configs = [ExperimentConfig(strategy=n, **TINY) for n in names]
+@pytest.fixture(scope="module")
+def two_strategies(prepared):
+    """(configs, keys, the one-program study of random and entropy on them): two cheap compiles;
+    LAPACK strategies in a study: test_cli_experiment."""
+    configs = [ExperimentConfig(strategy=n, **TINY) for n in ("random", "entropy")]
     keys = jax.random.split(jax.random.PRNGKey(6), 2)
-    study = experiment.make_study(configs, prepared).run_seeds(keys)
+    return configs, keys, experiment.make_study(configs, prepared, devices=jax.devices()[:1]).run_seeds(keys)
+
+
+def test_study_equals_each_strategy_run_alone(prepared, two_strategies):
+    """One program for several strategies gives each strategy's own numbers and labels."""
+    configs, keys, study = two_strategies
+    names = [c.strategy for c in configs]
     assert study.metrics.one_minus_spearman.shape == (2, len(names), TINY["rounds"] + 1)
     for s, config in enumerate(configs):
         alone = experiment.make_experiment(config, prepared).run_seeds(keys)
@@ -304,20 +311,18 @@ def test_ties_a_panel_and_costs_run_end_to_end(prepared):
         cfg.replace(train=dataclasses.replace(TINY["train"], annotators=4))
 
 
-def test_a_study_with_progress_runs_round_by_round_with_the_same_numbers(prepared):
+def test_a_study_with_progress_runs_round_by_round_with_the_same_numbers(prepared, two_strategies):
     """With progress on (one device) the rounds are calls of one compiled round program, the
     progress reported from their results on the host, so no program carries a host callback
     (JAX never caches those): the labels are the one-program run's and the numbers too (to
     float32 rounding), and every strategy, seed and round is reported once."""
-    configs = [ExperimentConfig(strategy=n, **TINY) for n in ("random", "entropy")]
-    keys = jax.random.split(jax.random.PRNGKey(6), 2)
+    configs, keys, whole = two_strategies
     reports = []
     loud = experiment.make_study([c.replace(progress=True) for c in configs], prepared,
                                  devices=jax.devices()[:1], progress=reports.append)
     lowered = loud.lower_seeds(keys)
     assert "callback" not in lowered.rounds.as_text() and "callback" not in lowered.start.as_text()
     by_rounds = lowered.compile()(keys, prepared)
-    whole = experiment.make_study(configs, prepared, devices=jax.devices()[:1]).run_seeds(keys)
     _trees_close(by_rounds.metrics, whole.metrics)  # float32 rounding apart (two compiled modules)
     np.testing.assert_array_equal(by_rounds.labelled.pairs, whole.labelled.pairs)
     assert len(reports) == 2 * 2 * (TINY["rounds"] + 1)
