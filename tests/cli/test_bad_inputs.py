@@ -117,7 +117,8 @@ def test_tie_votes_and_unnamed_raters_are_logged(folder, capsys):
     lines = [{"a": f"i{i}", "b": f"i{i + 1}", "votes_tie": 1} for i in range(0, 10, 2)]
     lines += [{"winner": f"i{i}", "loser": f"i{i + 1}", "annotator": "ann" if i % 4 else "bob"} for i in range(10, 19)]
     (folder / "mixed.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    assert main(["train", "--pool", "pool.npz", "--labels", "mixed.jsonl", "--out", "m.msgpack", "--depth", "0"]) == 0
+    assert main(["train", "--pool", "pool.npz", "--labels", "mixed.jsonl", "--out", "m.msgpack", "--depth", "1",
+                 "--width", "4", "--schedule", "fixed", "--steps", "20"]) == 0
     err = capsys.readouterr().err
     assert "ties: 5 tie votes, Davidson tie strength" in err
     assert "5 lines name no annotator: they count as the panel's typical rater (reliability 1)" in err

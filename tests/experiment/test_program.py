@@ -73,19 +73,15 @@ def test_vmapped_seeds_equal_separate_runs(prepared):
         np.testing.assert_array_equal(batched.labelled.pairs[i], single.labelled.pairs)
 
 
-@pytest.fixture(scope="module")
-def two_strategies(prepared):
-    """(configs, keys, the one-program study of random and entropy on them): two cheap compiles;
-    LAPACK strategies in a study: test_cli_experiment."""
-    configs = [ExperimentConfig(strategy=n, **TINY) for n in ("random", "entropy")]
+def test_study_equals_each_strategy_run_alone(prepared):
+    """One program for several strategies gives each strategy's own numbers and labels; and the
+    same study with progress on runs round by round with the same labels and numbers
+    (:func:`_check_round_by_round`, sharing this test's compiled study)."""
+    names = ("random", "entropy")  # two cheap compiles; LAPACK strategies in a study: test_cli_experiment
+    configs = [ExperimentConfig(strategy=n, **TINY) for n in names]
     keys = jax.random.split(jax.random.PRNGKey(6), 2)
-    return configs, keys, experiment.make_study(configs, prepared, devices=jax.devices()[:1]).run_seeds(keys)
-
-
-def test_study_equals_each_strategy_run_alone(prepared, two_strategies):
-    """One program for several strategies gives each strategy's own numbers and labels."""
-    configs, keys, study = two_strategies
-    names = [c.strategy for c in configs]
+    study = experiment.make_study(configs, prepared, devices=jax.devices()[:1]).run_seeds(keys)
+    _check_round_by_round(prepared, configs, keys, study)
     assert study.metrics.one_minus_spearman.shape == (2, len(names), TINY["rounds"] + 1)
     for s, config in enumerate(configs):
         alone = experiment.make_experiment(config, prepared).run_seeds(keys)
@@ -311,12 +307,11 @@ def test_ties_a_panel_and_costs_run_end_to_end(prepared):
         cfg.replace(train=dataclasses.replace(TINY["train"], annotators=4))
 
 
-def test_a_study_with_progress_runs_round_by_round_with_the_same_numbers(prepared, two_strategies):
+def _check_round_by_round(prepared, configs, keys, whole):
     """With progress on (one device) the rounds are calls of one compiled round program, the
     progress reported from their results on the host, so no program carries a host callback
     (JAX never caches those): the labels are the one-program run's and the numbers too (to
     float32 rounding), and every strategy, seed and round is reported once."""
-    configs, keys, whole = two_strategies
     reports = []
     loud = experiment.make_study([c.replace(progress=True) for c in configs], prepared,
                                  devices=jax.devices()[:1], progress=reports.append)
