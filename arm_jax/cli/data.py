@@ -179,7 +179,7 @@ append their answers to LABELS as {"winner": ID, "loser": ID} lines, and run sel
 
 policy: by default the linear reward model (--depth 0, fitted exactly) with iopt, the policy
 that saved labels on every real-rater corpus measured (benchmarks/RESULTS.md); --preset paper
-is the paper's 3-layer MLP with dopt. Once there are labels, select prints what the batch is
+is the paper's 3-layer MLP with dopt. From 100 labels on, select prints what the batch is
 expected to buy: its information gain over that of as many random candidate pairs.
 
 pairs (the same meaning as in 'arm-jax run'):

@@ -182,11 +182,12 @@ def _round_by_round(what: _Program, data: ExperimentData) -> tuple[Callable, Cal
     quiet = _Program(tuple(c.replace(progress=False) for c in what.configs), what.single)
 
     def lower_seeds(keys) -> _RoundByRound:
+        # each program traced once: the shapes between them come from the lowered programs
         start = _start_seeds_jit.lower(keys, quiet, data)
-        carry, xs, sim = jax.eval_shape(lambda k, d: _start_seeds_jit(k, quiet, d), keys, data)
-        xs_r = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((x.shape[0], 1, *x.shape[2:]), x.dtype), xs)
-        rounds = _rounds_seeds_jit.lower(carry, xs_r, sim, quiet, data)
-        every = jax.eval_shape(lambda c, x, m, d: _rounds_seeds_jit(c, x, m, quiet, d), carry, xs, sim, data)[1]
+        carry, xs, sim = start.out_info
+        with_rounds = lambda n: lambda x: jax.ShapeDtypeStruct((x.shape[0], n, *x.shape[2:]), x.dtype)
+        rounds = _rounds_seeds_jit.lower(carry, jax.tree_util.tree_map(with_rounds(1), xs), sim, quiet, data)
+        every = jax.tree_util.tree_map(with_rounds(what.configs[0].rounds + 1), rounds.out_info[1])
         return _RoundByRound(what, start, rounds, _result_seeds_jit.lower(carry[0], every, what.single))
 
     def run_seeds(keys):

@@ -177,6 +177,10 @@ def stopping_row(ts, fit, beta, past, past_weight, tie, prior, picked_x, strateg
             "gain_next": _fmt(gain_next), "val_accuracy": _fmt(acc), "val_se": _fmt(se)}
 
 
+#: labels before select reports the gain ratio: with fewer the posterior is mostly the prior,
+#: and the ratio says little about the rule
+GAIN_RATIO_MIN_LABELS = 100
+
 # one compiled program per shape (the persistent cache keeps it), not op-by-op dispatch
 _information_gain = jax.jit(posterior.information_gain)
 
@@ -739,10 +743,10 @@ def _picked(request: SelectRequest, data: _Loaded, params, features: _Features, 
 
 def _gain_ratio(request: SelectRequest, data: _Loaded, fitted: _Fitted, past: _Past, picks: _Picks) -> float | None:
     """:func:`gain_ratio_to_random` of the picks against as many seeded random candidates, once
-    there are labels (None on a cold start, with --pairs all-cross, and with the candidate rows
-    split over processes)."""
+    there are :data:`GAIN_RATIO_MIN_LABELS` labels (None before, with --pairs all-cross, and with
+    the candidate rows split over processes)."""
     candidates, k = data.candidates, picks.a.size
-    if fitted.ts.n == 0 or candidates is None or data.shard_rows or not k or candidates.n_valid < k:
+    if fitted.ts.n < GAIN_RATIO_MIN_LABELS or candidates is None or data.shard_rows or not k or candidates.n_valid < k:
         return None
     rows = np.random.default_rng([request.seed, 11]).choice(np.flatnonzero(candidates.valid), k, replace=False)
     features = picks.features

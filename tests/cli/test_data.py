@@ -631,8 +631,12 @@ def test_select_preset_gives_the_policy_unless_flags_say_otherwise(world, capsys
 
 def test_select_says_what_the_batch_buys_against_a_random_batch(world, capsys):
     tmp, golden = world
-    _run(capsys, "select", "--pool", tmp / "pool.npz", "--k", 12, "--out", tmp / "r0.jsonl", "--strategy", "random")
+    _run(capsys, "select", "--pool", tmp / "pool.npz", "--k", 99, "--out", tmp / "r0.jsonl", "--strategy", "random")
     _append(tmp / "labels.jsonl", _annotate(_read(tmp / "r0.jsonl"), golden))
+    code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl", "--k", 6,
+                        "--out", tmp / "r1.jsonl", "--strategy", "random")
+    assert code == 0 and "next batch" not in err  # 99 labels: too few to say
+    _append(tmp / "labels.jsonl", _annotate(_read(tmp / "r1.jsonl")[:1], golden))
     ratios = {}
     for rule in ("random", "dopt"):
         code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--labels", tmp / "labels.jsonl", "--k", 6,

@@ -121,7 +121,7 @@ def test_every_preset_traces_for_every_strategy(preset):
     from arm_jax.experiment.program import make_study
     from arm_jax.selection.registry import STRATEGIES
 
-    args = resolve_presets(build_parser().parse_args(["run", "--preset", preset]))
+    args = resolve_presets(build_parser().parse_args(["run", "--preset", preset, "--quiet"]))  # the one program
     data_shapes = abstract_data(args)
     keys = jax.ShapeDtypeStruct((args.seeds, 2), np.uint32)
     # one program with every strategy, as `arm-jax run --strategies all` builds it
