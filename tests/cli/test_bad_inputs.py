@@ -139,10 +139,10 @@ def test_a_missing_process_is_named_in_one_line_not_a_native_abort(folder):
         port = probe.getsockname()[1]
     where = f"127.0.0.1:{port}"
     argv = [sys.executable, "-m", "arm_jax.cli.main", *S, "--pool", "pool.npz", "--coordinator", where,
-            "--num-processes", "2", "--process-id", "0", "--process-timeout", "3"]
+            "--num-processes", "2", "--process-id", "0", "--process-timeout", "2"]
     run = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=folder)
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2, run.stderr
     assert lines[0].startswith(f"arm-jax: process 0: waiting for the other 1 of 2 processes at {where}")
-    assert lines[-1].startswith("arm-jax: error: process 0: process(es) 1 did not connect within 3 s")
+    assert lines[-1].startswith("arm-jax: error: process 0: process(es) 1 did not connect within 2 s")
     assert len(lines) == 2 and not (folder / "next.jsonl").exists()
