@@ -750,8 +750,9 @@ def _gain_ratio(request: SelectRequest, data: _Loaded, fitted: _Fitted, past: _P
         return None
     rows = np.random.default_rng([request.seed, 11]).choice(np.flatnonzero(candidates.valid), k, replace=False)
     features = picks.features
+    past_x, past_weight, tie = past.unpadded()
     return gain_ratio_to_random(
-        features.beta, *past.unpadded()[:2], fitted.ts.n, past.unpadded()[2], past.prior,
+        features.beta, past_x, past_weight, fitted.ts.n, tie, past.prior,
         features.diff(picks.a, picks.b), features.diff(candidates.a[rows], candidates.b[rows]),
     )
 
