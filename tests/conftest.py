@@ -13,6 +13,8 @@ explicitly with ``-m multidevice`` they run, and assert that four devices are pr
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -21,17 +23,35 @@ import pytest
 # the cache itself point it at a temporary directory.
 os.environ["ARM_JAX_NO_COMPILE_CACHE"] = "1"
 
+# Instead the session's processes (pytest-xdist's workers and the arm-jax processes tests start,
+# which inherit the environment) share one JAX compilation cache in a temporary directory, so
+# a program one of them compiled is loaded from disk by the others: about 30 s of a 9.5-minute
+# `make test` on 2 cores. The process that made it (the xdist controller, or a lone pytest)
+# removes it at the end. Tests of the cache itself hide it (tests/runtime/test_compile_cache.py),
+# and the compile-counting tests count loads from it as compiles.
+_SESSION_CACHE = None
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    _SESSION_CACHE = tempfile.mkdtemp(prefix="arm-jax-test-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+
 # The suite compiles hundreds of small programs and runs each for milliseconds: XLA's backend
 # (LLVM) optimisations cost more compile time than they save there. Level 0 takes about a
 # third off the compile-bound tests; every comparison in the suite is between programs
 # compiled alike, or against float64 references with tolerances. XLA reads the flags when the
 # backend starts, so this must come before the first computation; arm-jax processes the tests
-# start inherit it (the LAPACK-hang regression test runs its process without it).
+# start inherit them.
 TEST_XLA_FLAG = "--xla_backend_optimization_level=0"
+# XLA's older elemental emitters for fused loops, instead of its MLIR fusion emitters, take
+# another third off (`make test` on 2 cores: 9.5 min to 6 min). Their rounding depends on the
+# batch shape, so a run whose seeds two processes split no longer equals the one-process run
+# bit for bit (with the fusion emitters, the default, it does): the multi-process tests
+# (tests/runtime/test_distributed.py) run both sides in processes of their own, without it.
+FAST_COMPILE_XLA_FLAG = "--xla_cpu_use_fusion_emitters=false"
 # for tests that start processes of their own (each test folder may have a conftest of its own,
 # so `from conftest import` is ambiguous): read it from the environment
 os.environ["ARM_JAX_TEST_XLA_FLAG"] = TEST_XLA_FLAG
-os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAG}".strip()
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAG} {FAST_COMPILE_XLA_FLAG}".strip()
 
 MULTIDEVICE_FLAG = "--xla_force_host_platform_device_count"
 MULTIDEVICE_COMMAND = f"XLA_FLAGS={MULTIDEVICE_FLAG}=4 python -m pytest -q -m multidevice"
@@ -56,6 +76,11 @@ SLOW_FIRST = (
     "test_tie_strength_and_reliabilities_are_recovered",
     "test_ties_a_panel_and_costs_run_end_to_end",
 )
+
+
+def pytest_unconfigure(config):
+    if _SESSION_CACHE is not None:
+        shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

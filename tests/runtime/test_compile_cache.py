@@ -43,8 +43,11 @@ def test_opt_out_values(value, off):
 
 @pytest.fixture
 def no_user_choice():
-    if jax.config.jax_compilation_cache_dir:
-        pytest.skip("JAX_COMPILATION_CACHE_DIR is set in this environment")
+    """As for a user who gave JAX no cache directory (the test session gives it one: conftest.py)."""
+    before = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", None)
+    yield
+    jax.config.update("jax_compilation_cache_dir", before)
 
 
 def test_enable_points_jax_at_the_user_cache_directory(tmp_path, no_user_choice):
@@ -135,7 +138,8 @@ def test_two_processes_write_and_reuse_the_cache(tmp_path):
     """By default (no opt-out) a first call fills $XDG_CACHE_HOME/arm-jax/jax, a second reads it;
     the output is the same as without the cache."""
     _tiny_pool(tmp_path)
-    env = {k: v for k, v in os.environ.items() if k not in (compile_cache.ENV_OPT_OUT, "JAX_COMPILATION_CACHE_DIR")}
+    hidden = (compile_cache.ENV_OPT_OUT, "JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
+    env = {k: v for k, v in os.environ.items() if k not in hidden}
     env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
     cache = tmp_path / "xdg" / "arm-jax" / "jax"
     outputs = []

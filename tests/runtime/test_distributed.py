@@ -31,9 +31,17 @@ def _free_port() -> int:
 
 
 def _env():
-    # one CPU device per process, compiled as the in-process reference is (conftest)
+    # one CPU device per process, compiled with XLA's default emitters (conftest: the suite's
+    # faster-compiling ones round by batch shape, and two processes split the seeds)
     return dict(os.environ, JAX_PLATFORMS="cpu", ARM_JAX_NO_COMPILE_CACHE="1", ARM_JAX_PROGRESS="0",
                 XLA_FLAGS=os.environ["ARM_JAX_TEST_XLA_FLAG"])
+
+
+def _one_process(args):
+    """The reference: ``arm-jax args`` in one process, compiled as the processes of :func:`_start`."""
+    done = subprocess.run([sys.executable, "-m", "arm_jax.cli.main", *args], capture_output=True, text=True,
+                          env=_env(), timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def _start(args, n=2, timeout=60):
@@ -86,7 +94,7 @@ def _select_args(pool, labels, out, pairs="cross-prompt"):
 @pytest.mark.parametrize("pairs", ["cross-prompt", "all-cross"])
 def test_select_on_two_processes_picks_what_one_process_picks(tmp_path, pool_and_labels, pairs):
     pool, labels = pool_and_labels
-    assert main(_select_args(pool, labels, tmp_path / "one.jsonl", pairs)) == 0
+    _one_process(_select_args(pool, labels, tmp_path / "one.jsonl", pairs))
     done = _finish(_start(_select_args(pool, labels, tmp_path / "two.jsonl", pairs)))
     assert [code for code, _, _ in done] == [0, 0], done[0][2][-3000:] + done[1][2][-3000:]
     one = [json.loads(line) for line in open(tmp_path / "one.jsonl")]
@@ -101,7 +109,7 @@ def test_select_on_two_processes_picks_what_one_process_picks(tmp_path, pool_and
 
 
 def test_run_on_two_processes_equals_one_process(tmp_path):
-    assert main([*TINY_RUN, "--out", str(tmp_path / "one")]) == 0
+    _one_process([*TINY_RUN, "--out", str(tmp_path / "one")])
     done = _finish(_start([*TINY_RUN, "--out", str(tmp_path / "two")]))
     assert [code for code, _, _ in done] == [0, 0], done[0][2][-3000:] + done[1][2][-3000:]
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
@@ -180,12 +188,12 @@ def test_train_and_score_on_two_processes_write_what_one_process_writes(tmp_path
     score: each process scores a block of the 400 items (200 each), process 0 writes them all."""
     pool, labels = pool_and_labels
     train = ["train", "--pool", str(pool), "--labels", str(labels), "--schedule", "fixed", "--steps", "60"]
-    assert main([*train, "--out", str(tmp_path / "one.msgpack")]) == 0
+    _one_process([*train, "--out", str(tmp_path / "one.msgpack")])
     done = _finish(_start([*train, "--out", str(tmp_path / "two.msgpack")]))
     assert [code for code, _, _ in done] == [0, 0], done[0][2][-3000:] + done[1][2][-3000:]
     assert (tmp_path / "two.msgpack").read_bytes() == (tmp_path / "one.msgpack").read_bytes()
     score = ["score", "--model", str(tmp_path / "one.msgpack"), "--pool", str(pool)]
-    assert main([*score, "--out", str(tmp_path / "one")]) == 0
+    _one_process([*score, "--out", str(tmp_path / "one")])
     done = _finish(_start([*score, "--out", str(tmp_path / "two")]))
     assert [code for code, _, _ in done] == [0, 0], done[0][2][-3000:] + done[1][2][-3000:]
     assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
