@@ -34,7 +34,7 @@ import threading
 from arm_jax._version import __version__
 from arm_jax.cli.commands import COMMANDS, help_of
 from arm_jax.errors import InputError
-from arm_jax.runtime import compile_cache, distributed
+from arm_jax.runtime import compile_cache, distributed, programs
 from arm_jax.runtime import files as io
 from arm_jax.runtime.compile_cache import ENV_OPT_OUT, default_cache_dir
 
@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         return fail(io.one_line(err))
     if args.command not in JAX_FREE_COMMANDS:
-        compile_cache.enable(disabled=getattr(args, "no_compile_cache", False), log=_note)
+        cache = compile_cache.enable(disabled=getattr(args, "no_compile_cache", False), log=_note)
+        programs.enable(compile_cache.programs_dir(cache) if not multi else None)
     try:
         with sigint_ends_the_process():
             return int(args.func(args) or 0)
@@ -191,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"arm-jax: {_prefix}failed (another process may have stopped):", file=_errors or sys.stderr, flush=True)
         traceback.print_exc(file=_errors or sys.stderr)
         code = 1
+    finally:
+        programs.enable(None)  # main may be called again in this process (tests, scripts)
     if multi:
         _end_now(code)
     return code

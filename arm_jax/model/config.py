@@ -6,7 +6,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from arm_jax.errors import InputError
 from arm_jax.model import likelihood as likelihood_lib
@@ -103,6 +102,8 @@ class TrainConfig:
 
 
 def _optimizer(config: TrainConfig):
+    import optax  # here, not at the top: commands that train no MLP start without importing it
+
     return optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
 
 

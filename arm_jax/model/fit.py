@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
-import optax
 
 from arm_jax.model import likelihood
 from arm_jax.model import network as model_lib
@@ -46,6 +45,9 @@ from arm_jax.model.raters import (
     vote_losses,
     votes_of,
 )
+
+if TYPE_CHECKING:
+    import optax
 
 
 def fit(
@@ -204,6 +206,8 @@ def _adamw_step(setup: _Setup, order, n_rows, active_steps, carry, xs):
     (order (C,) int32); a no-op (weight decay included) at or past ``active_steps`` or with no
     rows. carry: (params, optimiser state); xs: (step index () int32, PRNG key). The
     ``lax.scan`` body: returns (carry, () minibatch loss, 0 when inactive)."""
+    import optax  # here, not at the top: commands that train no MLP start without importing it
+
     p, state = carry
     step_index, step_key = xs
     b = setup.train_config.batch_size

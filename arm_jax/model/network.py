@@ -8,20 +8,20 @@ differences. Parameters are a plain Flax pytree, so ``jax.vmap`` over seeds is f
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from arm_jax.errors import InputError
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "relu": nn.relu,
-    "gelu": nn.gelu,
+    "relu": jax.nn.relu,  # the functions flax.linen exports under these names
+    "gelu": jax.nn.gelu,
     "tanh": jnp.tanh,
-    "silu": nn.silu,
-    "elu": nn.elu,
+    "silu": jax.nn.silu,
+    "elu": jax.nn.elu,
 }
 
 
@@ -56,29 +56,44 @@ class ModelConfig:
         return self.width if self.depth else int(input_dim)
 
 
-class RewardMLP(nn.Module):
-    """MLP with ``depth`` hidden layers of ``width`` units and a bias-free scalar head.
+@functools.lru_cache(maxsize=None)
+def _reward_mlp():
+    """The Flax module class, made on first use: Flax is imported only when a program that
+    uses the model is traced (a command whose programs all come from the store of
+    :mod:`arm_jax.runtime.programs` starts without it)."""
+    import flax.linen as nn
 
-    ``__call__(x: (..., D)) -> (phi: (..., H), reward: (...,))``.
-    """
+    class RewardMLP(nn.Module):
+        """MLP with ``depth`` hidden layers of ``width`` units and a bias-free scalar head.
 
-    depth: int = 3
-    width: int = 64
-    activation: str = "relu"
+        ``__call__(x: (..., D)) -> (phi: (..., H), reward: (...,))``.
+        """
 
-    @nn.compact
-    def __call__(self, x):
-        act = ACTIVATIONS[self.activation]
-        h = x
-        for i in range(self.depth):
-            h = act(nn.Dense(self.width, name=f"hidden_{i}")(h))
-        h_dim = self.width if self.depth else x.shape[-1]
-        beta = self.param("head", nn.initializers.lecun_normal(), (h_dim, 1))[:, 0]
-        return h, h @ beta
+        depth: int = 3
+        width: int = 64
+        activation: str = "relu"
+
+        @nn.compact
+        def __call__(self, x):
+            act = ACTIVATIONS[self.activation]
+            h = x
+            for i in range(self.depth):
+                h = act(nn.Dense(self.width, name=f"hidden_{i}")(h))
+            h_dim = self.width if self.depth else x.shape[-1]
+            beta = self.param("head", nn.initializers.lecun_normal(), (h_dim, 1))[:, 0]
+            return h, h @ beta
+
+    return RewardMLP
 
 
-def _module(config: ModelConfig) -> RewardMLP:
-    return RewardMLP(depth=config.depth, width=config.width, activation=config.activation)
+def __getattr__(name: str):
+    if name == "RewardMLP":
+        return _reward_mlp()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _module(config: ModelConfig):
+    return _reward_mlp()(depth=config.depth, width=config.width, activation=config.activation)
 
 
 def init_params(key: jax.Array, config: ModelConfig, input_dim: int):

@@ -5,7 +5,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from arm_jax.model import likelihood
 from arm_jax.model import network as model_lib
@@ -158,6 +157,8 @@ def nuisance_stats(votes: Votes | None, nuisance: dict | None, n_annotators: int
 def _vote_optimizer(config: TrainConfig, fixed_reliability: bool = False):
     """AdamW on the model, Adam (:data:`NUISANCE_LR`, no decay: they have their own prior) on
     ν and the reliabilities (held fixed with ``fixed_reliability``)."""
+    import optax  # here, not at the top: commands that train no MLP start without importing it
+
     return optax.multi_transform(
         {"model": _optimizer(config), "nuisance": optax.adam(NUISANCE_LR), "fixed": optax.set_to_zero()},
         lambda p: (

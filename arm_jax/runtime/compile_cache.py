@@ -44,6 +44,14 @@ def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(base) / "arm-jax" / "jax"
 
 
+def programs_dir(cache: str | None, environ: Mapping[str, str] | None = None) -> Path | None:
+    """Where :mod:`arm_jax.runtime.programs` keeps traced programs: ``programs`` beside
+    the default cache directory, when ``cache`` (what :func:`enable` returned) is that
+    directory; None otherwise (the cache off, or a directory the user gave JAX)."""
+    default = default_cache_dir(environ)
+    return default.parent / "programs" if cache is not None and Path(cache) == default else None
+
+
 def opted_out(environ: Mapping[str, str] | None = None) -> bool:
     """Whether ``ARM_JAX_NO_COMPILE_CACHE`` asks for no cache."""
     env = os.environ if environ is None else environ

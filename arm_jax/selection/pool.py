@@ -10,11 +10,13 @@ import numpy as np
 
 from arm_jax.errors import InputError, SelectionFailed
 from arm_jax.model import likelihood
+from arm_jax.runtime import programs
 from arm_jax.selection import fisher
 from arm_jax.selection.batch import greedy_dopt_budget_strategy
 from arm_jax.selection.registry import (
     BUDGET_STRATEGIES,
     PAIR_SCORE_STRATEGIES,
+    STRATEGIES,
     Strategy,
     StrategyLike,
     resolve,
@@ -59,8 +61,8 @@ def check_finite_on_device(label: str, x) -> jax.Array:
     """``x`` as a float32 device array, checked finite there: only the count of NaN/inf
     entries comes back to the host (not the array). InputError "LABEL contains N NaN/inf
     values" (:func:`arm_jax.selection.fisher.check_finite`'s message) when there are any."""
-    x = jnp.asarray(x, jnp.float32)
-    bad = int(_count_not_finite(x))
+    x = jax.device_put(np.asarray(x, np.float32)) if isinstance(x, np.ndarray) else jnp.asarray(x, jnp.float32)
+    bad = int(programs.call(_count_not_finite, "arm_jax.selection.pool.count_not_finite", (x,)))
     if bad:
         raise InputError(f"{label} contains {bad} NaN/inf values")
     return x
@@ -247,6 +249,11 @@ def select(
     if tie is not None and not (np.isfinite(tie) and tie >= 0):
         raise InputError(f"tie strength must be a number >= 0, got {tie}")
     inputs = make_inputs(phi_diff, beta, valid, past_phi_diff, past_mask, prior_precision, items, past_weight, tie)
-    chosen = select_program(strategy, key, inputs, int(k))
+    static = dict(strategy=strategy, k=int(k))
+    if STRATEGIES.get(strategy.name) is strategy:  # a built-in: its name says what it computes
+        chosen = programs.call(select_program, "arm_jax.selection.pool.select_program", (), dict(key=key, inputs=inputs),
+                                  static, static_key=f"{strategy.name}|k={int(k)}")
+    else:
+        chosen = select_program(key=key, inputs=inputs, **static)
     check_selection(strategy.name, chosen.scores)
     return chosen

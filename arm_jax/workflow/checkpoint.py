@@ -14,7 +14,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 
 from arm_jax.errors import InputError
 from arm_jax.model import network as model_lib
@@ -35,6 +34,7 @@ class SavedModel(NamedTuple):
 
 def model_bytes(params, model_config: ModelConfig, input_dim: int, metadata: dict | None = None) -> bytes:
     """The model file's bytes (see the module docstring)."""
+    from flax import serialization  # here: commands that write no model start without Flax
 
     doc = {
         "format": MODEL_FORMAT,
@@ -54,6 +54,7 @@ def save_model(path, params, model_config: ModelConfig, input_dim: int, metadata
 
 def load_model(path) -> SavedModel:
     """Read a file written by :func:`save_model`."""
+    from flax import serialization  # here: commands that read no model start without Flax
 
     path = require_file(path)
     try:

@@ -29,7 +29,7 @@ from arm_jax.model import raters as raters_lib
 from arm_jax.model.config import TrainConfig
 from arm_jax.model.evaluate import finite_or_none
 from arm_jax.model.network import ModelConfig
-from arm_jax.runtime import distributed
+from arm_jax.runtime import distributed, programs
 from arm_jax.runtime import files as io_lib
 from arm_jax.runtime import progress as progress_lib
 from arm_jax.runtime.arrays import release_pages
@@ -162,8 +162,9 @@ def fit_on_labels(
     items[: rows.size] = embeddings[rows]
     n_labels = winner.shape[0]
     buffer = label_buffer(inverse[:n_labels], inverse[n_labels:], bucket(n_labels), counts, annotator)
-    items = jnp.asarray(items)
-    params, stats = train_lib.fit_jit(train_key(seed), items, buffer, model_config=model_config, train_config=train_config)
+    items = jax.device_put(items)  # a copy, not a program (jnp.asarray compiles one)
+    params, stats = programs.call(train_lib.fit_jit, "arm_jax.model.fit.fit", (train_key(seed), items, buffer),
+                                     static=dict(model_config=model_config, train_config=train_config))
     return jax.block_until_ready(params), fit_report(stats, train_config)
 
 
@@ -178,14 +179,14 @@ def label_buffer(first, second, capacity: int, counts=None, annotator=None) -> b
         raise InputError(f"buffer capacity {capacity} is smaller than the {n} comparisons")
     pairs = np.zeros((capacity, 2), np.int32)
     pairs[:n, 0], pairs[:n, 1] = first, second
-    head = (jnp.asarray(pairs), jnp.asarray(np.int32(n)), jnp.asarray(np.bool_(False)))
+    head = (jax.device_put(pairs), jax.device_put(np.int32(n)), jax.device_put(np.bool_(False)))
     if counts is None and annotator is None:
         return buffer_lib.LabelBuffer(*head)
     votes = np.zeros((capacity, 3), np.float32)
     votes[:n] = np.float32([1, 0, 0]) if counts is None else counts
     rater = np.full(capacity, -1, np.int32)
     rater[:n] = -1 if annotator is None else annotator
-    return buffer_lib.LabelBuffer(*head, jnp.asarray(votes), jnp.asarray(rater))
+    return buffer_lib.LabelBuffer(*head, jax.device_put(votes), jax.device_put(rater))
 
 
 def check_fit(params, pool: Pool, rows: np.ndarray) -> None:
@@ -244,7 +245,7 @@ def item_features(
         block = np.asarray(block, np.float32)
         if block.shape[0] < chunk:
             block = np.concatenate([block, np.zeros((chunk - block.shape[0], block.shape[1]), np.float32)])
-        f, r = forward(params, jnp.asarray(block))
+        f, r = programs.call(forward, f"arm_jax.workflow.fitting.features[{model_config!r}]", (params, jax.device_put(block)))
         release_pages(embeddings)  # a memory-mapped pool: keep only this chunk resident
         phi[start:stop] = np.asarray(f)[: stop - start]
         rew[start:stop] = np.asarray(r)[: stop - start]

@@ -47,7 +47,7 @@ from arm_jax.model.config import TrainConfig
 from arm_jax.model.evaluate import PairMetrics, pair_metrics
 from arm_jax.model.likelihood import DEFAULT_PRIOR_PRECISION
 from arm_jax.model.network import ModelConfig
-from arm_jax.runtime import distributed
+from arm_jax.runtime import distributed, programs
 from arm_jax.runtime import files as io_lib
 from arm_jax.runtime import mesh as parallel
 from arm_jax.runtime import progress as progress_lib
@@ -205,7 +205,8 @@ def _gain_per_label(beta, past, past_weight, n: int, tie, prior, batch_x):
         return np.concatenate([mask[:n], np.zeros(pad_n, bool), mask[n:], np.zeros(pad_k, bool)])
 
     def gain(before, after, m):
-        return float(_information_gain(beta, x, padded(before), padded(after), prior, w, nu)) / m
+        args = (beta, x, padded(before), padded(after), prior, w, nu)
+        return float(programs.call(_information_gain, "arm_jax.selection.posterior.information_gain", args)) / m
 
     return gain
 
@@ -555,7 +556,7 @@ def _embed(request: SelectRequest, data: _Loaded, fitted: _Fitted) -> _Features:
     """Phase 4: the features of every item a candidate or a label touches (of every item with
     ``--pairs all-cross``), checked finite."""
     params, model_config, pool = fitted.params, request.model_config, data.pool
-    beta = np.asarray(model_lib.head(params), np.float32)
+    beta = np.asarray(model_lib.head(jax.device_get(params)), np.float32)  # on the host: no program for the slice
     if data.candidates is None:  # every item (all pairs): on several processes each embeds a block
         phi, rew = all_item_features(params, model_config, pool, progress=request.progress)
         return _Features(beta, None, phi, rew)

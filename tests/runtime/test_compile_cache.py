@@ -142,6 +142,7 @@ def test_two_processes_write_and_reuse_the_cache(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in hidden}
     env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
     cache = tmp_path / "xdg" / "arm-jax" / "jax"
+    stored = tmp_path / "xdg" / "arm-jax" / "programs"  # the traced programs (arm_jax.runtime.programs)
     outputs = []
     for run in ("cold", "warm"):
         done = subprocess.run([sys.executable, "-m", "arm_jax", *ARGS, "--out", f"{run}.jsonl"], cwd=tmp_path,
@@ -150,8 +151,10 @@ def test_two_processes_write_and_reuse_the_cache(tmp_path):
         assert "compilation cache off" not in done.stderr
         entries = sorted(p.name for p in cache.iterdir())
         assert entries and all(name.endswith("-cache") for name in entries)
-        outputs.append((entries, (tmp_path / f"{run}.jsonl").read_bytes()))
-    assert outputs[0] == outputs[1]  # the warm run compiled nothing new and wrote the same pairs
+        programs = sorted(p.name for p in stored.iterdir())
+        assert len(programs) >= 3 and all(name.endswith(".pickle") for name in programs)  # fit, features, selection
+        outputs.append((entries, programs, (tmp_path / f"{run}.jsonl").read_bytes()))
+    assert outputs[0] == outputs[1]  # the warm run compiled and traced nothing new and wrote the same pairs
     assert cli.main([*(str(tmp_path / a) if a.endswith((".npy", ".jsonl")) else a for a in ARGS),
                      "--out", str(tmp_path / "plain.jsonl")]) == 0  # in this process: no cache
-    assert (tmp_path / "plain.jsonl").read_bytes() == outputs[0][1]
+    assert (tmp_path / "plain.jsonl").read_bytes() == outputs[0][2]
