@@ -16,7 +16,7 @@ The key is the SHA-256 of everything a program depends on:
   strategy's name, never a user's function);
 - the structure of the arguments and each leaf's type (shape, dtype, weak type) and sharding;
 - the source of every module of ``arm_jax`` (so an edit or an upgrade changes every key);
-- JAX's and jaxlib's versions, every ``jax.config`` value, ``XLA_FLAGS``, the platform and
+- JAX's, jaxlib's and NumPy's versions, every ``jax.config`` value, ``XLA_FLAGS``, the platform and
   its devices, and Python's version.
 
 A key that is not there, or a file that cannot be read, traces the program as usual (and
@@ -78,11 +78,13 @@ def program_key(name: str, args: tuple, static: str) -> str:
     (see the module's docstring)."""
     import jax
     import jaxlib
+    import numpy
 
     leaves, tree = jax.tree_util.tree_flatten(args)
     parts = [
         FORMAT, name, static, str(tree), *map(_leaf_type, leaves),
-        _source_fingerprint(), jax.__version__, jaxlib.__version__, repr(sorted(jax.config.values.items())),
+        _source_fingerprint(), jax.__version__, jaxlib.__version__, numpy.__version__,
+        repr(sorted(jax.config.values.items())),
         os.environ.get("XLA_FLAGS", ""), jax.default_backend(), repr([d.device_kind for d in jax.devices()]),
         sys.version,
     ]
