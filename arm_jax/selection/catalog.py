@@ -29,8 +29,8 @@ class StrategyInfo:
       every driver runs it: the pool, all pairs, sharded. False: a batch procedure (random
       draws, greedy batches, clustering, the response rules), which only the pool driver runs.
     uses_past: reads the labelled pairs (I_past or the posterior built on them).
-    response_rule: chooses among a prompt's responses, so it needs the candidates' items
-      (``SelectionInputs.items``).
+    response_rule: needs the candidates' items (``SelectionInputs.items``): the rules that
+      choose among a prompt's responses, and ``eubo`` (each response's own reward).
     budget: picks within a budget (``select --budget``, the experiment's ``cost_aware``):
       every additive strategy (greedily by gain per unit cost), ``random`` (a random order)
       and ``greedy_dopt`` (its knapsack form).
@@ -82,6 +82,9 @@ CATALOG: tuple[StrategyInfo, ...] = (
               "approximation, as BoTorch)", uses_past=True),
     StrategyInfo("uncertain_iopt", "hybrid: the greedy I-optimal batch among the 4k pairs whose preference is most "
                  "uncertain under the posterior", uses_past=True),
+    StrategyInfo("eubo", "EUBO (as BoTorch's analytic expected utility of the best option): largest "
+                 "E[max(r_a, r_b)] under the posterior; a rule for finding the best response", uses_past=True,
+                 response_rule=True),
     _response_rule("dts", "double Thompson sampling: per prompt, the argmaxes of two posterior draws that differ"),
     _response_rule("drts", "double reversed Thompson sampling: per prompt, the argmax of one posterior draw against "
                    "the argmin of another"),

@@ -25,7 +25,7 @@ from arm_jax.selection.batch import (
     uncertain_iopt_strategy,
 )
 from arm_jax.selection.catalog import CATALOG, StrategyInfo
-from arm_jax.selection.rules import response_rule_strategy
+from arm_jax.selection.rules import eubo_strategy, response_rule_strategy
 from arm_jax.selection.scores import (
     BALD,
     DELTA_UCB,
@@ -95,6 +95,7 @@ _BINDINGS: dict[str, PairScore | StrategyFn] = {
     "infomax": INFOMAX,
     "bald": BALD,
     "uncertain_iopt": uncertain_iopt_strategy,
+    "eubo": eubo_strategy,
     "dts": response_rule_strategy("dts"),
     "drts": response_rule_strategy("drts"),
     "maxmin_lcb": response_rule_strategy("maxmin_lcb"),

@@ -1,13 +1,24 @@
-"""TODO docstring."""
+"""The rules that need the candidates' items (:class:`~arm_jax.selection.scores.PairItems`):
+the response-level rules over a prompt's responses (``dts``, ``drts``, ``maxmin_lcb``) and
+``eubo``, whose score reads each response's own posterior mean reward."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
 from arm_jax.errors import InputError
+from arm_jax.model import likelihood
 from arm_jax.selection import posterior
 from arm_jax.selection.batch import _posterior
-from arm_jax.selection.scores import UCB_WIDTH, PairItems, Selection, SelectionInputs
+from arm_jax.selection.scores import (
+    UCB_WIDTH,
+    PairItems,
+    PairScore,
+    Selection,
+    SelectionInputs,
+    pair_scores,
+    top_k_valid,
+)
 
 #: Thompson draws per pick of the second response in ``dts``/``drts`` before falling back
 #: to a uniform partner (ActiveUltraFeedback's ``max_iterations``; its class default).
@@ -123,3 +134,32 @@ def response_rule_strategy(kind: str):
 
     fn.__name__ = f"{kind}_strategy"
     return fn
+
+
+#: The posterior variance of a pair's reward gap, s² = xᵀΛ⁻¹x (Λ = I_past + λI), as a pair
+#: score (``eubo`` reads it through the pool driver's factorisation and its checks).
+GAP_VARIANCE = PairScore(likelihood.gap_variance, True, lambda gap, quad: quad, pool=False, prior=True)
+
+
+def eubo_score(r_a, r_b, quad):
+    """BoTorch's analytic EUBO of a pair (``AnalyticExpectedUtilityOfBestOption``; Lin et al.
+    2022): E[max(f_a, f_b)] when the gap f_a − f_b ~ N(Δ, s²), Δ = r_a − r_b, s² = ``quad``:
+    r_b + s·(φ(u) + u·Φ(u)), u = Δ/s; max(r_a, r_b) where s = 0. The utilities are the rewards
+    themselves (Gaussian under the last-layer posterior), so the logistic link of the labels
+    does not enter. NaN where ``quad`` is NaN (a posterior that could not be factorised)."""
+    s = jnp.sqrt(jnp.maximum(quad, 0.0))
+    spread = jnp.where(s > 0, s, 1.0)
+    u = (r_a - r_b) / spread
+    above = r_b + spread * (jax.scipy.stats.norm.pdf(u) + u * jax.scipy.special.ndtr(u))
+    return jnp.where(jnp.isnan(quad), jnp.nan, jnp.where(s > 0, above, jnp.maximum(r_a, r_b)))
+
+
+def eubo_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
+    """``eubo``: the k candidates of largest :func:`eubo_score` under the posterior, r = Φβ̂ of
+    each item (``inputs.items``). A rule for finding the best response (BoTorch's default for
+    preference exploration), not for learning every reward: it favours pairs with a likely
+    good response. ``key`` is unused (deterministic)."""
+    items = _need_items(inputs.items, "eubo")
+    r = items.phi @ inputs.beta
+    quad = pair_scores(GAP_VARIANCE, inputs)
+    return top_k_valid(eubo_score(r[items.a], r[items.b], quad), inputs.valid, k)

@@ -97,7 +97,7 @@ def test_strategies_command_lists_the_registry(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert [l.split()[0] for l in lines] == [
         "random", "entropy", "maxdiff", "xtx", "dopt", "pa_dopt", "coreset", "batchbald", "greedy_dopt",
-        "iopt", "greedy_iopt", "fw_iopt", "delta_ucb", "infomax", "bald", "uncertain_iopt", "dts", "drts", "maxmin_lcb",
+        "iopt", "greedy_iopt", "fw_iopt", "delta_ucb", "infomax", "bald", "uncertain_iopt", "eubo", "dts", "drts", "maxmin_lcb",
     ]
     # every rule beyond the paper's eight says so, with a one-line definition
     assert all("[beyond the paper]" in line for line in lines[8:]) and len(lines) == len(set(lines))

@@ -23,7 +23,7 @@ def test_capabilities_match_the_functions():
             assert strategy.pair_score.uses_past == strategy.uses_past and strategy.budget, name
         assert not (strategy.response_rule and strategy.additive), name
     assert registry.BUDGET_STRATEGIES == ("random", "greedy_dopt")
-    assert registry.RESPONSE_RULES == ("dts", "drts", "maxmin_lcb")
+    assert registry.RESPONSE_RULES == ("eubo", "dts", "drts", "maxmin_lcb")
 
 
 def test_the_strategies_command_does_not_import_jax():

@@ -211,7 +211,7 @@ def test_maxmin_lcb_hand_computed():
     assert len(seen) == 2  # the tie is broken at random, not always the same way
 
 
-@pytest.mark.parametrize("name", registry.RESPONSE_RULES)
+@pytest.mark.parametrize("name", [n for n in registry.RESPONSE_RULES if n != "eubo"])  # eubo: not per prompt
 def test_response_rules_take_one_pair_per_prompt_first_and_never_repeat(name):
     rng = np.random.default_rng(5)
     n_prompts, r, h = 7, 5, 4
@@ -234,3 +234,46 @@ def test_response_rules_need_the_items():
     x, beta, _, _ = _case("healthy")
     with pytest.raises(Exception, match="needs the candidates' items"):
         pool_lib.select("dts", None, x, beta, 3)
+
+
+def _expected_best_by_quadrature(delta, s):
+    """E[max(0, g)], g ~ N(delta, s²), by the trapezoid rule on a fine grid (float64), not by
+    the closed form."""
+    z = np.linspace(-12.0, 12.0, 48001)
+    density = np.exp(-0.5 * z * z) / np.sqrt(2.0 * np.pi)
+    return np.array([np.trapezoid(np.maximum(0.0, d + sd * z) * density, z) for d, sd in zip(delta, s)])
+
+
+@pytest.mark.parametrize("kind", ["healthy", "rank-deficient", "huge", "tiny"])
+def test_eubo_is_the_expected_best_of_the_pair(kind):
+    """eubo's picks and scores are the k largest E[max(r_a, r_b)] under the float64 posterior
+    Λ = I_past + λI, the expectation by quadrature."""
+    x_all, beta, past, lam = _case(kind, n=40)
+    phi = x_all[:12]  # the items; the candidates are all their pairs
+    a, b = (np.array(t) for t in zip(*itertools.combinations(range(12), 2)))
+    items = strategies.PairItems(phi, a.astype(np.int32), b.astype(np.int32), np.zeros(a.size, np.int32))
+    x = phi[a] - phi[b]
+    lam64 = _posterior64(past, beta, lam)
+    x64 = x.astype(np.float64)
+    s = np.sqrt(np.einsum("ij,ij->i", x64 @ np.linalg.inv(lam64), x64))
+    r = phi.astype(np.float64) @ beta.astype(np.float64)
+    want = r[b] + _expected_best_by_quadrature(r[a] - r[b], s)
+    k = 6
+    chosen = pool_lib.select("eubo", jax.random.PRNGKey(0), x, beta, k, past_phi_diff=past, prior_precision=lam,
+                             items=items)
+    idx = np.asarray(chosen.indices)
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(np.asarray(chosen.scores, np.float64), want[idx], rtol=1e-4, atol=1e-5 * scale)
+    assert want[idx].min() >= np.sort(want)[-k] - 1e-4 * scale  # the k largest, up to float32 ties
+
+
+def test_eubo_score_limits():
+    from arm_jax.selection.rules import eubo_score
+
+    r_a, r_b = np.float32([1.0, -2.0, 0.5, 3.0]), np.float32([0.0, 5.0, 0.5, -40.0])
+    quad = np.float32([0.0, 0.0, 4.0, 1e-6])
+    got = np.asarray(eubo_score(r_a, r_b, quad))
+    # s = 0: the better of the two; equal means: r + s·φ(0); a sure gap: the better one
+    np.testing.assert_allclose(got, [1.0, 5.0, 0.5 + 2.0 / np.sqrt(2 * np.pi), 3.0], rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(eubo_score(r_b, r_a, quad)), got)  # symmetric
+    assert np.isnan(np.asarray(eubo_score(r_a, r_b, np.float32([np.nan, 1.0, 1.0, 1.0])))[0])

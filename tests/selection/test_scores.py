@@ -35,7 +35,7 @@ def _pool(seed=0, n=120, h=6, m=15):
 
 
 def test_registry_has_the_papers_eight_greedy_and_the_posterior_rules():
-    new = {"greedy_dopt", "iopt", "greedy_iopt", "fw_iopt", "delta_ucb", "infomax", "bald", "uncertain_iopt", "dts", "drts",
+    new = {"greedy_dopt", "iopt", "greedy_iopt", "fw_iopt", "delta_ucb", "infomax", "bald", "uncertain_iopt", "eubo", "dts", "drts",
            "maxmin_lcb"}
     assert set(registry.PAPER_STRATEGIES) | new == set(STRATEGIES)
     assert len(registry.PAPER_STRATEGIES) == 8
