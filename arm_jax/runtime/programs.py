@@ -52,10 +52,6 @@ def enable(directory: str | os.PathLike | None) -> None:
     _LOADED.clear()
 
 
-def directory() -> Path | None:
-    return _DIR
-
-
 def _source_fingerprint() -> str:
     """SHA-256 of every ``.py`` file of the ``arm_jax`` package (path and bytes), once per process."""
     if not _FINGERPRINT:

@@ -7,18 +7,9 @@ import jax
 import jax.numpy as jnp
 
 from arm_jax.errors import InputError
-from arm_jax.model import likelihood
 from arm_jax.selection import posterior
 from arm_jax.selection.batch import _posterior
-from arm_jax.selection.scores import (
-    UCB_WIDTH,
-    PairItems,
-    PairScore,
-    Selection,
-    SelectionInputs,
-    pair_scores,
-    top_k_valid,
-)
+from arm_jax.selection.scores import UCB_WIDTH, PairItems, Selection, SelectionInputs, top_k_valid
 
 #: Thompson draws per pick of the second response in ``dts``/``drts`` before falling back
 #: to a uniform partner (ActiveUltraFeedback's ``max_iterations``; its class default).
@@ -136,11 +127,6 @@ def response_rule_strategy(kind: str):
     return fn
 
 
-#: The posterior variance of a pair's reward gap, s² = xᵀΛ⁻¹x (Λ = I_past + λI), as a pair
-#: score (``eubo`` reads it through the pool driver's factorisation and its checks).
-GAP_VARIANCE = PairScore(likelihood.gap_variance, True, lambda gap, quad: quad, pool=False, prior=True)
-
-
 def eubo_score(r_a, r_b, quad):
     """BoTorch's analytic EUBO of a pair (``AnalyticExpectedUtilityOfBestOption``; Lin et al.
     2022): E[max(f_a, f_b)] when the gap f_a − f_b ~ N(Δ, s²), Δ = r_a − r_b, s² = ``quad``:
@@ -161,5 +147,5 @@ def eubo_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
     good response. ``key`` is unused (deterministic)."""
     items = _need_items(inputs.items, "eubo")
     r = items.phi @ inputs.beta
-    quad = pair_scores(GAP_VARIANCE, inputs)
-    return top_k_valid(eubo_score(r[items.a], r[items.b], quad), inputs.valid, k)
+    _, std = posterior.gap_mean_and_std(_posterior(inputs), inputs.phi_diff)  # as maxmin_lcb's s_ij
+    return top_k_valid(eubo_score(r[items.a], r[items.b], std * std), inputs.valid, k)
