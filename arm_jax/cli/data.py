@@ -24,7 +24,7 @@ from arm_jax.cli.flags import (
 from arm_jax.errors import InputError
 from arm_jax.model.config import TrainConfig
 from arm_jax.selection import stopping
-from arm_jax.selection.catalog import PAIR_MODES
+from arm_jax.selection.catalog import PAIR_MODES, TARGET_PAIRS
 from arm_jax.selection.registry import STRATEGIES
 from arm_jax.workflow import candidates, fitting, policy, score, train
 from arm_jax.workflow import select as realdata
@@ -96,8 +96,12 @@ def _log(message: str) -> None:
 
 
 def _rule_phrase(args) -> str:
-    """'greedy_iopt' or 'greedy_iopt (+25% random)': the rule select ran."""
-    return args.strategy + (f" (+{args.explore:.0%} random)" if args.explore else "")
+    """'greedy_iopt', 'greedy_iopt (+25% random)' or 'iopt (variance over in-prompt pairs)':
+    the rule select ran."""
+    notes = [f"+{args.explore:.0%} random"] if args.explore else []
+    if args.target_pairs != "candidates":
+        notes.append(f"variance over {args.target_pairs} pairs")
+    return args.strategy + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _model_phrase(model_config, fit) -> str:
@@ -144,6 +148,7 @@ def _cmd_select(args) -> int:
         report_path=args.report,
         budget=args.budget,
         explore=args.explore,
+        target_pairs=args.target_pairs,
         allow_unannotated=args.allow_unannotated,
         auto_depth=args.auto_depth,
     )
@@ -242,6 +247,11 @@ def _register_select(sub) -> None:
     p.add_argument("--explore", type=float, default=0.0, metavar="EPS",
                    help="hedge: draw this fraction of the k pairs at random among the candidates the strategy did "
                         "not pick (random pairs' coverage protects against a misspecified model; default 0)")
+    p.add_argument("--target-pairs", choices=TARGET_PAIRS, default="candidates",
+                   help="the I-optimal rules (iopt, greedy_iopt, fw_iopt, uncertain_iopt) lower the predicted reward "
+                        "gaps' variance averaged over these pairs: the candidates, or in-prompt (two responses to "
+                        "one prompt of the pool, what a reward model ranks; every pair without prompt ids) "
+                        "(default: candidates; see benchmarks/RESULTS.md)")
     p.add_argument("--pairs", choices=PAIR_MODES, default="cross-prompt",
                    help="which pairs are candidates: in-prompt (same prompt id), cross-prompt (different "
                         "prompt ids) or all-cross (every pair) (default: cross-prompt; see below)")

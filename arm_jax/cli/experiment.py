@@ -27,7 +27,7 @@ from arm_jax.model.network import ModelConfig
 from arm_jax.runtime import distributed
 from arm_jax.runtime import files as io
 from arm_jax.runtime import mesh as parallel
-from arm_jax.selection.catalog import PAIR_MODES
+from arm_jax.selection.catalog import PAIR_MODES, TARGET_PAIRS
 from arm_jax.selection.registry import PAPER_STRATEGIES, STRATEGIES, get_strategy
 from arm_jax.workflow import policy
 
@@ -169,6 +169,11 @@ def _register_run(sub) -> None:
     exp.add_argument("--explore", type=float, default=0.0, metavar="EPS",
                      help="hedge: draw this fraction of each round's batch at random among the candidates the rule "
                           "did not pick (random's coverage protects against a misspecified model; default 0)")
+    exp.add_argument("--target-pairs", choices=TARGET_PAIRS, default="candidates",
+                     help="the I-optimal rules (iopt, greedy_iopt, fw_iopt, uncertain_iopt) lower the predicted "
+                          "reward gaps' variance averaged over these pairs: the round's candidates, or in-prompt "
+                          "(two responses to one of the round's prompts, what the test metrics rank) (default: "
+                          "candidates)")
     exp.add_argument("--best-of-n", type=_int_list, help="comma-separated N for Best-of-N " + _from_preset("best_of_n"))
     ann = p.add_argument_group(
         "annotators as they really are",
@@ -346,6 +351,7 @@ def build_config(args, strategy: str):
         item_costs=args.item_costs,
         cost_aware=args.cost_aware,
         explore=args.explore,
+        target_pairs=args.target_pairs,
     )
 
 
@@ -393,12 +399,23 @@ def _run_inputs(args) -> dict:
     }
 
 
+def _check_target_pairs(target_pairs: str, names: list[str]) -> None:
+    """InputError when ``--target-pairs`` is set but no strategy of the run reads it."""
+    readers = [n for n in names if informed.is_informed(n) or get_strategy(n).spread]
+    if target_pairs != "candidates" and not readers:
+        raise InputError(
+            "--target-pairs is read by the I-optimal rules (iopt, greedy_iopt, fw_iopt, uncertain_iopt, the informed "
+            f"arm); none of {', '.join(names)} is one"
+        )
+
+
 def cmd_run(args) -> int:
 
     args = resolve_presets(args)
     names = parse_strategies(args.strategies, informed_arm=True)
     _positive("seeds", args.seeds)
     configs = [build_config(args, name) for name in names]  # validates every knob before any work
+    _check_target_pairs(args.target_pairs, names)
     outputs = OUTPUT_FILES[:2] if args.no_plot else OUTPUT_FILES
 
     # process 0 writes (several processes: the others may not see its file system)

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""The configuration of one simulated active-learning experiment (:class:`ExperimentConfig`) and
+the data it runs on."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +17,7 @@ from arm_jax.model.buffer import LabelBuffer
 from arm_jax.model.config import TrainConfig
 from arm_jax.model.network import ModelConfig
 from arm_jax.selection import registry
-from arm_jax.selection.catalog import PAIR_MODES
+from arm_jax.selection.catalog import PAIR_MODES, TARGET_PAIRS
 
 #: Simulated item costs: none, or log-normal reading times (ExperimentConfig.item_costs).
 ITEM_COSTS = ("none", "lognormal")
@@ -63,6 +64,11 @@ class ExperimentConfig:
     explore: the hedge: this fraction (0 … 1) of each round's batch is drawn at random among
       the candidates the rule did not pick (:func:`arm_jax.selection.registry.hedged`; sampled
       candidates only, no costs).
+    target_pairs: what the I-optimal rules average the predictive variance over
+      (:data:`arm_jax.selection.catalog.TARGET_PAIRS`): ``"candidates"``, the round's candidate
+      pairs; ``"in-prompt"``, two responses to one prompt among the round's items (what the test
+      metrics rank; :func:`arm_jax.selection.scores.prompt_spread`). The other rules ignore it, so
+      one setting serves a study of several rules.
     best_of_n: the N of the Best-of-N metric (each ≤ responses per test prompt).
     model, train: reward model and optimiser.
     progress: print one line per round from inside the compiled program (host callback).
@@ -89,6 +95,7 @@ class ExperimentConfig:
     item_costs: str = "none"
     cost_aware: bool = False
     explore: float = 0.0
+    target_pairs: str = "candidates"
 
     def __post_init__(self):
         strategy = registry.get_strategy(informed.RULE if informed.is_informed(self.strategy) else self.strategy)
@@ -97,6 +104,8 @@ class ExperimentConfig:
             raise InputError("explore draws among sampled candidates without costs (pairs='all-cross' or cost_aware given)")
         if informed.is_informed(self.strategy) and (self.pairs == "all-cross" or self.cost_aware):
             raise InputError("the informed arm runs on sampled candidates without costs (pairs='all-cross' or cost_aware given)")
+        if self.target_pairs not in TARGET_PAIRS:
+            raise InputError(f"target pairs must be one of {TARGET_PAIRS}, got {self.target_pairs!r}")
         if not 0.0 <= self.tie_rate < 1.0:
             raise InputError(f"tie rate must be in [0, 1), got {self.tie_rate}")
         if any(q != q for q in self.annotator_quality):

@@ -117,8 +117,19 @@ def selection_inputs(
         items = strategies.PairItems(phi_items, pool.pairs.a, pool.pairs.b, group.astype(jnp.int32))
     return strategies.SelectionInputs(
         phi_diff, model_lib.head(params), pool.pairs.valid, past_diff, past_mask, jnp.float32(prior_precision), items,
-        past_weight, _tie_of(config, tie),
+        past_weight, _tie_of(config, tie), target_spread(config, data, phi_items),
     )
+
+
+def target_spread(config: ExperimentConfig, data: ExperimentData, phi_items):
+    """The S of the I-optimal rules under ``config.target_pairs``: None (the candidates') or,
+    ``in-prompt``, over the in-prompt pairs of the round's items ``phi_items`` (K, H), which are
+    whole prompts (``items[s·R + j]``: response j of the round's prompt s)."""
+    if config.target_pairs == "candidates":
+        return None
+    k = phi_items.shape[0]
+    group = jnp.arange(k, dtype=jnp.int32) // data.train_embeddings.shape[1]
+    return strategies.prompt_spread(phi_items, group, jnp.ones(k, bool))
 
 
 def choose_pairs(
@@ -155,7 +166,7 @@ def choose_pairs(
         chosen = allpairs.top_k_all_pairs(
             strategy, select_key, phi_items, model_lib.head(params), k, past_diff, past_mask, tile=tile,
             exclude_u=ex_u, exclude_v=ex_v, prior_precision=prior_precision,
-            past_weight=past_weight, tie=_tie_of(config, tie),
+            past_weight=past_weight, tie=_tie_of(config, tie), spread=target_spread(config, data, phi_items),
         )
         return items[chosen.u], items[chosen.v], jnp.all(jnp.isfinite(chosen.scores))
     pool = draw_pool(pool_key, config, data)

@@ -179,6 +179,7 @@ def top_k_all_pairs(
     prior_precision: jax.Array | float = likelihood.DEFAULT_PRIOR_PRECISION,
     past_weight: jax.Array | None = None,
     tie: jax.Array | None = None,
+    spread: jax.Array | None = None,
 ) -> AllPairsSelection:
     """The k best of all K(K−1)/2 unordered pairs of items under strategy ``name``.
 
@@ -198,7 +199,8 @@ def top_k_all_pairs(
     prior_precision: λ of the head's prior, for the posterior-based scores (Λ = I_past + λI).
     past_weight, tie: the labelled rows' votes and Davidson's ν, when the labels have them
     (:class:`arm_jax.selection.scores.SelectionInputs`).
-    I-optimality's S over all pairs is ½·(n ΦᵀΦ − s sᵀ)/(n(n−1)/2) (the closed form of
+    spread: optional (H, H) S of the I-optimal scores (the target-aware one of
+    :func:`arm_jax.selection.scores.prompt_spread`); by default S over all pairs, which is ½·(n ΦᵀΦ − s sᵀ)/(n(n−1)/2) (the closed form of
     ``xtx``), and x_uvᵀM⁻¹SM⁻¹x_uv = ‖y_u − y_v‖² with Y = Z G, G Gᵀ = L⁻¹SL⁻ᵀ (an eigen
     factor), the same tile form as the leverage.
     Returns :class:`AllPairsSelection` with u < v, best first. Pure and jit-able; no pair list.
@@ -208,7 +210,7 @@ def top_k_all_pairs(
     del key
     best = rank_blocks(
         spec, phi, beta, k, past_phi_diff, past_mask, item_valid, tile, ridge, exclude_u, exclude_v,
-        prior_precision, past_weight, tie,
+        prior_precision, past_weight, tie, spread=spread,
     )
     # never unranked picks: a failed factorisation (or fewer scorable pairs than k) shows as
     # non-finite scores, which select_all_pairs refuses
@@ -240,16 +242,18 @@ class _Whitened(NamedTuple):
     ok: jax.Array
 
 
-def _whiten_items(spec, items: _Padded, m: jax.Array, ridge) -> _Whitened:
-    """:class:`_Whitened` of the items under the complete M of ``spec``. I-optimality's S over
-    all pairs is ½·(n ΦᵀΦ − s sᵀ)/(n(n−1)/2) and Y = Z G with G Gᵀ = L⁻¹SL⁻ᵀ (an eigen factor)."""
+def _whiten_items(spec, items: _Padded, m: jax.Array, ridge, spread=None) -> _Whitened:
+    """:class:`_Whitened` of the items under the complete M of ``spec``. I-optimality's S is
+    ``spread`` or, by default, over all pairs ½·(n ΦᵀΦ − s sᵀ)/(n(n−1)/2); Y = Z G with
+    G Gᵀ = L⁻¹SL⁻ᵀ (an eigen factor)."""
     white = fisher.whitening(m, ridge)
     ok = white.ok
     z = fisher.whiten(items.phi, white)  # (Kp, H): x_uvᵀ(M + ρI)⁻¹x_uv = ‖z_u − z_v‖²
     y = jnp.zeros((items.phi.shape[0], 0), jnp.float32)
     if spec.spread:
-        n_pairs = jnp.maximum(items.n_valid * (items.n_valid - 1.0) / 2.0, 1.0)
-        spread = 0.5 * _unit_pair_information(items) / n_pairs
+        if spread is None:
+            n_pairs = jnp.maximum(items.n_valid * (items.n_valid - 1.0) / 2.0, 1.0)
+            spread = 0.5 * _unit_pair_information(items) / n_pairs
         evals, evecs = jnp.linalg.eigh(strategies_lib.whitened_spread(white, spread))
         y = z @ (evecs * jnp.sqrt(jnp.maximum(evals, 0.0))[None, :])  # ‖y_u − y_v‖² = x_uvᵀM⁻¹SM⁻¹x_uv
         ok = ok & jnp.all(jnp.isfinite(evals))
@@ -258,7 +262,7 @@ def _whiten_items(spec, items: _Padded, m: jax.Array, ridge) -> _Whitened:
 
 def _score_features(
     spec, items: _Padded, beta, tile, ridge, past_phi_diff, past_mask, prior_precision, past_weight, tie, row_tiles,
-    reduce,
+    reduce, spread=None,
 ) -> _Whitened:
     """M of ``spec`` over all pairs (its pool part, I_past, the prior:
     :func:`arm_jax.selection.scores.with_past_and_prior`), factorised: :class:`_Whitened`."""
@@ -270,7 +274,7 @@ def _score_features(
     if spec.uses_past and past_phi_diff is not None:
         past = fisher.past_information(jnp.asarray(past_phi_diff, jnp.float32), beta, past_mask, past_weight, tie)
     m = strategies_lib.with_past_and_prior(spec, m, past, prior_precision)
-    return _whiten_items(spec, items, m, ridge)
+    return _whiten_items(spec, items, m, ridge, spread)
 
 
 class _Exclusions(NamedTuple):
@@ -371,7 +375,7 @@ def _scan_blocks(spec, t: _TiledItems, ex: _Exclusions, tile: int, k: int, block
 def rank_blocks(
     spec: PairScore, phi, beta, k, past_phi_diff=None, past_mask=None, item_valid=None, tile=DEFAULT_TILE,
     ridge=fisher.DEFAULT_RIDGE, exclude_u=None, exclude_v=None, prior_precision=likelihood.DEFAULT_PRIOR_PRECISION,
-    past_weight=None, tie=None, blocks=None, row_tiles=None, reduce=None,
+    past_weight=None, tie=None, blocks=None, row_tiles=None, reduce=None, spread=None,
 ) -> Ranked:
     """The body of :func:`top_k_all_pairs` (same arguments, but the strategy's
     :class:`~arm_jax.selection.scores.PairScore` ``spec`` itself) over a share of the work: the
@@ -388,7 +392,8 @@ def rank_blocks(
     beta = jnp.asarray(beta, jnp.float32)
     items = _pad_and_centre(phi, beta, item_valid, tile)
     feats = _score_features(
-        spec, items, beta, tile, ridge, past_phi_diff, past_mask, prior_precision, past_weight, tie, row_tiles, reduce
+        spec, items, beta, tile, ridge, past_phi_diff, past_mask, prior_precision, past_weight, tie, row_tiles, reduce,
+        spread,
     )
     ex = _exclusions(exclude_u, exclude_v)
     blocks = _upper_blocks(items.phi.shape[0] // tile) if blocks is None else blocks
@@ -423,7 +428,8 @@ def _unsupported_message(name: str, known: bool) -> str:
 
 
 def validate_all_pairs(
-    name, phi, beta, k, past_phi_diff=None, past_mask=None, item_valid=None, tile=DEFAULT_TILE, exclude=None
+    name, phi, beta, k, past_phi_diff=None, past_mask=None, item_valid=None, tile=DEFAULT_TILE, exclude=None,
+    spread=None,
 ) -> None:
     """Host-side checks for :func:`top_k_all_pairs`; raises ValueError with a one-line message."""
     supported_strategy(name)
@@ -435,6 +441,7 @@ def validate_all_pairs(
     if item_valid is not None and np.shape(item_valid) != (k_items,):
         raise InputError(f"item_valid must have shape ({k_items},) to match phi {shape}, got {np.shape(item_valid)}")
     fisher.check_finite(phi=phi, beta=beta, past_phi_diff=past_phi_diff)
+    fisher.check_spread(spread, shape[1])
     if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile <= 0:
         raise InputError(f"tile must be a positive integer, got {tile!r}")
     fisher.check_k(k)
@@ -472,6 +479,7 @@ def select_all_pairs(
     prior_precision: float = likelihood.DEFAULT_PRIOR_PRECISION,
     past_weight=None,
     tie=None,
+    spread=None,
 ) -> AllPairsSelection:
     """Validate on the host, then run the jit-compiled :func:`top_k_all_pairs`, whose static
     argument is the strategy object (``name``: a registry name, a
@@ -479,11 +487,12 @@ def select_all_pairs(
 
     exclude: optional ``(u, v)`` arrays of item pairs never to pick (labelled ones).
     prior_precision: λ of the head's prior (the fit's ``FitStats.prior_precision``).
+    spread: the I-optimal scores' S (:func:`top_k_all_pairs`).
 
     Raises ValueError (one line) on a strategy all-pairs does not support (naming those it
     does), k ≤ 0, k > number of pairs, NaN/inf, or mismatched shapes.
     """
-    validate_all_pairs(name, phi, beta, k, past_phi_diff, past_mask, item_valid, tile, exclude)
+    validate_all_pairs(name, phi, beta, k, past_phi_diff, past_mask, item_valid, tile, exclude, spread)
     strategy = supported_strategy(name)
     phi = jnp.asarray(phi, jnp.float32)
     tile = fit_tile(tile, phi.shape[0])
@@ -498,7 +507,7 @@ def select_all_pairs(
         strategy, key, phi, jnp.asarray(beta, jnp.float32), int(k), past_phi_diff, past_mask, item_valid, tile,
         exclude_u=ex_u, exclude_v=ex_v, prior_precision=jnp.float32(prior_precision),
         past_weight=None if past_weight is None else jnp.asarray(past_weight, jnp.float32),
-        tie=None if tie is None else jnp.float32(tie),
+        tie=None if tie is None else jnp.float32(tie), spread=None if spread is None else jnp.asarray(spread, jnp.float32),
     )
     pool.check_selection(strategy.name, chosen.scores)
     return chosen

@@ -13,7 +13,7 @@ from arm_jax.selection.scores import (
     _binary_entropy,
     iopt_gain_from_variance,
     pair_scores,
-    spread_matrix,
+    spread_of,
     top_k_valid,
     whitened_spread,
 )
@@ -150,17 +150,17 @@ def greedy_iopt_strategy(key, inputs: SelectionInputs, k: int, candidates: jax.A
     posterior precision Λ = I_past + λI plus the batch's information so far.
 
     The gain of pair i is v_i qS_i / (1 + v_i quad_i), quad_i = x_iᵀM⁻¹x_i, qS_i =
-    x_iᵀM⁻¹SM⁻¹x_i (S: :func:`spread_matrix` of the pool). In coordinates whitened by Λ
+    x_iᵀM⁻¹SM⁻¹x_i (S: :func:`spread_of`, the pool's unless the caller gives one). In coordinates whitened by Λ
     (z = L⁻¹x, S' = L⁻¹SL⁻ᵀ) M⁻¹ starts as P = I; adding j with u = P z_j, c = 1 + v_j z_j·u,
     α = v_j / c gives P ← P − α u uᵀ, so with Y = Z P (kept by the same rank-one update) quad_i ← quad_i − α (z_i·u)²
     and qS_i ← qS_i − 2α (z_i·u)(Y_i·S'u) + α² (z_i·u)² uᵀS'u. O(k·N·H) time, O(N·H) memory.
     ``candidates``: optional (N,) bool, the pairs it may pick (default: the valid ones); S is
-    always the whole valid pool's.
+    never narrowed by ``candidates``.
     """
     del key
     x = inputs.phi_diff
     v, white, z, quad = _posterior_whitened(inputs)
-    s_white = whitened_spread(white, spread_matrix(x, inputs.valid))
+    s_white = whitened_spread(white, spread_of(inputs))
     q_s = jnp.sum(z * (z @ s_white), axis=1)
 
     def pick(i, carry):
@@ -190,14 +190,14 @@ DESIGN_STEPS = 100
 
 def iopt_design(inputs: SelectionInputs, k: int, steps: int = DESIGN_STEPS) -> tuple[jax.Array, jax.Array]:
     """The continuous I-optimal design of k labels over the valid candidates at the posterior:
-    w ≥ 0, Σw = k, minimising tr(S·(Λ + Σ wᵢvᵢxᵢxᵢᵀ)⁻¹) (Λ = I_past + λI, S the pool's spread,
+    w ≥ 0, Σw = k, minimising tr(S·(Λ + Σ wᵢvᵢxᵢxᵢᵀ)⁻¹) (Λ = I_past + λI, S: :func:`spread_of`,
     vᵢ the Fisher weights at β̂), by ``steps`` iterations of the multiplicative algorithm
     wᵢ ← wᵢ·(gᵢ/ḡ)^½, gᵢ = vᵢxᵢᵀM⁻¹SM⁻¹xᵢ, ḡ = Σwᵢgᵢ/k (from the uniform design; in
     coordinates whitened by Λ). Returns (w (N,), relative duality gap (k·max gᵢ − Σwᵢgᵢ)/f ≥
     (f − f*)/f at the last iterate)."""
     x = inputs.phi_diff
     v, white, z, _ = _posterior_whitened(inputs)
-    s_white = whitened_spread(white, spread_matrix(x, inputs.valid))
+    s_white = whitened_spread(white, spread_of(inputs))
     valid = inputs.valid.astype(x.dtype)
     eye = jnp.eye(x.shape[-1], dtype=x.dtype)
 
@@ -242,7 +242,7 @@ def uncertain_iopt_strategy(key, inputs: SelectionInputs, k: int) -> Selection:
     among the ``HYBRID_POOL_FACTOR · k`` candidates whose preference P(a ≻ b) is most
     uncertain under the posterior (the widest intervals, ``infomax``'s score). The design
     view spreads the batch over the pool's directions; the uncertainty view keeps it on pairs
-    the model cannot yet call. S is the whole pool's."""
+    the model cannot yet call. S is not narrowed (:func:`spread_of`)."""
     width = pair_scores(INFOMAX, inputs)
     n = width.shape[0]
     top = top_k_valid(width, inputs.valid, min(HYBRID_POOL_FACTOR * k, n))

@@ -17,6 +17,11 @@ import dataclasses
 PAIR_MODES = ("in-prompt", "cross-prompt", "all-cross")
 #: The modes whose candidates are listed (a uniform sample of pairs).
 SAMPLED_PAIR_MODES = PAIR_MODES[:2]
+#: Which comparisons the I-optimal rules (``StrategyInfo.spread``) average the predictive
+#: variance over (``--target-pairs``): ``candidates``, the round's candidate pairs (S of
+#: :func:`arm_jax.selection.scores.spread_matrix`); ``in-prompt``, two responses to one prompt,
+#: the comparisons a reward model ranks (S of :func:`arm_jax.selection.scores.prompt_spread`).
+TARGET_PAIRS = ("candidates", "in-prompt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +39,8 @@ class StrategyInfo:
     budget: picks within a budget (``select --budget``, the experiment's ``cost_aware``):
       every additive strategy (greedily by gain per unit cost), ``random`` (a random order)
       and ``greedy_dopt`` (its knapsack form).
+    spread: an I-optimal rule, which averages the predictive variance over target pairs with a
+      matrix S (``--target-pairs``: the candidates, or the in-prompt pairs the model will rank).
     """
 
     name: str
@@ -43,6 +50,7 @@ class StrategyInfo:
     uses_past: bool = False
     response_rule: bool = False
     budget: bool = False
+    spread: bool = False
 
 
 def _additive(name: str, description: str, **flags) -> StrategyInfo:
@@ -69,11 +77,11 @@ CATALOG: tuple[StrategyInfo, ...] = (
                  paper=True, uses_past=True),
     StrategyInfo("greedy_dopt", "exact greedy D-optimal batch via Sherman-Morrison", uses_past=True, budget=True),
     _additive("iopt", "I-optimal: largest drop of the mean predictive reward variance tr(S Lambda^-1) over the pool "
-              "(Lambda: last-layer posterior precision)", uses_past=True),
+              "(Lambda: last-layer posterior precision)", uses_past=True, spread=True),
     StrategyInfo("greedy_iopt", "greedy I-optimal batch via Sherman-Morrison (each pick updates the posterior)",
-                 uses_past=True),
+                 uses_past=True, spread=True),
     StrategyInfo("fw_iopt", "the optimal continuous I-optimal design of the batch (multiplicative algorithm), "
-                 "k pairs sampled by its weights", uses_past=True),
+                 "k pairs sampled by its weights", uses_past=True, spread=True),
     _additive("delta_ucb", "DeltaUCB (ActiveUltraFeedback): largest upper confidence bound |mu| + w s of the reward "
               "gap under the posterior", uses_past=True),
     _additive("infomax", "InfoMax (ActiveUltraFeedback): widest confidence interval of P(a beats b) under the "
@@ -81,7 +89,7 @@ CATALOG: tuple[StrategyInfo, ...] = (
     _additive("bald", "pairwise BALD: mutual information of the label and the head under the posterior (probit "
               "approximation, as BoTorch)", uses_past=True),
     StrategyInfo("uncertain_iopt", "hybrid: the greedy I-optimal batch among the 4k pairs whose preference is most "
-                 "uncertain under the posterior", uses_past=True),
+                 "uncertain under the posterior", uses_past=True, spread=True),
     StrategyInfo("eubo", "EUBO (as BoTorch's analytic expected utility of the best option): largest "
                  "E[max(r_a, r_b)] under the posterior; a rule for finding the best response", uses_past=True,
                  response_rule=True),

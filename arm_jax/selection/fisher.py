@@ -236,6 +236,16 @@ def check_finite(**arrays) -> None:
                 raise InputError(f"{label} contains {bad} NaN/inf values")
 
 
+def check_spread(spread, h: int) -> None:
+    """InputError unless ``spread`` (the caller's S of the I-optimal rules) is None or a finite
+    (h, h) matrix."""
+    if spread is None:
+        return
+    if np.shape(spread) != (h, h):
+        raise InputError(f"spread must have shape ({h}, {h}) to match the features, got {np.shape(spread)}")
+    check_finite(spread=spread)
+
+
 def check_k(k) -> None:
     """InputError unless k is a positive integer (the upper bound is the caller's)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):

@@ -117,7 +117,7 @@ def check_selection(name: str, scores) -> None:
 def select_within_budget(
     name: StrategyLike, key: jax.Array, phi_diff, beta, costs, budget: float, k_max: int, valid=None,
     past_phi_diff=None, past_mask=None, prior_precision: float = likelihood.DEFAULT_PRIOR_PRECISION,
-    past_weight=None, tie=None,
+    past_weight=None, tie=None, spread=None,
 ) -> Selection:
     """The batch of largest gain per unit cost whose total cost is at most ``budget`` (and at
     most ``k_max`` pairs). ``costs``: (N,) > 0, each candidate's cost (e.g. the two items'
@@ -125,8 +125,8 @@ def select_within_budget(
     that still fits; ``random``: in a random order; ``greedy_dopt``: the knapsack greedy
     D-optimal batch (:func:`greedy_dopt_budget_strategy`). ``name``: the strategy (its name,
     a :class:`~arm_jax.selection.registry.Strategy` or a :class:`PairScore`). Returns the picks
-    in order (fewer than ``k_max`` when the budget runs out). InputError for strategies
-    without a budget form or bad costs."""
+    in order (fewer than ``k_max`` when the budget runs out). ``spread``: the I-optimal rules'
+    S (:class:`SelectionInputs`). InputError for strategies without a budget form or bad costs."""
     strategy = resolve(name)
     if tie is not None and not (np.isfinite(tie) and tie >= 0):
         raise InputError(f"tie strength must be a number >= 0, got {tie}")
@@ -141,7 +141,10 @@ def select_within_budget(
     if not (np.isfinite(budget) and budget > 0):
         raise InputError(f"--budget must be a positive number, got {budget}")
     phi_diff = validate_selection(phi_diff, beta, 1, valid, past_phi_diff, past_mask)
-    inputs = make_inputs(phi_diff, beta, valid, past_phi_diff, past_mask, prior_precision, None, past_weight, tie)
+    fisher.check_spread(spread, np.shape(phi_diff)[1])
+    inputs = make_inputs(
+        phi_diff, beta, valid, past_phi_diff, past_mask, prior_precision, None, past_weight, tie, spread
+    )
     ok = np.asarray(inputs.valid)
     # at most every candidate, not every valid one: a count that changes from round to round
     # would compile the knapsack again (picks past the last that fits are -1 and dropped)
@@ -223,6 +226,7 @@ def select(
     items: PairItems | None = None,
     past_weight=None,
     tie=None,
+    spread=None,
 ) -> Selection:
     """Validate the inputs, then run strategy ``name`` (jit-compiled) and return k picks.
 
@@ -234,7 +238,9 @@ def select(
     prior_precision: λ of the head's prior (the fit's ``FitStats.prior_precision``);
     items: the candidates' items (:class:`PairItems`; required by the response rules,
     :data:`arm_jax.selection.registry.RESPONSE_RULES`);
-    past_weight, tie: the labelled rows' votes and Davidson's ν (:class:`SelectionInputs`). Raises :class:`~arm_jax.errors.InputError` on an unknown name, k ≤ 0, k > number
+    past_weight, tie: the labelled rows' votes and Davidson's ν (:class:`SelectionInputs`);
+    spread: the S of the I-optimal rules (:func:`arm_jax.selection.scores.prompt_spread`; None: the
+    candidates'). Raises :class:`~arm_jax.errors.InputError` on an unknown name, k ≤ 0, k > number
     of valid candidates, NaN/inf, or mismatched shapes; :class:`SelectionFailed` rather than
     returning picks whose scores are not finite.
     """
@@ -248,7 +254,10 @@ def select(
         _need_items(None, strategy.name)
     if tie is not None and not (np.isfinite(tie) and tie >= 0):
         raise InputError(f"tie strength must be a number >= 0, got {tie}")
-    inputs = make_inputs(phi_diff, beta, valid, past_phi_diff, past_mask, prior_precision, items, past_weight, tie)
+    fisher.check_spread(spread, np.shape(phi_diff)[1])
+    inputs = make_inputs(
+        phi_diff, beta, valid, past_phi_diff, past_mask, prior_precision, items, past_weight, tie, spread
+    )
     static = dict(strategy=strategy, k=int(k))
     if STRATEGIES.get(strategy.name) is strategy:  # a built-in: its name says what it computes
         chosen = programs.call(select_program, "arm_jax.selection.pool.select_program", (), dict(key=key, inputs=inputs),

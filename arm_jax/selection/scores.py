@@ -57,6 +57,9 @@ class SelectionInputs(NamedTuple):
       the rows' x are then already scaled by their rater's reliability (:mod:`arm_jax.model.likelihood`).
     tie: None (Bradley–Terry), or () Davidson's tie strength ν of the fit: every Fisher weight
       v (the pool's, I_past's, the posterior's) is then Davidson's (``fisher.gap_variance``).
+    spread: None, or (H, H) the S of the I-optimal rules given by the caller (the target-aware
+      S of :func:`prompt_spread`: the comparisons the model will be used for); None: S over the
+      valid candidates (:func:`spread_matrix`).
     """
 
     phi_diff: jax.Array
@@ -68,6 +71,7 @@ class SelectionInputs(NamedTuple):
     items: PairItems | None = None
     past_weight: jax.Array | None = None
     tie: jax.Array | None = None
+    spread: jax.Array | None = None
 
 
 class Selection(NamedTuple):
@@ -134,10 +138,10 @@ def with_tie(spec: PairScore, tie) -> PairScore:
 def make_inputs(
     phi_diff, beta, valid=None, past_phi_diff=None, past_mask=None,
     prior_precision: float = likelihood.DEFAULT_PRIOR_PRECISION, items: PairItems | None = None,
-    past_weight=None, tie=None,
+    past_weight=None, tie=None, spread=None,
 ) -> SelectionInputs:
     """Fill in the optional parts: all candidates valid, an empty past, the default prior,
-    no item view, Bradley–Terry labels."""
+    no item view, Bradley–Terry labels, S over the candidates."""
     phi_diff = jnp.asarray(phi_diff, jnp.float32)
     beta = jnp.asarray(beta, jnp.float32)
     n, h = phi_diff.shape
@@ -158,8 +162,9 @@ def make_inputs(
     if past_weight is not None:
         past_weight = jnp.broadcast_to(jnp.asarray(past_weight, jnp.float32), past_mask.shape)
     tie = None if tie is None else jnp.float32(tie)
+    spread = None if spread is None else jnp.asarray(spread, jnp.float32)
     return SelectionInputs(
-        phi_diff, beta, valid, past_phi_diff, past_mask, jnp.float32(prior_precision), items, past_weight, tie
+        phi_diff, beta, valid, past_phi_diff, past_mask, jnp.float32(prior_precision), items, past_weight, tie, spread
     )
 
 
@@ -272,6 +277,32 @@ def spread_matrix(phi_diff: jax.Array, valid: jax.Array, reduce: Callable = _sam
     return reduce(fisher.information_matrix(phi_diff, w)) / (2.0 * jnp.maximum(reduce(jnp.sum(w)), 1.0))
 
 
+def prompt_spread(phi: jax.Array, group: jax.Array, valid: jax.Array) -> jax.Array:
+    """The target-aware S: ½ · mean of x xᵀ over the unordered pairs of two distinct valid
+    items of the same group (x = φ_u − φ_v), the covariance of a response's features within a
+    prompt. I-optimality with it minimises the mean predictive variance of the reward gaps the
+    model will rank (two responses to one prompt) rather than of the candidates' gaps (which
+    cross-prompt also spread over what tells prompts apart). One group: every pair of items.
+    ``phi``: (K, H); ``group``: (K,) int in [0, K); ``valid``: (K,) bool. In one pass, centred
+    per group (Σ_{u<v in g} x xᵀ = n_g Σ_u (φ_u − φ̄_g)(φ_u − φ̄_g)ᵀ). ``-> (H, H)``; zero when no
+    group has two valid items."""
+    k = phi.shape[0]
+    w = valid.astype(phi.dtype)
+    count = jax.ops.segment_sum(w, group, num_segments=k)  # (K,) items per group
+    total = jax.ops.segment_sum(phi * w[:, None], group, num_segments=k)
+    centred = (phi - (total / jnp.maximum(count, 1.0)[:, None])[group]) * w[:, None]
+    scaled = centred * jnp.sqrt(count[group])[:, None]
+    n_pairs = jnp.sum(count * (count - 1.0)) / 2.0
+    return (scaled.T @ scaled) / (2.0 * jnp.maximum(n_pairs, 1.0))
+
+
+def spread_of(inputs: SelectionInputs, reduce: Callable = _same) -> jax.Array:
+    """The S of the I-optimal rules: the caller's (``inputs.spread``) or the valid candidates'."""
+    if inputs.spread is not None:
+        return inputs.spread
+    return spread_matrix(inputs.phi_diff, inputs.valid, reduce)
+
+
 def score_matrix(
     spec: PairScore, phi_diff, gap, valid, past_information, prior_precision, reduce: Callable = _same
 ) -> jax.Array:
@@ -321,14 +352,16 @@ def pair_scores_from_information(
 
 def explicit_pair_scores(
     spec: PairScore, phi_diff, gap, valid, past_information, prior_precision,
-    ridge: float = fisher.DEFAULT_RIDGE, reduce: Callable = _same,
+    ridge: float = fisher.DEFAULT_RIDGE, reduce: Callable = _same, spread: jax.Array | None = None,
 ) -> jax.Array:
     """Rank scores of explicit pairs (the pool driver, and each device of the sharded one,
-    whose ``reduce`` is a ``psum`` over the pool axis). ``-> (N,)``."""
+    whose ``reduce`` is a ``psum`` over the pool axis). ``spread``: the caller's S (None: the
+    valid candidates'). ``-> (N,)``."""
     if spec.weight is None:
         return spec.rank(gap, None)
     m = score_matrix(spec, phi_diff, gap, valid, past_information, prior_precision, reduce)
-    spread = spread_matrix(phi_diff, valid, reduce) if spec.spread else None
+    if spec.spread and spread is None:
+        spread = spread_matrix(phi_diff, valid, reduce)
     return pair_scores_from_information(spec, phi_diff, gap, m, ridge, spread)
 
 
@@ -338,7 +371,9 @@ def pair_scores(spec: PairScore, inputs: SelectionInputs, ridge: float = fisher.
     spec = with_tie(spec, inputs.tie)
     gap = inputs.phi_diff @ inputs.beta
     past = _past_information(inputs) if spec.uses_past and spec.weight is not None else None
-    return explicit_pair_scores(spec, inputs.phi_diff, gap, inputs.valid, past, inputs.prior_precision, ridge)
+    return explicit_pair_scores(
+        spec, inputs.phi_diff, gap, inputs.valid, past, inputs.prior_precision, ridge, spread=inputs.spread
+    )
 
 
 def report_scores(spec: PairScore, gap: jax.Array, rank_scores: jax.Array) -> jax.Array:

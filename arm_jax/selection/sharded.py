@@ -37,11 +37,11 @@ from arm_jax.selection.scores import PairScore, Selection
 
 def pool_setup(
     phi_diff, beta, valid, past_phi_diff, past_mask, devices, prior_precision=likelihood.DEFAULT_PRIOR_PRECISION,
-    past_weight=None, tie=None,
+    past_weight=None, tie=None, spread=None,
 ):
-    """(mesh, n, x, valid, beta, I_past, (λ, ν)) placed on the devices: the rows split, the
-    rest replicated. ν is None for Bradley–Terry labels. ``phi_diff``: an (N, H) array or
-    :class:`Rows`."""
+    """(mesh, n, x, valid, beta, I_past, (λ, ν, S)) placed on the devices: the rows split, the
+    rest replicated. ν is None for Bradley–Terry labels, S None for the candidates' own
+    (:func:`arm_jax.selection.scores.spread_of`). ``phi_diff``: an (N, H) array or :class:`Rows`."""
     mesh = make_mesh(POOL_AXIS, devices)
     n_dev = mesh.devices.size
     beta = jnp.asarray(beta, jnp.float32)
@@ -62,19 +62,23 @@ def pool_setup(
     x = _put_rows(phi_diff, padded, by_row)  # zero rows: no information, score 0
     valid = _put(_pad_rows(valid, padded, False), by_row)
     past = jnp.zeros((h, h), jnp.float32) if past is None else past
-    prior = _put_tree((jnp.float32(prior_precision), None if tie is None else jnp.float32(tie)), replicated)
+    prior = (
+        jnp.float32(prior_precision), None if tie is None else jnp.float32(tie),
+        None if spread is None else jnp.asarray(spread, jnp.float32),
+    )
+    prior = _put_tree(prior, replicated)
     return mesh, n, x, valid, _put(beta, replicated), _put(past, replicated), prior
 
 
 @precision.full_precision
 def _local_scores(spec: PairScore, x, valid, beta, past, prior, ridge):
     """(rank scores, gaps) of this device's candidates under the pair score ``spec``, with the
-    pool's parts of M and S all-reduced over the pool axis. ``prior``: (λ, ν or None)."""
-    prior, tie = prior
+    pool's parts of M and S all-reduced over the pool axis. ``prior``: (λ, ν or None, S or None)."""
+    prior, tie, spread = prior
     spec = strategies.with_tie(spec, tie)
     gap = x @ beta
     psum = lambda a: jax.lax.psum(a, POOL_AXIS)
-    return strategies.explicit_pair_scores(spec, x, gap, valid, past, prior, ridge, reduce=psum), gap
+    return strategies.explicit_pair_scores(spec, x, gap, valid, past, prior, ridge, reduce=psum, spread=spread), gap
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "mesh", "ridge"))
@@ -158,6 +162,7 @@ def sharded_select(
     prior_precision: float = likelihood.DEFAULT_PRIOR_PRECISION,
     past_weight=None,
     tie=None,
+    spread=None,
 ) -> Selection:
     """:func:`arm_jax.selection.pool.select` for the pair-score strategies
     (:data:`arm_jax.selection.registry.PAIR_SCORE_STRATEGIES`, or a :class:`PairScore` of your
@@ -173,8 +178,9 @@ def sharded_select(
     strategy = _sharded_strategy(name)
     del key
     pool.validate_selection(phi_diff, beta, k, valid, past_phi_diff, past_mask)
+    fisher.check_spread(spread, np.shape(phi_diff)[1])
     mesh, n, x, valid_s, beta_s, past, prior = pool_setup(
-        phi_diff, beta, valid, past_phi_diff, past_mask, devices, prior_precision, past_weight, tie
+        phi_diff, beta, valid, past_phi_diff, past_mask, devices, prior_precision, past_weight, tie, spread
     )
     chosen = top_k_program(strategy.pair_score, mesh, x, valid_s, beta_s, past, prior, int(k), float(ridge))
     chosen = Selection(replicated_value(chosen.indices), replicated_value(chosen.scores))
@@ -221,6 +227,7 @@ def sharded_select_all_pairs(
     tie=None,
     devices: Sequence[jax.Device] | None = None,
     ridge: float = fisher.DEFAULT_RIDGE,
+    spread=None,
 ):
     """:func:`arm_jax.selection.allpairs.select_all_pairs` with the work split over devices: each device
     scores its share of the (tile × tile) blocks of the pair grid and sums its share of the
@@ -231,7 +238,7 @@ def sharded_select_all_pairs(
 
     del key
     tile = allpairs.DEFAULT_TILE if tile is None else tile
-    allpairs.validate_all_pairs(name, phi, beta, k, past_phi_diff, past_mask, item_valid, tile, exclude)
+    allpairs.validate_all_pairs(name, phi, beta, k, past_phi_diff, past_mask, item_valid, tile, exclude, spread)
     strategy = allpairs.supported_strategy(name)
     mesh = make_mesh(POOL_AXIS, devices)
     n_dev = mesh.devices.size
@@ -249,7 +256,7 @@ def sharded_select_all_pairs(
     shared = dict(
         phi=f32(phi), beta=f32(beta), past_phi_diff=f32(past_phi_diff), past_mask=flags(past_mask),
         item_valid=flags(item_valid), exclude_u=ex_u, exclude_v=ex_v, prior_precision=np.float32(prior_precision),
-        past_weight=f32(past_weight), tie=None if tie is None else np.float32(tie),
+        past_weight=f32(past_weight), tie=None if tie is None else np.float32(tie), spread=f32(spread),
     )
     by_block = NamedSharding(mesh, P(POOL_AXIS))
     u, v, scores = _sharded_all_pairs(

@@ -54,6 +54,7 @@ from arm_jax.runtime import progress as progress_lib
 from arm_jax.selection import allpairs, posterior, registry, sharded
 from arm_jax.selection import pool as pool_lib
 from arm_jax.selection import scores as strategies_lib
+from arm_jax.selection.catalog import TARGET_PAIRS
 from arm_jax.selection.registry import PAIR_SCORE_STRATEGIES as ALL_PAIRS_STRATEGIES
 from arm_jax.workflow import policy
 from arm_jax.workflow.candidates import (
@@ -240,6 +241,7 @@ class SelectRequest(LabelledRequest):
     explore: float = 0.0
     allow_unannotated: bool = False
     auto_depth: bool = False
+    target_pairs: str = "candidates"
 
 
 def select_pairs(
@@ -263,6 +265,7 @@ def select_pairs(
     explore: float = 0.0,
     allow_unannotated: bool = False,
     auto_depth: bool = False,
+    target_pairs: str = "candidates",
 ) -> SelectResult:
     """Train on the labels, pick the next k pairs, write them as JSON Lines (``select``).
 
@@ -288,6 +291,9 @@ def select_pairs(
     ``allow_unannotated``: a Label Studio export with no annotated task is a cold start instead
     of an error (it is most likely the tasks file ``select`` wrote). ``auto_depth``: fit the
     linear model and the MLP of ``model_config`` and keep the one of lower held-out log-loss.
+    ``target_pairs``: what the I-optimal rules average the predictive variance over
+    (:data:`arm_jax.selection.catalog.TARGET_PAIRS`): the candidates, or ``in-prompt``, the pool's
+    own in-prompt pairs (every pair when it has no prompt ids; :func:`_target_spread`).
     Checks every input and the output path before training and writes nothing on error.
 
     On several processes (:mod:`arm_jax.runtime.distributed`) the pair-score strategies split the
@@ -303,7 +309,7 @@ def select_pairs(
         train_config=train_config or TrainConfig(), log=log, allow_relabel=allow_relabel,
         val_labels_path=val_labels_path, fit_raters=fit_raters, output_format=output_format,
         report_path=report_path, budget=budget, explore=explore, allow_unannotated=allow_unannotated,
-        auto_depth=auto_depth,
+        auto_depth=auto_depth, target_pairs=target_pairs,
     )
     return run_select(_check_request(request))
 
@@ -318,7 +324,7 @@ def run_select(request: SelectRequest) -> SelectResult:
     fitted = timed(timings, "train", _fit, request, data)
     request = dataclasses.replace(request, model_config=fitted.model_config)  # --depth auto: the chosen model
     features = timed(timings, "features", _embed, request, data, fitted)
-    past = _past_information(fitted, features)
+    past = _past_information(fitted, features)._replace(spread=_target_spread(request, data, fitted, features))
     val = data.val
     val_metrics = None if val is None else pair_metrics(features.rewards_of(val.winner), features.rewards_of(val.loser))
     picks = timed(timings, "select", _choose, request, data, fitted, features, past)
@@ -363,10 +369,20 @@ def _check_request(request: SelectRequest) -> SelectRequest:
         raise InputError(f"--explore must be a fraction in [0, 1], got {request.explore}")
     if request.explore > 0 and (budget is not None or pairs == "all-cross"):
         raise InputError("--explore draws among sampled candidates: not with --budget or --pairs all-cross")
+    _check_target_pairs(request.target_pairs, strategy)
     k = _check_k(k) if k is not None else None
     if request.output_format not in OUTPUT_FORMATS:
         raise InputError(f"unknown --format {request.output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
     return dataclasses.replace(request, k=k)
+
+
+def _check_target_pairs(target_pairs: str, strategy: str) -> None:
+    """InputError for an unknown ``--target-pairs`` or one given to a rule that does not read it."""
+    if target_pairs not in TARGET_PAIRS:
+        raise InputError(f"unknown --target-pairs {target_pairs!r}; choose one of {', '.join(TARGET_PAIRS)}")
+    if target_pairs != "candidates" and not registry.get_strategy(strategy).spread:
+        spread_rules = ", ".join(s.name for s in registry.STRATEGIES.values() if s.spread)
+        raise InputError(f"--target-pairs is read by the I-optimal rules ({spread_rules}), not by {strategy}")
 
 
 def _check_k(k) -> int:
@@ -592,20 +608,23 @@ def _add_rows(params, model_config, pool: Pool, row_of, phi, rew, rows):
 
 class _Past(NamedTuple):
     """What the strategies know of the labelled rows, padded to a size bucket
-    (:func:`arm_jax.workflow.fitting.past_information_inputs`; None with no labels), and the
-    head's prior precision."""
+    (:func:`arm_jax.workflow.fitting.past_information_inputs`; None with no labels), the head's
+    prior precision, and the I-optimal rules' target S (:func:`_target_spread`; None: the
+    candidates')."""
 
     rows: PastRows | None
     prior: float
+    spread: np.ndarray | None = None
 
     def kernel_args(self) -> dict:
         """The keyword arguments of every selection driver (pool, budget, all pairs, sharded)
-        that carry the labelled rows and the prior; the rows padded, with their mask."""
+        that carry the labelled rows, the prior and S; the rows padded, with their mask."""
         rows = self.rows
         if rows is None:
-            return dict(past_phi_diff=None, past_mask=None, past_weight=None, tie=None, prior_precision=self.prior)
+            return dict(past_phi_diff=None, past_mask=None, past_weight=None, tie=None, prior_precision=self.prior,
+                        spread=self.spread)
         return dict(past_phi_diff=rows.x, past_mask=rows.mask, past_weight=rows.weight, tie=rows.tie,
-                    prior_precision=self.prior)
+                    prior_precision=self.prior, spread=self.spread)
 
     def unpadded(self) -> tuple:
         """(past, past_weight, tie) of the real rows alone (None each with no labels), for :func:`stopping_row`."""
@@ -613,6 +632,23 @@ class _Past(NamedTuple):
         if rows is None:
             return None, None, None
         return rows.x[: rows.n], None if rows.weight is None else rows.weight[: rows.n], rows.tie
+
+
+def _target_spread(request: SelectRequest, data: _Loaded, fitted: _Fitted, features: _Features):
+    """``--target-pairs in-prompt``: the I-optimal rules' S over the pool's own in-prompt pairs
+    (every pair of items when the pool has no prompt ids), from every item's features
+    (:func:`arm_jax.selection.scores.prompt_spread`); None for ``candidates``."""
+    if request.target_pairs == "candidates":
+        return None
+    pool = data.pool
+    phi = features.phi if features.row_of is None else all_item_features(fitted.params, request.model_config, pool)[0]
+    group = np.zeros(pool.n, np.int32)
+    if pool.prompt_ids is not None:
+        group = np.unique(pool.prompt_ids, return_inverse=True)[1].astype(np.int32)
+    return np.asarray(_prompt_spread(jax.device_put(phi), jax.device_put(group), np.ones(pool.n, bool)))
+
+
+_prompt_spread = jax.jit(strategies_lib.prompt_spread)
 
 
 def _past_information(fitted: _Fitted, features: _Features) -> _Past:

@@ -676,3 +676,13 @@ def test_choose_model_compares_held_out_losses_and_falls_back_to_linear():
     assert sel._choose_model([fitted(0, 2.5), fitted(3, 0.6)], 5.0, logs.append).model_config.depth == 0
     assert "held-out log-loss 0.5000 against 0.6000 for the linear model" in logs[0]
     assert "too few labels to compare" in logs[2]
+
+
+def test_select_says_over_which_pairs_iopt_averaged(world, capsys):
+    tmp, _ = world
+    code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--out", tmp / "n.jsonl", "--k", "4",
+                        "--strategy", "iopt", "--target-pairs", "in-prompt", "--explore", "0.5", *FAST)
+    assert code == 0 and "iopt (+50% random; variance over in-prompt pairs) picked 4 with" in err
+    code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--out", tmp / "m.jsonl", "--k", "4",
+                        "--strategy", "entropy", "--target-pairs", "in-prompt", *FAST)
+    assert code == 2 and "not by entropy" in err and not (tmp / "m.jsonl").exists()

@@ -409,3 +409,10 @@ def test_run_depth_default_is_the_default_policys_model_on_own_data(argv, depth)
 
     args = resolve_presets(build_parser().parse_args(["run", *argv]))
     assert build_config(args, "random").model.depth == depth
+
+
+def test_target_pairs_for_rules_that_do_not_read_them_is_refused(tmp_path, capsys):
+    code = main(["run", *TINY, "--strategies", "random,dopt", "--target-pairs", "in-prompt", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--target-pairs is read by the I-optimal rules" in err and "none of random, dopt" in err
+    assert not (tmp_path / "r").exists()

@@ -159,6 +159,34 @@ def test_the_fits_prior_reaches_the_posterior_rules(prepared):
     # the linear model's study (its fit's prior reaching the rules): tests/model/test_network.py
 
 
+def test_in_prompt_target_is_the_rounds_in_prompt_pairs(prepared):
+    """target_pairs='in-prompt': the I-optimal rules' S is ½·mean x xᵀ over every pair of two
+    responses to one of the round's prompts (float64, pair by pair), in a cross-prompt round;
+    'candidates' leaves S to the candidates; both rounds pick valid pairs, and differently."""
+    import itertools
+
+    cfg = ExperimentConfig(strategy="iopt", pairs="cross-prompt", target_pairs="in-prompt", **TINY)
+    buffer, _ = round_lib.initial_buffer(jax.random.PRNGKey(0), cfg, prepared)
+    params = model.init_params(jax.random.PRNGKey(1), cfg.model, prepared.train_items.shape[-1])
+    pool_ = round_lib.draw_pool(jax.random.PRNGKey(2), cfg, prepared)
+    spread = np.asarray(round_lib.selection_inputs(params, cfg, prepared, pool_, buffer).spread)
+    phi = np.asarray(model.features(params, cfg.model, prepared.train_items[pool_.items]), np.float64)
+    prompt = np.asarray(pool_.items) // 5
+    pairs = [(u, v) for u, v in itertools.combinations(range(phi.shape[0]), 2) if prompt[u] == prompt[v]]
+    expected = sum(np.outer(phi[u] - phi[v], phi[u] - phi[v]) for u, v in pairs) / (2 * len(pairs))
+    np.testing.assert_allclose(spread, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+    plain = dataclasses.replace(cfg, target_pairs="candidates")
+    assert round_lib.selection_inputs(params, plain, prepared, pool_, buffer).spread is None
+    picks = []
+    for c in (cfg, plain):
+        a, b, ok = round_lib.choose_pairs(jax.random.PRNGKey(3), params, buffer, c, prepared, "iopt", c.k)
+        assert bool(ok)
+        picks.append(sorted(zip(np.asarray(a).tolist(), np.asarray(b).tolist())))
+    assert picks[0] != picks[1]
+    with pytest.raises(InputError, match="target pairs must be one of"):
+        ExperimentConfig(target_pairs="test")
+
+
 @pytest.fixture(scope="module")
 def one_prompt():
     """One training prompt of 5 responses: 10 possible pairs in all."""

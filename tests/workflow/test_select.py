@@ -80,3 +80,23 @@ def test_gain_ratio_to_random_is_the_float64_log_det_ratio():
     got = gain_ratio_to_random(beta, past, None, n, None, prior, picked, random)
     assert got == pytest.approx(want, rel=2e-3)
     assert gain_ratio_to_random(beta, past, None, n, None, prior, random, random) == pytest.approx(1.0)
+
+
+def test_target_pairs_in_prompt_changes_what_iopt_averages_over(npz, tmp_path):
+    """--target-pairs in-prompt: prompts far apart along one direction, so S over the
+    cross-prompt candidates is that direction and S over the pool's in-prompt pairs is not; the
+    picks differ, on sampled candidates and on all pairs. A rule that reads no S refuses it."""
+    prompts = np.repeat(np.arange(10), 4)
+    x = np.random.default_rng(2).normal(size=(40, 5)).astype(np.float32)
+    x[:, 0] += 20.0 * prompts
+    np.savez(tmp_path / "pool.npz", embeddings=x, prompt_ids=prompts)
+    call = lambda out, **kw: realdata.select_pairs(tmp_path / "pool.npz", None, tmp_path / out, "iopt", 6, **kw)
+    pairs = lambda result: sorted((r["a"], r["b"]) for r in result.rows)
+    assert pairs(call("a.jsonl")) != pairs(call("b.jsonl", target_pairs="in-prompt"))
+    assert pairs(call("c.jsonl", pairs="all-cross")) != pairs(call("d.jsonl", pairs="all-cross", target_pairs="in-prompt"))
+    with pytest.raises(InputError, match=r"--target-pairs is read by the I-optimal rules \(iopt, greedy_iopt, "
+                                         r"fw_iopt, uncertain_iopt\), not by dopt"):
+        realdata.select_pairs(tmp_path / "pool.npz", None, tmp_path / "e.jsonl", "dopt", 6, target_pairs="in-prompt")
+    with pytest.raises(InputError, match="unknown --target-pairs 'all'"):
+        call("e.jsonl", target_pairs="all")
+    assert not (tmp_path / "e.jsonl").exists()
