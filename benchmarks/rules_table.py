@@ -108,7 +108,8 @@ def against_mlp(roots: list[Path], baseline: str = "random") -> str:
 def collect(roots: list[Path]) -> tuple[list[str], dict]:
     """Every run below the roots (a later root's run of the same rule and setting replaces an
     earlier one's). A run directory ``<corpus>-depth<d>-eps<NN>`` is the hedge: its rules are
-    listed as ``rule (+NN% random)``, and its random arm (random with a hedge is random) is left out."""
+    listed as ``rule (+NN% random)``; ``<corpus>-depth<d>-target`` ran with ``--target-pairs
+    in-prompt``: ``rule (in-prompt S)``. Their random arm (the same as the plain run's) is left out."""
     settings, rows = [], {}
     for path in _runs(roots):
         corpus, depth = path.parent.parent.name.rsplit("-depth", 1)
@@ -119,10 +120,12 @@ def collect(roots: list[Path]) -> tuple[list[str], dict]:
             settings.append(setting)
         for r in analyse(payload):
             rule = r["strategy"]
+            if variant and rule == "random":
+                continue
             if variant.startswith("eps"):
-                if rule == "random":
-                    continue
                 rule = f"{rule} (+{int(variant[3:])}% random)"
+            elif variant == "target":
+                rule = f"{rule} (in-prompt S)"
             mean, se = mean_difference(payload, r["strategy"])
             rows.setdefault(rule, {})[setting] = dict(
                 efficiency=r["efficiency"], diff=r["diff_vs_random"], se=r["diff_se"],

@@ -109,24 +109,8 @@ def register(sub) -> None:
     _register_figure1(sub)
 
 
-def _register_run(sub) -> None:
-    p = sub.add_parser(
-        "run",
-        help=help_of("run"),
-        description=(
-            "Run Algorithm 1 of the paper: each round draw candidate pairs, pick k with each strategy "
-            "using the previous model, label them with a simulated annotator, retrain from scratch and "
-            "evaluate 1 - Spearman and Best-of-N on the test prompts. All strategies, rounds and seeds are one "
-            "jit-compiled program, compiled once. Writes metrics.json, metrics.csv and learning_curves.png to --out."
-        ),
-        formatter_class=HelpFormatter,
-    )
-    p.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                   help="sizes to start from; every flag given overrides its value: demo (40-50 s on a "
-                        "2-core CPU, compiling included), default, paper (paper-sized, for a GPU)")
-    p.add_argument("--out", type=Path, default=Path("results/run"),
-                   help="output directory (created if missing; must not be an existing file); gets "
-                        + ", ".join(OUTPUT_FILES))
+def _add_data_flags(p) -> None:
+    """``run``'s data flags: a built-in task, or the paper's four .npy files (and the ratings)."""
     data = p.add_argument_group("data (a built-in task, or the paper's four .npy files)")
     data.add_argument("--task", choices=TASKS, help="built-in task when no files are given " + _from_preset("task"))
     data.add_argument("--train-embeddings", type=Path, help="embd_train.npy, (prompts, responses, D)")
@@ -142,6 +126,10 @@ def _register_run(sub) -> None:
     data.add_argument("--test-prompts", type=int, help="test prompts of a built-in task " + _from_preset("test_prompts"))
     data.add_argument("--test-responses", type=int, help="responses per test prompt of a built-in task " + _from_preset("test_responses"))
     data.add_argument("--data-seed", type=int, default=0, help="seed of the built-in task's data")
+
+
+def _add_experiment_flags(p) -> None:
+    """``run``'s experiment flags: the strategies, seeds, rounds, candidates and the hedge."""
     exp = p.add_argument_group("experiment")
     exp.add_argument("--strategies", help="comma-separated names, 'paper' (the paper's eight) or 'all' (every "
                                            "rule of 'arm-jax strategies'); also 'informed', a reference arm: greedy_iopt at the best head "
@@ -175,6 +163,28 @@ def _register_run(sub) -> None:
                           "(two responses to one of the round's prompts, what the test metrics rank) (default: "
                           "candidates)")
     exp.add_argument("--best-of-n", type=_int_list, help="comma-separated N for Best-of-N " + _from_preset("best_of_n"))
+
+
+def _register_run(sub) -> None:
+    p = sub.add_parser(
+        "run",
+        help=help_of("run"),
+        description=(
+            "Run Algorithm 1 of the paper: each round draw candidate pairs, pick k with each strategy "
+            "using the previous model, label them with a simulated annotator, retrain from scratch and "
+            "evaluate 1 - Spearman and Best-of-N on the test prompts. All strategies, rounds and seeds are one "
+            "jit-compiled program, compiled once. Writes metrics.json, metrics.csv and learning_curves.png to --out."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                   help="sizes to start from; every flag given overrides its value: demo (40-50 s on a "
+                        "2-core CPU, compiling included), default, paper (paper-sized, for a GPU)")
+    p.add_argument("--out", type=Path, default=Path("results/run"),
+                   help="output directory (created if missing; must not be an existing file); gets "
+                        + ", ".join(OUTPUT_FILES))
+    _add_data_flags(p)
+    _add_experiment_flags(p)
     ann = p.add_argument_group(
         "annotators as they really are",
         "ties, a panel of raters of unequal quality, several raters per pair. Any of these makes the "
