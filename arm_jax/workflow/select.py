@@ -116,6 +116,8 @@ class SelectResult(NamedTuple):
     total_cost: float | None = None
     gain_ratio: float | None = None
     model_config: ModelConfig | None = None  # the model the picks came from (--depth auto: the chosen one)
+    params: object = None  # its fitted parameters (the seeded initial ones on a cold start): rewards of
+    # items x are arm_jax.model.network.reward(params, model_config, x)
 
 
 #: What ``select`` writes: JSON Lines (one pair a line) or Label Studio tasks.
@@ -338,7 +340,7 @@ def run_select(request: SelectRequest) -> SelectResult:
         rows, pool.n, labels.n, labels.n_ties, picks.n_candidates, picks.n_masked, timings,
         fitted.fit if fitted.ts.n else None, val_metrics, data.n_overlap, labels.n_soft, history,
         None if pool.costs is None else float(np.sum(pool.costs[picks.a] + pool.costs[picks.b])), ratio,
-        request.model_config,
+        request.model_config, fitted.params,
     )
 
 

@@ -41,6 +41,12 @@ def test_select_pairs_library_call(npz, tmp_path):
     new = {frozenset((r["a"], r["b"])) for r in result.rows}
     assert len(new) == 6 and not old & new
     assert result.n_labels == 6 and set(result.timings) >= {"load", "train", "features", "select", "write", "total"}
+    # the result carries the model the picks came from: its rewards give each pick's p_a_wins
+    from arm_jax.model import network as model_lib
+
+    r = np.asarray(model_lib.reward(result.params, result.model_config, x), np.float64)
+    p_a = [1 / (1 + np.exp(r[int(row["b"])] - r[int(row["a"])])) for row in result.rows]
+    np.testing.assert_allclose([row["p_a_wins"] for row in result.rows], p_a, rtol=1e-4)
 
 
 def test_explore_keeps_the_strategys_best_and_draws_the_rest(npz, tmp_path):
