@@ -29,14 +29,17 @@ def _run(root: Path, name: str, curves: dict):
 def test_the_table_names_the_hedge_and_picks_the_policy_by_the_rule(tmp_path):
     _run(tmp_path, "toy-depth0", {"random": 1.0, "good": 0.8, "bad": 1.2})
     _run(tmp_path, "toy-depth0-eps25", {"random": 1.0, "good": 0.9})
-    _run(tmp_path, "toy-depth0-target", {"random": 1.0, "good": 0.85})
+    _run(tmp_path, "toy-depth0-target", {"random": 1.0, "good": 0.6})  # better, but measured in one setting
+    _run(tmp_path, "more-depth0", {"random": 1.0, "good": 0.8, "bad": 1.2})
     _run(tmp_path, "toy-depth3", {"random": 0.95, "dopt": 1.3})
     settings, rows = rules_table.collect([tmp_path])
-    assert settings == ["toy cross-prompt linear", "toy cross-prompt MLP"]
+    assert settings == ["more cross-prompt linear", "toy cross-prompt linear", "toy cross-prompt MLP"]
     assert set(rows) == {"random", "good", "bad", "good (+25% random)", "good (in-prompt S)", "dopt"}
     table = {t["policy"]: t for t in rules_table.summary(rows)}
     assert table["linear + bad"]["worse"] and not table["linear + good"]["worse"]
     assert table["linear + good"]["mean_efficiency"] > table["linear + good (+25% random)"]["mean_efficiency"] > 1
+    assert table["linear + good (in-prompt S)"]["mean_efficiency"] > table["linear + good"]["mean_efficiency"]
+    assert rules_table.choose(list(table.values()))["policy"] == "linear + good"
     assert "**linear + good**" in rules_table.markdown(settings, rows, list(table.values()))
     cross = rules_table.against_mlp([tmp_path], "dopt").splitlines()
     assert cross[0] == "| linear + rule | toy cross-prompt |"
