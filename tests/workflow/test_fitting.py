@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 
 from arm_jax.model import buffer as buffer_lib
 from arm_jax.model import fit as train_lib
@@ -28,6 +29,28 @@ def test_fit_on_labels_equals_fit_on_the_whole_pool():
         np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-6)
     assert report.as_dict() == fitting.fit_report(stats, TRAIN).as_dict()  # NaN -> None: comparable
     assert report.steps_taken == int(stats.steps_taken) and report.n_fit + report.n_val == 5
+
+
+def test_select_and_the_experiment_fit_the_same_linear_model_on_the_same_votes():
+    """The two training paths of a study (``select``'s, on the labelled rows in a bucket, and the
+    experiment's, on its whole buffer of capacity rows with the unfilled ones masked) give one
+    model for one set of vote counts with ties: the exact linear fit, its prior and tie strength."""
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    a, b = rng.integers(0, 40, 60), rng.integers(0, 40, 60)
+    a, b = a[a != b][:40], b[a != b][:40]
+    counts = np.eye(3, dtype=np.float32)[rng.choice(3, size=a.size, p=[0.45, 0.35, 0.2])]  # a wins, b wins, tie
+    linear = ModelConfig(depth=0)
+    params, report = fitting.fit_on_labels(2, x, a, b, linear, TrainConfig(), counts, None)
+    buffer = buffer_lib.append(buffer_lib.empty_buffer(100, votes=True), jnp.asarray(a, jnp.int32),
+                               jnp.asarray(b, jnp.int32), jnp.asarray(counts), jnp.full(a.size, -1, jnp.int32))
+    ref, stats = train_lib.fit(fitting.train_key(2), jnp.asarray(x), buffer, linear, TrainConfig())
+    head, ref_head = (np.asarray(model_lib.head(p)) for p in (params, ref))
+    np.testing.assert_allclose(head, ref_head, rtol=1e-5, atol=1e-5 * np.abs(ref_head).max())
+    assert report.prior_precision == pytest.approx(float(stats.prior_precision), rel=1e-5)
+    assert report.tie == pytest.approx(float(stats.tie), rel=1e-5, abs=1e-6)
 
 
 def test_no_labels_gives_the_seeded_initialisation():
