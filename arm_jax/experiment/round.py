@@ -93,9 +93,12 @@ def labelled_differences(params, config: ExperimentConfig, data: ExperimentData,
 
 
 def _tie_of(config: ExperimentConfig, tie):
-    """Davidson's ν for the selection: the fit's when the labels have ties it trains on, else
-    None (Bradley–Terry)."""
-    return tie if (config.tie_rate > 0 and config.train.ties and tie is not None) else None
+    """Davidson's ν for the selection: the fit's when the labels have ties it trains on (the
+    simulated raters' ``tie_rate``, or the empirical annotator's equal ratings), else None
+    (Bradley–Terry), as ``select`` does with the fit's ν
+    (:func:`arm_jax.workflow.fitting.past_information_inputs`)."""
+    ties = config.tie_rate > 0 or config.annotator == "empirical"
+    return tie if (ties and config.train.ties and tie is not None) else None
 
 
 def selection_inputs(

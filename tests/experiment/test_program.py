@@ -187,6 +187,18 @@ def test_in_prompt_target_is_the_rounds_in_prompt_pairs(prepared):
         ExperimentConfig(target_pairs="test")
 
 
+def test_the_selection_reads_the_fits_tie_strength_whenever_the_labels_have_ties():
+    """Ties come from the simulated raters' tie rate or from equal recorded ratings (the empirical
+    annotator); either way the rules' Fisher weights are Davidson's at the fit's ν, as in select.
+    (Before, the empirical annotator's ties were left out of the selection's weights.)"""
+    nu = jnp.float32(0.4)
+    assert round_lib._tie_of(ExperimentConfig(annotator="empirical"), nu) is nu
+    assert round_lib._tie_of(ExperimentConfig(tie_rate=0.2), nu) is nu
+    assert round_lib._tie_of(ExperimentConfig(), nu) is None
+    no_tie_model = dataclasses.replace(TINY["train"], ties=False)
+    assert round_lib._tie_of(ExperimentConfig(annotator="empirical", train=no_tie_model), nu) is None
+
+
 @pytest.fixture(scope="module")
 def one_prompt():
     """One training prompt of 5 responses: 10 possible pairs in all."""
