@@ -211,16 +211,18 @@ def plot(settings: list[str], rows: dict, path: Path, rules: tuple = ()) -> None
             mid = np.array([bound(e["ratio"], e) for e in c["efficiency"]])
             low = np.array([bound(e["low"], e) for e in c["efficiency"]])
             high = np.array([bound(e["high"], e) for e in c["efficiency"]])
-            handles[rule] = ax.errorbar(xs, mid, yerr=[mid - low, high - mid], fmt="o", ms=4, capsize=2,
-                                        color=f"C{j}", label=rule)
+            handles[rule] = ax.errorbar(xs, mid, yerr=[mid - low, high - mid], fmt="osD^v<>"[j // 10 % 7], ms=4,
+                                        capsize=2, color=plt.get_cmap("tab10")(j % 10), label=rule)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks(range(len(EFFICIENCY_AT)), [str(n) for n in EFFICIENCY_AT])
         ax.set_title(setting, fontsize=9)
         ax.set_xlabel("labels")
     for i, model in enumerate(models):
         axes[i][0].set_ylabel(f"{model}: label efficiency\nvs random (same model)")
-    fig.legend(list(handles.values()), list(handles), fontsize=8, loc="upper center", ncol=len(handles))
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    ncol = min(len(handles), 7)  # every rule a colour and marker of its own, the legend in rows
+    fig.legend(list(handles.values()), list(handles), fontsize=8, loc="upper center", ncol=ncol)
+    top = 1 - 0.08 * -(-len(handles) // ncol) / len(models)
+    fig.tight_layout(rect=(0, 0, 1, top))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
