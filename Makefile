@@ -20,7 +20,8 @@ demo: $(STAMP)
 # the files with multidevice tests (collecting only these saves every worker importing the
 # whole suite; tests/test_makefile.py checks that the list is complete)
 MULTIDEVICE_TESTS = tests/benchmarks/test_scripts.py tests/cli/test_experiment.py tests/experiment/test_seeds.py \
-	tests/selection/test_custom_score.py tests/selection/test_drivers.py tests/selection/test_sharded.py
+	tests/selection/test_custom_score.py tests/selection/test_drivers.py tests/selection/test_sharded.py \
+	tests/selection/test_target_pairs.py
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check arm_jax tests benchmarks
