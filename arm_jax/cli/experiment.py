@@ -28,7 +28,7 @@ from arm_jax.runtime import distributed
 from arm_jax.runtime import files as io
 from arm_jax.runtime import mesh as parallel
 from arm_jax.selection.catalog import PAIR_MODES, TARGET_PAIRS
-from arm_jax.selection.registry import PAPER_STRATEGIES, STRATEGIES, get_strategy
+from arm_jax.selection.registry import PAPER_STRATEGIES, SPREAD_RULES, STRATEGIES, get_strategy
 from arm_jax.workflow import policy
 
 # Presets: data and experiment sizes. Flags given on the command line override them.
@@ -411,11 +411,11 @@ def _run_inputs(args) -> dict:
 
 def _check_target_pairs(target_pairs: str, names: list[str]) -> None:
     """InputError when ``--target-pairs`` is set but no strategy of the run reads it."""
-    readers = [n for n in names if informed.is_informed(n) or get_strategy(n).spread]
+    readers = [n for n in names if informed.is_informed(n) or n in SPREAD_RULES]
     if target_pairs != "candidates" and not readers:
         raise InputError(
-            "--target-pairs is read by the I-optimal rules (iopt, greedy_iopt, fw_iopt, uncertain_iopt, the informed "
-            f"arm); none of {', '.join(names)} is one"
+            f"--target-pairs is read by the I-optimal rules ({', '.join(SPREAD_RULES)}, the informed arm); "
+            f"none of {', '.join(names)} is one"
         )
 
 

@@ -124,6 +124,8 @@ def names_where(capability: Callable[[Strategy], bool]) -> tuple[str, ...]:
 PAIR_SCORE_STRATEGIES = names_where(lambda s: s.pair_score is not None)
 #: Strategies that choose among a prompt's responses: they need ``SelectionInputs.items``.
 RESPONSE_RULES = names_where(lambda s: s.response_rule)
+#: The I-optimal rules, which read the target pairs' S (``--target-pairs``).
+SPREAD_RULES = names_where(lambda s: s.spread)
 #: Strategies that read the labelled pairs.
 PAST_AWARE = frozenset(names_where(lambda s: s.uses_past))
 #: The paper's eight strategies.

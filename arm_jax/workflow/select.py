@@ -382,9 +382,10 @@ def _check_target_pairs(target_pairs: str, strategy: str) -> None:
     """InputError for an unknown ``--target-pairs`` or one given to a rule that does not read it."""
     if target_pairs not in TARGET_PAIRS:
         raise InputError(f"unknown --target-pairs {target_pairs!r}; choose one of {', '.join(TARGET_PAIRS)}")
-    if target_pairs != "candidates" and not registry.get_strategy(strategy).spread:
-        spread_rules = ", ".join(s.name for s in registry.STRATEGIES.values() if s.spread)
-        raise InputError(f"--target-pairs is read by the I-optimal rules ({spread_rules}), not by {strategy}")
+    if target_pairs != "candidates" and strategy not in registry.SPREAD_RULES:
+        raise InputError(
+            f"--target-pairs is read by the I-optimal rules ({', '.join(registry.SPREAD_RULES)}), not by {strategy}"
+        )
 
 
 def _check_k(k) -> int:
