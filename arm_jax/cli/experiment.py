@@ -157,6 +157,9 @@ def _add_experiment_flags(p) -> None:
     exp.add_argument("--explore", type=float, default=0.0, metavar="EPS",
                      help="hedge: draw this fraction of each round's batch at random among the candidates the rule "
                           "did not pick (random's coverage protects against a misspecified model; default 0)")
+    exp.add_argument("--random-after", type=int, default=None, metavar="N",
+                     help="hand-off: from N labelled pairs on, draw every round's batch at random (the rules that "
+                          "read the posterior buy their labels early; see benchmarks/RESULTS.md; default: never)")
     exp.add_argument("--target-pairs", choices=TARGET_PAIRS, default="candidates",
                      help="the I-optimal rules (iopt, greedy_iopt, fw_iopt, uncertain_iopt) lower the predicted "
                           "reward gaps' variance averaged over these pairs: the round's candidates, or in-prompt "
@@ -362,6 +365,7 @@ def build_config(args, strategy: str):
         cost_aware=args.cost_aware,
         explore=args.explore,
         target_pairs=args.target_pairs,
+        random_after=args.random_after,
     )
 
 

@@ -64,6 +64,9 @@ class ExperimentConfig:
     explore: the hedge: this fraction (0 … 1) of each round's batch is drawn at random among
       the candidates the rule did not pick (:func:`arm_jax.selection.registry.hedged`; sampled
       candidates only, no costs).
+    random_after: the hand-off: from this many labelled pairs on, every round's batch is drawn
+      at random (:func:`arm_jax.selection.batch.handoff_strategy`; None: never; sampled
+      candidates only, no costs).
     target_pairs: what the I-optimal rules average the predictive variance over
       (:data:`arm_jax.selection.catalog.TARGET_PAIRS`): ``"candidates"``, the round's candidate
       pairs; ``"in-prompt"``, two responses to one prompt among the round's items (what the test
@@ -96,12 +99,14 @@ class ExperimentConfig:
     cost_aware: bool = False
     explore: float = 0.0
     target_pairs: str = "candidates"
+    random_after: int | None = None
 
     def __post_init__(self):
         strategy = registry.get_strategy(informed.RULE if informed.is_informed(self.strategy) else self.strategy)
-        registry.hedged(strategy, self.explore)  # InputError for a fraction outside [0, 1]
-        if self.explore > 0 and (self.pairs == "all-cross" or self.cost_aware):
-            raise InputError("explore draws among sampled candidates without costs (pairs='all-cross' or cost_aware given)")
+        registry.hedged(strategy, self.explore, self.random_after)  # InputError for a bad fraction or count
+        for flag, given in (("explore", self.explore > 0), ("random_after", self.random_after is not None)):
+            if given and (self.pairs == "all-cross" or self.cost_aware):
+                raise InputError(f"{flag} draws among sampled candidates without costs (pairs='all-cross' or cost_aware given)")
         if informed.is_informed(self.strategy) and (self.pairs == "all-cross" or self.cost_aware):
             raise InputError("the informed arm runs on sampled candidates without costs (pairs='all-cross' or cost_aware given)")
         if self.target_pairs not in TARGET_PAIRS:

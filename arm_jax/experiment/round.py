@@ -176,8 +176,8 @@ def choose_pairs(
     if not config.allow_relabel:
         seen = pools.labelled_mask(pool.items[pool.pairs.a], pool.items[pool.pairs.b], buffer.pairs, buffer.mask)
         pool = pool._replace(pairs=pool.pairs._replace(valid=pool.pairs.valid & ~seen))
+    strategy = registry.hedged(strategy, config.explore, config.random_after)
     inputs = selection_inputs(params, config, data, pool, buffer, strategy, prior_precision, tie, reliability)
-    strategy = registry.hedged(strategy, config.explore)
     if truth is not None:
         inputs = inputs._replace(beta=informed.informed_head(params, config, data, truth))
     if config.cost_aware and strategy.name != "random":  # random stays random

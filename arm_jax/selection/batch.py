@@ -56,6 +56,32 @@ def explore_strategy(fn, explore: float):
     return hedged
 
 
+def handed_off(n_labelled, random_after) -> bool:
+    """Whether the hand-off of :func:`handoff_strategy` draws this batch at random: once the
+    labelled pairs number ``random_after`` or more (None: never). ``n_labelled``: an int on the
+    host (``select``) or a traced count (the experiment); the one rule for both."""
+    if random_after is None:
+        return False
+    return n_labelled >= random_after
+
+
+def handoff_strategy(fn, random_after: int):
+    """The hand-off of a rule ``fn`` (a ``StrategyFn``): ``fn``'s batch while fewer than
+    ``random_after`` pairs are labelled (the rows of ``inputs.past_mask``), a uniform draw of k
+    valid candidates from then on (:func:`handed_off`). The rules that read the posterior buy
+    their labels early and fall behind random pairs' coverage later (benchmarks/RESULTS.md, "To
+    3 000 labels"). A drawn pair's score is 0. Returns a ``StrategyFn``; both batches are
+    computed and one kept, so it runs under ``jit``/``vmap`` with a traced count."""
+
+    def handed(key, inputs: SelectionInputs, k: int) -> Selection:
+        chosen = fn(key, inputs, k)
+        drawn = random_strategy(jax.random.fold_in(key, 1), inputs, k)
+        late = handed_off(jnp.sum(inputs.past_mask), random_after)
+        return Selection(jnp.where(late, drawn.indices, chosen.indices), jnp.where(late, 0.0, chosen.scores))
+
+    return handed
+
+
 def _posterior(inputs: SelectionInputs) -> posterior.Posterior:
     """The last-layer posterior of the inputs: Λ = I_past + λI (:func:`arm_jax.selection.posterior.laplace`)."""
     return posterior.laplace(

@@ -21,6 +21,7 @@ from arm_jax.selection.batch import (
     fw_iopt_strategy,
     greedy_dopt_strategy,
     greedy_iopt_strategy,
+    handoff_strategy,
     random_strategy,
     uncertain_iopt_strategy,
 )
@@ -154,20 +155,30 @@ def custom_strategy(score: PairScore, name: str = "custom", description: str = "
 
 
 @functools.lru_cache(maxsize=None)
-def hedged(strategy: "Strategy", explore: float) -> Strategy:
+def hedged(strategy: "Strategy", explore: float, random_after: int | None = None) -> Strategy:
     """``strategy`` with a fraction ``explore`` (0 … 1) of each batch drawn at random instead
-    (:func:`arm_jax.selection.batch.explore_strategy`); ``strategy`` itself for 0 and for
-    ``random``. A batch procedure: the pool driver runs it, not all pairs, a budget or sharding.
-    The same arguments give the same object, so its kernels compile once."""
+    (:func:`arm_jax.selection.batch.explore_strategy`) and, given ``random_after``, every batch
+    drawn at random once that many pairs are labelled (:func:`arm_jax.selection.batch.handoff_strategy`;
+    it reads the labelled rows, so the result ``uses_past``); ``strategy`` itself for 0 and None,
+    and for ``random``. A batch procedure: the pool driver runs it, not all pairs, a budget or
+    sharding. The same arguments give the same object, so its kernels compile once."""
     if not 0.0 <= explore <= 1.0:
         raise InputError(f"explore must be a fraction in [0, 1], got {explore}")
-    if explore == 0.0 or strategy.name == "random":
+    if random_after is not None and (isinstance(random_after, bool) or not isinstance(random_after, int)
+                                     or random_after < 0):
+        raise InputError(f"random-after must be a whole number of labelled pairs >= 0, got {random_after!r}")
+    if (explore == 0.0 and random_after is None) or strategy.name == "random":
         return strategy
-    info = StrategyInfo(
-        f"{strategy.name}+explore{explore:g}", f"{strategy.description}; {explore:g} of each batch drawn at random",
-        uses_past=strategy.uses_past, response_rule=strategy.response_rule,
-    )
-    return bind(info, fn=explore_strategy(strategy.fn, explore))
+    name, what, fn = strategy.name, strategy.description, strategy.fn
+    if explore:
+        name, what, fn = f"{name}+explore{explore:g}", f"{what}; {explore:g} of each batch drawn at random", \
+            explore_strategy(fn, explore)
+    if random_after is not None:
+        name, what, fn = f"{name}+random_after{random_after}", \
+            f"{what}; every batch drawn at random from {random_after} labelled pairs on", handoff_strategy(fn, random_after)
+    info = StrategyInfo(name, what, uses_past=strategy.uses_past or random_after is not None,
+                        response_rule=strategy.response_rule)
+    return bind(info, fn=fn)
 
 
 #: What the drivers accept as a strategy: its registry name, a :class:`Strategy`, or a :class:`PairScore`.
