@@ -62,6 +62,26 @@ def _fraction(text: str) -> float:
     return value
 
 
+_FROM_PRESET = object()  # --random-after not given: the --preset's (argparse converts only string defaults)
+
+
+def _count_or_never(text: str) -> int | None:
+    """A count of labelled pairs (an int >= 0) or 'never' (None)."""
+    if text == "never":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of labelled pairs or 'never', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of labelled pairs >= 0 or 'never', got {text!r}")
+    return value
+
+
+def _never(count: int | None) -> str:
+    return "never" if count is None else str(count)
+
+
 def _add_training_flags(p: argparse.ArgumentParser, depth_auto: bool = False) -> None:
     g = p.add_argument_group("reward model and training (the model is always trained from scratch)")
     g.add_argument("--seed", type=seed, default=0, help="random seed; same inputs and seed give byte-identical output (default: 0)")
@@ -87,6 +107,8 @@ def _configs(args):
         args.depth = policy.POLICIES["paper"].model.depth
     if getattr(args, "strategy", "") is None:
         args.strategy = chosen.strategy
+    if getattr(args, "random_after", None) is _FROM_PRESET:
+        args.random_after = chosen.random_after
     model_config, train_config = model_and_train_configs(args)
     return model_config, dataclasses.replace(train_config, ties=not args.no_tie_model)
 
@@ -95,9 +117,11 @@ def _log(message: str) -> None:
     print(f"arm-jax: {message}", file=sys.stderr)
 
 
-def _rule_phrase(args) -> str:
-    """'greedy_iopt', 'greedy_iopt (+25% random)' or 'iopt (variance over in-prompt pairs)':
-    the rule select ran."""
+def _rule_phrase(args, ran: str) -> str:
+    """'greedy_iopt', 'greedy_iopt (+25% random)', 'iopt (variance over in-prompt pairs)' or
+    'random (hand-off from iopt, --random-after 1000)': the rule select ran (``ran``)."""
+    if ran != args.strategy:
+        return f"{ran} (hand-off from {args.strategy}, --random-after {args.random_after})"
     notes = [f"+{args.explore:.0%} random"] if args.explore else []
     if args.target_pairs != "candidates":
         notes.append(f"variance over {args.target_pairs} pairs")
@@ -149,6 +173,7 @@ def _cmd_select(args) -> int:
         budget=args.budget,
         explore=args.explore,
         target_pairs=args.target_pairs,
+        random_after=args.random_after,
         allow_unannotated=args.allow_unannotated,
         auto_depth=args.auto_depth,
     )
@@ -161,7 +186,7 @@ def _cmd_select(args) -> int:
         f"select: {result.n_items} items, {result.n_labels} labels{ties}, "
         f"{result.n_candidates} candidate pairs ({args.pairs}, {result.n_masked} already labelled"
         f"{' or in --val-labels' if args.val_labels else ''}), "
-        f"{_rule_phrase(args)} picked {len(result.rows)} with {_model_phrase(result.model_config, result.fit)}"
+        f"{_rule_phrase(args, result.strategy)} picked {len(result.rows)} with {_model_phrase(result.model_config, result.fit)}"
         + ("" if result.total_cost is None else f" costing {result.total_cost:.6g}"
            + ("" if args.budget is None else f" of the budget {args.budget:g}"))
         + f" -> {args.out}"
@@ -247,6 +272,11 @@ def _register_select(sub) -> None:
     p.add_argument("--explore", type=float, default=0.0, metavar="EPS",
                    help="hedge: draw this fraction of the k pairs at random among the candidates the strategy did "
                         "not pick (random pairs' coverage protects against a misspecified model; default 0)")
+    p.add_argument("--random-after", type=_count_or_never, default=_FROM_PRESET, metavar="N|never",
+                   help="hand-off: once N pairs are labelled, draw the k pairs at random instead of by the strategy "
+                        "(the posterior rules buy their labels early; past ~1 000 labels random pairs did as well or "
+                        f"better, benchmarks/RESULTS.md) (default: {_never(policy.DEFAULT.random_after)}, from --preset; "
+                        f"--preset paper: {_never(policy.POLICIES['paper'].random_after)})")
     p.add_argument("--target-pairs", choices=TARGET_PAIRS, default="candidates",
                    help="the I-optimal rules (iopt, greedy_iopt, fw_iopt, uncertain_iopt) lower the predicted reward "
                         "gaps' variance averaged over these pairs: the candidates, or in-prompt (two responses to "

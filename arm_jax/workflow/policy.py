@@ -24,6 +24,7 @@ class Policy(NamedTuple):
     model: ModelConfig
     strategy: str
     what: str
+    random_after: int | None = None  # the hand-off (select --random-after): None, never
 
 
 POLICIES = {

@@ -54,6 +54,7 @@ from arm_jax.runtime import progress as progress_lib
 from arm_jax.selection import allpairs, posterior, registry, sharded
 from arm_jax.selection import pool as pool_lib
 from arm_jax.selection import scores as strategies_lib
+from arm_jax.selection.batch import handed_off
 from arm_jax.selection.catalog import TARGET_PAIRS
 from arm_jax.selection.registry import PAIR_SCORE_STRATEGIES as ALL_PAIRS_STRATEGIES
 from arm_jax.workflow import policy
@@ -118,6 +119,7 @@ class SelectResult(NamedTuple):
     model_config: ModelConfig | None = None  # the model the picks came from (--depth auto: the chosen one)
     params: object = None  # its fitted parameters (the seeded initial ones on a cold start): rewards of
     # items x are arm_jax.model.network.reward(params, model_config, x)
+    strategy: str = ""  # the rule that picked: the request's, or "random" after the hand-off (--random-after)
 
 
 #: What ``select`` writes: JSON Lines (one pair a line) or Label Studio tasks.
@@ -244,6 +246,7 @@ class SelectRequest(LabelledRequest):
     allow_unannotated: bool = False
     auto_depth: bool = False
     target_pairs: str = "candidates"
+    random_after: int | None = None
 
 
 def select_pairs(
@@ -268,6 +271,7 @@ def select_pairs(
     allow_unannotated: bool = False,
     auto_depth: bool = False,
     target_pairs: str = "candidates",
+    random_after: int | None = policy.DEFAULT.random_after,
 ) -> SelectResult:
     """Train on the labels, pick the next k pairs, write them as JSON Lines (``select``).
 
@@ -296,6 +300,8 @@ def select_pairs(
     ``target_pairs``: what the I-optimal rules average the predictive variance over
     (:data:`arm_jax.selection.catalog.TARGET_PAIRS`): the candidates, or ``in-prompt``, the pool's
     own in-prompt pairs (every pair when it has no prompt ids; :func:`_target_spread`).
+    ``random_after``: the hand-off, from this many labelled pairs on the k pairs are drawn at
+    random instead (:func:`_hand_off`; the default policy's, None: never).
     Checks every input and the output path before training and writes nothing on error.
 
     On several processes (:mod:`arm_jax.runtime.distributed`) the pair-score strategies split the
@@ -311,7 +317,7 @@ def select_pairs(
         train_config=train_config or TrainConfig(), log=log, allow_relabel=allow_relabel,
         val_labels_path=val_labels_path, fit_raters=fit_raters, output_format=output_format,
         report_path=report_path, budget=budget, explore=explore, allow_unannotated=allow_unannotated,
-        auto_depth=auto_depth, target_pairs=target_pairs,
+        auto_depth=auto_depth, target_pairs=target_pairs, random_after=random_after,
     )
     return run_select(_check_request(request))
 
@@ -325,6 +331,7 @@ def run_select(request: SelectRequest) -> SelectResult:
     data = timed(timings, "load", _load, request)
     fitted = timed(timings, "train", _fit, request, data)
     request = dataclasses.replace(request, model_config=fitted.model_config)  # --depth auto: the chosen model
+    request, data = _hand_off(request, data, fitted.ts.n)
     features = timed(timings, "features", _embed, request, data, fitted)
     past = _past_information(fitted, features)._replace(spread=_target_spread(request, data, fitted, features))
     val = data.val
@@ -340,8 +347,22 @@ def run_select(request: SelectRequest) -> SelectResult:
         rows, pool.n, labels.n, labels.n_ties, picks.n_candidates, picks.n_masked, timings,
         fitted.fit if fitted.ts.n else None, val_metrics, data.n_overlap, labels.n_soft, history,
         None if pool.costs is None else float(np.sum(pool.costs[picks.a] + pool.costs[picks.b])), ratio,
-        request.model_config, fitted.params,
+        request.model_config, fitted.params, request.strategy,
     )
+
+
+def _hand_off(request: SelectRequest, data: "_Loaded", n_labelled: int) -> tuple[SelectRequest, "_Loaded"]:
+    """``--random-after``: the request and data with the strategy ``random`` once ``n_labelled``
+    pairs reach it (:func:`arm_jax.selection.batch.handed_off`, the rule the experiment's
+    hand-off reads), logged; unchanged before. Random runs whole on every process (same seed,
+    same picks), so the candidate rows are no longer split."""
+    if request.strategy == "random" or not handed_off(n_labelled, request.random_after):
+        return request, data
+    request.log(f"{n_labelled} labelled pairs >= --random-after {request.random_after}: this batch is drawn at "
+                f"random instead of by {request.strategy} (past this count random pairs did as well or better; "
+                "--random-after never keeps the rule)")
+    request = dataclasses.replace(request, strategy="random", explore=0.0, target_pairs="candidates")
+    return request, data._replace(shard_rows=False)
 
 
 # ----------------------------------------------------------------------------- select: check the request
@@ -372,6 +393,9 @@ def _check_request(request: SelectRequest) -> SelectRequest:
     if request.explore > 0 and (budget is not None or pairs == "all-cross"):
         raise InputError("--explore draws among sampled candidates: not with --budget or --pairs all-cross")
     _check_target_pairs(request.target_pairs, strategy)
+    after = request.random_after
+    if after is not None and (isinstance(after, bool) or not isinstance(after, (int, np.integer)) or after < 0):
+        raise InputError(f"--random-after must be a whole number of labelled pairs >= 0 (or never), got {after!r}")
     k = _check_k(k) if k is not None else None
     if request.output_format not in OUTPUT_FORMATS:
         raise InputError(f"unknown --format {request.output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")

@@ -686,3 +686,20 @@ def test_select_says_over_which_pairs_iopt_averaged(world, capsys):
     code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--out", tmp / "m.jsonl", "--k", "4",
                         "--strategy", "entropy", "--target-pairs", "in-prompt", *FAST)
     assert code == 2 and "not by entropy" in err and not (tmp / "m.jsonl").exists()
+
+
+def test_select_says_when_it_handed_off_to_random(world, capsys):
+    """--random-after 0 on a cold start: the batch is random's and the closing line says why;
+    'never' keeps the strategy; a negative count is a usage error (exit 2), nothing written."""
+    tmp, _ = world
+    code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--out", tmp / "h.jsonl", "--k", "4",
+                        "--strategy", "iopt", "--random-after", "0", *FAST)
+    assert code == 0 and "0 labelled pairs >= --random-after 0: this batch is drawn at random instead of by iopt" in err
+    assert "random (hand-off from iopt, --random-after 0) picked 4 with" in err
+    code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--out", tmp / "i.jsonl", "--k", "4",
+                        "--strategy", "iopt", "--random-after", "never", *FAST)
+    assert code == 0 and "iopt picked 4 with" in err
+    with pytest.raises(SystemExit) as exit_:
+        _run(capsys, "select", "--pool", tmp / "pool.npz", "--out", tmp / "j.jsonl", "--k", "4", "--random-after", "-3")
+    assert exit_.value.code == 2 and "expected a number of labelled pairs >= 0 or 'never', got '-3'" in capsys.readouterr().err
+    assert not (tmp / "j.jsonl").exists()

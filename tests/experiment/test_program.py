@@ -277,6 +277,18 @@ def test_dopt_learns_on_llm_like_data():
     assert oms[-1] < 0.5
 
 
+def test_the_hand_off_changes_the_picks_from_the_count_on_and_not_before(prepared):
+    """random_after = the labels after round 1: rounds 0-1 label exactly the plain rule's pairs,
+    round 2 (the first selected with that many labelled) other pairs."""
+    key, cut = jax.random.PRNGKey(4), TINY["initial_labels"] + TINY["k"]
+    runs = [experiment.make_experiment(ExperimentConfig(strategy="iopt", random_after=after, **TINY), prepared).run(key)
+            for after in (None, cut)]
+    plain, handed = (np.asarray(r.labelled.pairs) for r in runs)
+    assert bool(jnp.all(runs[1].metrics.picks_ok))
+    np.testing.assert_array_equal(handed[:cut], plain[:cut])
+    assert not np.array_equal(handed[cut:cut + TINY["k"]], plain[cut:cut + TINY["k"]])
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -289,6 +301,8 @@ def test_dopt_learns_on_llm_like_data():
         (dict(best_of_n=()), "best_of_n must be positive integers"),
         (dict(explore=-0.1), r"explore must be a fraction in \[0, 1\], got -0.1"),
         (dict(explore=0.2, pairs="all-cross", strategy="dopt"), "explore draws among sampled candidates"),
+        (dict(random_after=-1), "random-after must be a whole number of labelled pairs >= 0, got -1"),
+        (dict(random_after=100, pairs="all-cross", strategy="dopt"), "random_after draws among sampled candidates"),
     ],
 )
 def test_bad_config(kwargs, message):

@@ -91,6 +91,52 @@ def test_no_hedge_is_the_rule_itself_and_a_bad_fraction_is_refused():
         registry.hedged(rule, 1.5)
 
 
+# ------------------------------------------------------------------ the hand-off (--random-after)
+
+
+def test_the_hand_off_keeps_the_rule_below_the_count_and_draws_at_random_from_it_on():
+    """Under one jit + vmap over a traced labelled count: below ``random_after`` the picks are
+    the rule's own, from it on a uniform draw (random_strategy on the key folded with 1), valid
+    and distinct; the same key gives the same draw."""
+    from arm_jax.selection import registry, scores
+
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=(50, 4)), jnp.float32)
+    valid = jnp.asarray(rng.random(50) > 0.3)
+    past = jnp.asarray(rng.normal(size=(12, 4)), jnp.float32)
+    rule = registry.get_strategy("iopt")
+    handed = registry.hedged(rule, 0.0, 7)
+    assert handed.uses_past and handed.name == "iopt+random_after7" and handed is registry.hedged(rule, 0.0, 7)
+    key, k = jax.random.PRNGKey(2), 6
+
+    def picks(fn, n):
+        inputs = scores.make_inputs(x, jnp.ones(4, jnp.float32), valid, past, jnp.arange(12) < n)
+        return fn(key, inputs, k).indices
+
+    counts = jnp.array([0, 6, 7, 12])
+    got = np.asarray(jax.jit(jax.vmap(lambda n: picks(handed.fn, n)))(counts))
+    drawn = np.asarray(batch.random_strategy(jax.random.fold_in(key, 1), scores.make_inputs(x, x[0], valid), k).indices)
+    for row, n in zip(got, counts.tolist()):
+        want = np.asarray(picks(rule.fn, n)) if n < 7 else drawn
+        np.testing.assert_array_equal(row, want)
+        assert len(set(row.tolist())) == k and np.asarray(valid)[row].all()
+    assert not np.array_equal(got[1], got[2])  # the rule's batch is not the draw
+
+
+def test_handed_off_is_one_rule_for_host_counts_and_traced_ones():
+    from arm_jax.errors import InputError
+    from arm_jax.selection import registry
+
+    assert batch.handed_off(5, None) is False and batch.handed_off(999, 1000) is False and batch.handed_off(1000, 1000)
+    assert bool(jax.jit(lambda n: batch.handed_off(n, 1000))(jnp.int32(1000)))
+    rule = registry.get_strategy("iopt")
+    assert registry.hedged(rule, 0.0, None) is rule and registry.hedged(registry.get_strategy("random"), 0.0, 5).name == "random"
+    assert registry.hedged(rule, 0.25, 5).name == "iopt+explore0.25+random_after5"
+    for bad in (-1, 2.5, True):
+        with pytest.raises(InputError, match="random-after must be a whole number"):
+            registry.hedged(rule, 0.0, bad)
+
+
 # ------------------------------------------------------------------ fw_iopt: the continuous I-optimal design
 
 

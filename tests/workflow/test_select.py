@@ -65,6 +65,22 @@ def test_explore_keeps_the_strategys_best_and_draws_the_rest(npz, tmp_path):
     assert not (tmp_path / "c.jsonl").exists()
 
 
+def test_the_hand_off_draws_what_random_draws_once_the_count_is_reached(npz, tmp_path):
+    """--random-after N: with N labelled pairs or more the k pairs are strategy random's, and
+    the result says so; below N, the strategy's own; a negative count is refused."""
+    npz(tmp_path / "pool.npz", n=30, d=4, prompts=np.repeat(np.arange(10), 3))
+    call = lambda out, strategy, **kw: realdata.select_pairs(
+        tmp_path / "pool.npz", None, tmp_path / out, strategy, 5, model_config=MODEL, train_config=TRAIN, **kw)
+    pairs = lambda rows: [(r["a"], r["b"]) for r in rows]
+    handed, drawn = call("a.jsonl", "dopt", random_after=0), call("b.jsonl", "random")
+    assert handed.strategy == "random" and pairs(handed.rows) == pairs(drawn.rows)
+    kept, plain = call("c.jsonl", "dopt", random_after=1), call("d.jsonl", "dopt", random_after=None)
+    assert kept.strategy == "dopt" and pairs(kept.rows) == pairs(plain.rows) != pairs(drawn.rows)
+    with pytest.raises(InputError, match="--random-after must be a whole number of labelled pairs >= 0"):
+        call("e.jsonl", "dopt", random_after=-1)
+    assert not (tmp_path / "e.jsonl").exists()
+
+
 def test_gain_ratio_to_random_is_the_float64_log_det_ratio():
     """log det(Λ_n+k) − log det(Λ_n) of the picked rows over that of the random rows, with
     Λ = λI + Σ v x xᵀ and v = σ(βᵀx)σ(−βᵀx), computed in float64 from the definition."""
