@@ -8,7 +8,8 @@ model), the label efficiency at 300 / 600 / 1 000 labels (:func:`bench_rules.lab
 and the final paired difference to random; then, per policy (model + rule), the mean
 efficiency over its settings and read points, the settings where it was worse than random by
 more than one standard error (the paired difference over seeds of 1 − Spearman, averaged over
-the read points 300, 600, 1 000 labels and the run's last count: one test per setting), and the
+the read points 300, 600, 1 000 labels and the run's last count: one test per setting; a run to
+3 000 labels is tested over 1 500 – 3 000 labels too, :data:`LATE_AT`), and the
 single read points worse by more than one s.e. (for reference: a rule exactly as good as random
 fails a single point one time in six). The default policy is the one never worse in any
 setting with the highest mean efficiency.
@@ -45,12 +46,25 @@ def worse_than_random(payload: dict, name: str) -> list[int]:
     return out
 
 
-def mean_difference(payload: dict, name: str) -> tuple[float, float]:
+#: The late read points: a run to 3 000 labels is tested there too, on its own (a rule that buys
+#: its labels early can fall behind random pairs later, and an average over the whole curve hides it).
+LATE_AT = (1500, 2000, 2500, 3000)
+
+
+def late_points(ann: np.ndarray) -> list[int]:
+    """The rounds of :data:`LATE_AT` the run has (none for a run that stops before 1 500 labels)."""
+    return [i for i, n in enumerate(ann) if n in LATE_AT]
+
+
+def mean_difference(payload: dict, name: str, late: bool = False) -> tuple[float, float]:
     """(mean, s.e.) over seeds of the rule's 1 − Spearman minus random's, each seed's averaged
-    over the read points: one paired test per setting (not one per point: with a 1 s.e. bar a
-    rule exactly as good as random fails each point one time in six)."""
+    over the read points (``late``: over :func:`late_points`; (0, 0) where there are none): one
+    paired test per setting and segment (not one per point: with a 1 s.e. bar a rule exactly as
+    good as random fails each point one time in six)."""
     ann = np.asarray(payload["annotations"], float)
-    idx = read_points(ann)
+    idx = late_points(ann) if late else read_points(ann)
+    if not idx:
+        return 0.0, 0.0
     rule = np.asarray(payload["results"][name]["one_minus_spearman"], float)[:, idx]
     rand = np.asarray(payload["results"]["random"]["one_minus_spearman"], float)[:, idx]
     d = (rule - rand).mean(axis=1)
@@ -105,15 +119,34 @@ def against_mlp(roots: list[Path], baseline: str = "random") -> str:
     return "\n".join(lines)
 
 
+def run_setting(path: Path) -> tuple[str, str, str]:
+    """(corpus, depth, variant) of a run's ``ROOT/<corpus>-depth<d>[-<variant>]/<mode>/metrics.json``."""
+    corpus, depth = path.parent.parent.name.rsplit("-depth", 1)
+    depth, _, variant = depth.partition("-")
+    return corpus, depth, variant
+
+
+def rule_name(rule: str, variant: str) -> str:
+    """A rule's name with its run's variant: ``rule (+NN% random)`` (``eps<NN>``), ``rule
+    (in-prompt S)`` (``target``), ``rule (random from N)`` (``after<N>``)."""
+    if variant.startswith("eps"):
+        return f"{rule} (+{int(variant[3:])}% random)"
+    if variant == "target":
+        return f"{rule} (in-prompt S)"
+    if variant.startswith("after"):
+        return f"{rule} (random from {int(variant[5:])})"
+    return rule
+
+
 def collect(roots: list[Path]) -> tuple[list[str], dict]:
     """Every run below the roots (a later root's run of the same rule and setting replaces an
     earlier one's). A run directory ``<corpus>-depth<d>-eps<NN>`` is the hedge: its rules are
     listed as ``rule (+NN% random)``; ``<corpus>-depth<d>-target`` ran with ``--target-pairs
-    in-prompt``: ``rule (in-prompt S)``. Their random arm (the same as the plain run's) is left out."""
+    in-prompt``: ``rule (in-prompt S)``; ``<corpus>-depth<d>-after<N>`` with ``--random-after N``:
+    ``rule (random from N)``. Their random arm (the same as the plain run's) is left out."""
     settings, rows = [], {}
     for path in _runs(roots):
-        corpus, depth = path.parent.parent.name.rsplit("-depth", 1)
-        depth, _, variant = depth.partition("-")
+        corpus, depth, variant = run_setting(path)
         setting = f"{corpus} {path.parent.name} {'linear' if depth == '0' else 'MLP'}"
         payload = json.loads(path.read_text())
         if setting not in settings:
@@ -122,15 +155,13 @@ def collect(roots: list[Path]) -> tuple[list[str], dict]:
             rule = r["strategy"]
             if variant and rule == "random":
                 continue
-            if variant.startswith("eps"):
-                rule = f"{rule} (+{int(variant[3:])}% random)"
-            elif variant == "target":
-                rule = f"{rule} (in-prompt S)"
+            rule = rule_name(rule, variant)
             mean, se = mean_difference(payload, r["strategy"])
+            late, late_se = mean_difference(payload, r["strategy"], late=True)
             rows.setdefault(rule, {})[setting] = dict(
                 efficiency=r["efficiency"], diff=r["diff_vs_random"], se=r["diff_se"],
                 labels=int(payload["annotations"][-1]), worse_at=worse_than_random(payload, r["strategy"]),
-                mean_diff=mean, mean_diff_se=se,
+                mean_diff=mean, mean_diff_se=se, late_diff=late, late_diff_se=late_se,
             )
     return settings, rows
 
@@ -147,12 +178,23 @@ def summary(rows: dict) -> list[dict]:
     out = []
     for policy, per in policies.items():
         ratios = [min(e["ratio"], e["censored_above"]) for c in per.values() for e in c["efficiency"]]
-        worse = {s: f"{c['mean_diff']:+.4f} ± {c['mean_diff_se']:.4f}" for s, c in per.items()
-                 if c["mean_diff"] > c["mean_diff_se"] and not policy.endswith("+ random")}
+        worse = {s: _worse_text(c) for s, c in per.items() if _worse_text(c) and not policy.endswith("+ random")}
         points = {s: c["worse_at"] for s, c in per.items() if c["worse_at"]}
         out.append(dict(policy=policy, mean_efficiency=float(np.mean(ratios)), settings=len(per), worse=worse,
                         worse_points=points))
     return out
+
+
+def _worse_text(c: dict) -> str:
+    """'+0.0123 ± 0.0045' (over the read points) and/or 'late +0.0050 ± 0.0020' (over
+    :data:`LATE_AT`) where the setting's mean paired difference is worse than random by more
+    than one s.e.; '' where neither is."""
+    parts = []
+    if c["mean_diff"] > c["mean_diff_se"]:
+        parts.append(f"{c['mean_diff']:+.4f} ± {c['mean_diff_se']:.4f}")
+    if c.get("late_diff", 0.0) > c.get("late_diff_se", 0.0):
+        parts.append(f"late {c['late_diff']:+.4f} ± {c['late_diff_se']:.4f}")
+    return ", ".join(parts)
 
 
 def choose(table: list[dict]) -> dict | None:
