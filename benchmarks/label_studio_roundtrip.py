@@ -60,6 +60,19 @@ def _arm_jax(*args) -> subprocess.CompletedProcess:
     return out
 
 
+def _wait_until_up(base: str, token: str, server: subprocess.Popen, log: Path, seconds: int = 240) -> None:
+    """Poll the server's API once a second until it answers; SystemExit if it exits or stays silent."""
+    for _ in range(seconds):
+        try:
+            _api(base, "/api/projects/", token)
+            return
+        except Exception:  # noqa: BLE001 - not up yet
+            if server.poll() is not None:
+                raise SystemExit(f"label-studio exited ({server.returncode}); see {log}") from None
+            time.sleep(1)
+    raise SystemExit(f"label-studio did not answer within {seconds} s")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--label-studio", default=shutil.which("label-studio") or ".venv-labelstudio/bin/label-studio",
@@ -102,16 +115,7 @@ def main(argv=None) -> int:
                                    "--host", base, "--enable-legacy-api-token"],
                                   stdout=log, stderr=subprocess.STDOUT, env=env)
         ana, bo = TOKENS.values()
-        for _ in range(240):
-            try:
-                _api(base, "/api/projects/", ana)
-                break
-            except Exception:  # noqa: BLE001 - not up yet
-                if server.poll() is not None:
-                    raise SystemExit(f"label-studio exited ({server.returncode}); see {work / 'server.log'}")
-                time.sleep(1)
-        else:
-            raise SystemExit("label-studio did not answer within 240 s")
+        _wait_until_up(base, ana, server, work / "server.log")
 
         # 3. project, import, annotate (bo joins the project's organisation through init)
         project = _api(base, "/api/projects/", ana, {"title": "arm-jax round trip", "label_config": config})
