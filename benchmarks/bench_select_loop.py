@@ -80,7 +80,8 @@ def run_policy(model: str, rule: str, seed: int, corpus: dict, args, work: Path)
     labels = work / f"labels-{model}-{rule}-{seed}.jsonl"
     labels.write_text("")
     key = jax.random.fold_in(jax.random.key(args.seed), seed)
-    common = dict(pairs=args.pairs, n_candidates=args.candidates, train_config=None, log=lambda _: None)
+    common = dict(pairs=args.pairs, n_candidates=args.candidates, train_config=None, log=lambda _: None,
+                  random_after=None if args.random_after == "never" else int(args.random_after))
     mlp = policy.POLICIES["paper"].model
     curve, bon, chosen, seconds = [], [], [], []
     for step in range(args.rounds + 2):  # the cold start, then a fit at each label count
@@ -139,6 +140,9 @@ def main(argv=None) -> int:
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--candidates", type=int, default=5000)
     p.add_argument("--best-of-n", type=lambda s: tuple(int(x) for x in s.split(",")), default=(10, 100))
+    p.add_argument("--random-after", default="never", metavar="N|never",
+                   help="select's hand-off to random pairs from N labelled pairs on (default: never, so each "
+                        "policy is its rule alone)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     policies = [tuple(x.split(":")) for x in args.policies.split(",")]
