@@ -194,7 +194,8 @@ def markdown(label: str, payload: dict, rows: list[dict], times: dict[str, float
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)  # --seed goes to arm-jax run, not to --seeds
     p.add_argument("--task", default="llm-like", help="built-in task (ignored with --data)")
     p.add_argument("--data", default=None, help="directory with the paper's four .npy files")
     p.add_argument("--depth", type=int, default=3, help="hidden layers; 0: the linear reward model")
