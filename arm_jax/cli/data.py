@@ -208,8 +208,9 @@ score (for iopt the drop of the mean predictive variance). Send the pairs to ann
 append their answers to LABELS as {"winner": ID, "loser": ID} lines, and run select again.
 
 policy: by default the linear reward model (--depth 0, fitted exactly) with iopt, the policy
-that saved labels on every real-rater corpus measured (benchmarks/RESULTS.md); --preset paper
-is the paper's 3-layer MLP with dopt. From 100 labels on, select prints what the batch is
+that saved labels early on the real-rater corpora measured, and random pairs from 1000
+labelled pairs on (--random-after; past that count iopt alone fell behind random pairs on one
+corpus, benchmarks/RESULTS.md); --preset paper is the paper's 3-layer MLP with dopt. From 100 labels on, select prints what the batch is
 expected to buy: its information gain over that of as many random candidate pairs.
 
 pairs (the same meaning as in 'arm-jax run'):

@@ -703,3 +703,18 @@ def test_select_says_when_it_handed_off_to_random(world, capsys):
         _run(capsys, "select", "--pool", tmp / "pool.npz", "--out", tmp / "j.jsonl", "--k", "4", "--random-after", "-3")
     assert exit_.value.code == 2 and "expected a number of labelled pairs >= 0 or 'never', got '-3'" in capsys.readouterr().err
     assert not (tmp / "j.jsonl").exists()
+
+
+def test_select_takes_the_hand_off_from_the_preset(world, capsys, monkeypatch):
+    """Without --random-after, select hands off at the --preset's count (the default policy's;
+    here set to 0 to see it on a cold start); --preset paper never hands off."""
+    from arm_jax.workflow import policy
+
+    assert policy.DEFAULT.random_after == 1000 and policy.POLICIES["paper"].random_after is None
+    monkeypatch.setitem(policy.POLICIES, "default", policy.DEFAULT._replace(random_after=0))
+    tmp, _ = world
+    code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--out", tmp / "p.jsonl", "--k", "4", *FAST)
+    assert code == 0 and "random (hand-off from iopt, --random-after 0) picked 4" in err
+    code, _, err = _run(capsys, "select", "--pool", tmp / "pool.npz", "--out", tmp / "q.jsonl", "--k", "4",
+                        "--preset", "paper", *FAST)
+    assert code == 0 and "dopt picked 4" in err
