@@ -82,26 +82,27 @@ def plot(table: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(table), figsize=(3.6 * len(table), 3.3), sharey=True, squeeze=False)
-    for ax, (setting, per) in zip(axes[0], table.items()):
-        for j, (rule, d) in enumerate((r, d) for r, d in per.items() if r != "random"):
+    rules = list(dict.fromkeys(r for per in table.values() for r in per if r != "random"))  # one colour each
+    ncols = min(3, len(table))
+    nrows = -(-len(table) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.8 * ncols, 3.0 * nrows + 0.6), sharey=True, squeeze=False)
+    for ax, (setting, per) in zip(axes.flat, table.items()):
+        for rule, d in ((r, d) for r, d in per.items() if r != "random"):
             xs = np.array(sorted(d))
             mean, se = (np.array([d[n][i] for n in xs]) for i in (0, 1))
-            colour = plt.get_cmap("tab10")(j % 10)
+            colour = plt.get_cmap("tab10")(rules.index(rule) % 10)
             ax.plot(xs, mean, "o-", ms=3, color=colour, label=rule)
             ax.fill_between(xs, mean - se, mean + se, color=colour, alpha=0.2)
         ax.axhline(0.0, color="k", lw=0.8)
         ax.set_title(setting, fontsize=9)
         ax.set_xlabel("labels")
-    axes[0][0].set_ylabel("1 − Spearman, rule − random\n(± 1 s.e.; below 0: better)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    for ax in axes[0][1:]:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, fontsize=8, loc="upper center", ncol=min(len(labels), 4))
-    fig.tight_layout(rect=(0, 0, 1, 0.86))
+    for ax in axes.flat[len(table):]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("1 − Spearman, rule − random\n(± 1 s.e.; below 0: better)")
+    handles = [plt.Line2D([], [], color=plt.get_cmap("tab10")(i % 10), marker="o", ms=3) for i in range(len(rules))]
+    fig.legend(handles, rules, fontsize=8, loc="upper center", ncol=min(len(rules), 4))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (3.0 * nrows + 0.6)))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
