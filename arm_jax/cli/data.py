@@ -17,6 +17,7 @@ from arm_jax.cli.flags import (
     HelpFormatter,
     add_label_model_flags,
     add_model_flags,
+    count_or_never,
     model_and_train_configs,
     positive_int,
     seed,
@@ -63,19 +64,6 @@ def _fraction(text: str) -> float:
 
 
 _FROM_PRESET = object()  # --random-after not given: the --preset's (argparse converts only string defaults)
-
-
-def _count_or_never(text: str) -> int | None:
-    """A count of labelled pairs (an int >= 0) or 'never' (None)."""
-    if text == "never":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of labelled pairs or 'never', got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of labelled pairs >= 0 or 'never', got {text!r}")
-    return value
 
 
 def _never(count: int | None) -> str:
@@ -207,10 +195,10 @@ p_a_wins is the current model's probability that a is preferred; score is the st
 score (for iopt the drop of the mean predictive variance). Send the pairs to annotators,
 append their answers to LABELS as {"winner": ID, "loser": ID} lines, and run select again.
 
-policy: by default the linear reward model (--depth 0, fitted exactly) with iopt, the policy
-that saved labels early on the real-rater corpora measured, and random pairs from 1000
-labelled pairs on (--random-after; past that count iopt alone fell behind random pairs on one
-corpus, benchmarks/RESULTS.md); --preset paper is the paper's 3-layer MLP with dopt. From 100 labels on, select prints what the batch is
+policy: by default the linear reward model (--depth 0, fitted exactly) with iopt, which
+saved labels early on the real-rater corpora measured, and random pairs from 1000 labelled
+pairs on (--random-after: later, iopt alone fell behind random pairs on two of them;
+benchmarks/RESULTS.md); --preset paper is the paper's 3-layer MLP with dopt. From 100 labels on, select prints what the batch is
 expected to buy: its information gain over that of as many random candidate pairs.
 
 pairs (the same meaning as in 'arm-jax run'):
@@ -273,8 +261,9 @@ def _register_select(sub) -> None:
     p.add_argument("--explore", type=float, default=0.0, metavar="EPS",
                    help="hedge: draw this fraction of the k pairs at random among the candidates the strategy did "
                         "not pick (random pairs' coverage protects against a misspecified model; default 0)")
-    p.add_argument("--random-after", type=_count_or_never, default=_FROM_PRESET, metavar="N|never",
-                   help="hand-off: once N pairs are labelled, draw the k pairs at random instead of by the strategy "
+    p.add_argument("--random-after", type=count_or_never, default=_FROM_PRESET, metavar="N|never",
+                   help="hand-off: once N distinct pairs are labelled, draw the k pairs at random instead of by the "
+                        "strategy (sampled candidates; not --pairs all-cross) "
                         "(the posterior rules buy their labels early; past ~1 000 labels random pairs did as well or "
                         f"better, benchmarks/RESULTS.md) (default: {_never(policy.DEFAULT.random_after)}, from --preset; "
                         f"--preset paper: {_never(policy.POLICIES['paper'].random_after)})")

@@ -13,7 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from arm_jax.cli.commands import help_of
-from arm_jax.cli.flags import HelpFormatter, add_label_model_flags, add_model_flags, model_and_train_configs
+from arm_jax.cli.flags import (
+    HelpFormatter,
+    add_label_model_flags,
+    add_model_flags,
+    count_or_never,
+    model_and_train_configs,
+)
 from arm_jax.errors import InputError
 from arm_jax.experiment import config as config_lib
 from arm_jax.experiment import datasets as data
@@ -157,9 +163,10 @@ def _add_experiment_flags(p) -> None:
     exp.add_argument("--explore", type=float, default=0.0, metavar="EPS",
                      help="hedge: draw this fraction of each round's batch at random among the candidates the rule "
                           "did not pick (random's coverage protects against a misspecified model; default 0)")
-    exp.add_argument("--random-after", type=int, default=None, metavar="N",
+    exp.add_argument("--random-after", type=count_or_never, default=None, metavar="N|never",
                      help="hand-off: from N labelled pairs on, draw every round's batch at random (the rules that "
-                          "read the posterior buy their labels early; see benchmarks/RESULTS.md; default: never)")
+                          "read the posterior buy their labels early; see benchmarks/RESULTS.md; default: never, "
+                          "so that a study compares the rules alone; select's default policy hands off at 1000)")
     exp.add_argument("--target-pairs", choices=TARGET_PAIRS, default="candidates",
                      help="the I-optimal rules (iopt, greedy_iopt, fw_iopt, uncertain_iopt) lower the predicted "
                           "reward gaps' variance averaged over these pairs: the round's candidates, or in-prompt "

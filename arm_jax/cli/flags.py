@@ -74,6 +74,19 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def count_or_never(text: str) -> int | None:
+    """``--random-after``: a count of labelled pairs (an int >= 0) or 'never' (None)."""
+    if text == "never":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of labelled pairs or 'never', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of labelled pairs >= 0 or 'never', got {text!r}")
+    return value
+
+
 def _field_defaults(cls) -> dict:
     return {f.name: f.default for f in dataclasses.fields(cls)}
 

@@ -331,13 +331,15 @@ def run_select(request: SelectRequest) -> SelectResult:
     data = timed(timings, "load", _load, request)
     fitted = timed(timings, "train", _fit, request, data)
     request = dataclasses.replace(request, model_config=fitted.model_config)  # --depth auto: the chosen model
-    request, data = _hand_off(request, data, fitted.ts.n)
+    asked = request.strategy
+    request, data = _hand_off(request, data, labelled_pairs(fitted.ts))
     features = timed(timings, "features", _embed, request, data, fitted)
     past = _past_information(fitted, features)._replace(spread=_target_spread(request, data, fitted, features))
     val = data.val
     val_metrics = None if val is None else pair_metrics(features.rewards_of(val.winner), features.rewards_of(val.loser))
     picks = timed(timings, "select", _choose, request, data, fitted, features, past)
-    ratio = timed(timings, "gain", _gain_ratio, request, data, fitted, past, picks)
+    # after the hand-off the batch is random: a ratio of one random batch to another says nothing
+    ratio = timed(timings, "gain", _gain_ratio, request, data, fitted, past, picks) if request.strategy == asked else None
     report = (lambda *a: timed(timings, "report", _report, *a)) if request.report_path is not None else _report
     history = report(request, history, fitted, past, picks)
     rows = timed(timings, "write", _write, request, data, picks, history)
@@ -351,12 +353,27 @@ def run_select(request: SelectRequest) -> SelectResult:
     )
 
 
+def labelled_pairs(ts: TrainingSet) -> int:
+    """How many distinct pairs (either order) the labels hold: the count the hand-off reads, as
+    the experiment's label buffer holds one row per pair (several raters' votes in one row)."""
+    if not ts.n:
+        return 0
+    a, b = np.minimum(ts.first, ts.second), np.maximum(ts.first, ts.second)
+    return int(np.unique(np.stack([a, b], axis=1), axis=0).shape[0])
+
+
 def _hand_off(request: SelectRequest, data: "_Loaded", n_labelled: int) -> tuple[SelectRequest, "_Loaded"]:
     """``--random-after``: the request and data with the strategy ``random`` once ``n_labelled``
-    pairs reach it (:func:`arm_jax.selection.batch.handed_off`, the rule the experiment's
-    hand-off reads), logged; unchanged before. Random runs whole on every process (same seed,
+    distinct pairs reach it (:func:`arm_jax.selection.batch.handed_off`, the rule the experiment's
+    hand-off reads), logged; unchanged before, and with ``--pairs all-cross`` (every pair scored by
+    the rule; no random draw there), logged too. Random runs whole on every process (same seed,
     same picks), so the candidate rows are no longer split."""
     if request.strategy == "random" or not handed_off(n_labelled, request.random_after):
+        return request, data
+    if request.pairs == "all-cross":
+        request.log(f"{n_labelled} labelled pairs >= --random-after {request.random_after}, but --pairs all-cross "
+                    f"scores every pair and has no random draw: {request.strategy} picks (sampled candidates, "
+                    "--pairs cross-prompt or in-prompt, hand off; --random-after never silences this)")
         return request, data
     request.log(f"{n_labelled} labelled pairs >= --random-after {request.random_after}: this batch is drawn at "
                 f"random instead of by {request.strategy} (past this count random pairs did as well or better; "

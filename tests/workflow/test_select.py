@@ -79,6 +79,21 @@ def test_the_hand_off_draws_what_random_draws_once_the_count_is_reached(npz, tmp
     with pytest.raises(InputError, match="--random-after must be a whole number of labelled pairs >= 0"):
         call("e.jsonl", "dopt", random_after=-1)
     assert not (tmp_path / "e.jsonl").exists()
+    # --pairs all-cross has no random draw: the rule picks, and the log says why
+    logs = []
+    kept = call("f.jsonl", "iopt", random_after=0, pairs="all-cross", log=logs.append)
+    assert kept.strategy == "iopt" and len(kept.rows) == 5
+    assert any("--pairs all-cross scores every pair and has no random draw: iopt picks" in m for m in logs)
+
+
+def test_the_hand_off_counts_distinct_pairs_as_the_experiments_buffer_does():
+    """Two raters' lines on one pair (either order) are one labelled pair, as in the experiment's
+    buffer, where one row holds a pair's votes."""
+    from arm_jax.workflow.fitting import TrainingSet
+
+    ts = TrainingSet(np.array([0, 1, 2, 0]), np.array([1, 0, 3, 1]))
+    assert realdata.labelled_pairs(ts) == 2
+    assert realdata.labelled_pairs(TrainingSet(np.zeros(0, int), np.zeros(0, int))) == 0
 
 
 def test_gain_ratio_to_random_is_the_float64_log_det_ratio():
