@@ -199,7 +199,8 @@ policy: by default the linear reward model (--depth 0, fitted exactly) with iopt
 saved labels early on the real-rater corpora measured, and random pairs from 1000 labelled
 pairs on (--random-after: later, iopt alone fell behind random pairs on two of them;
 benchmarks/RESULTS.md); --preset paper is the paper's 3-layer MLP with dopt. From 100 labels on, select prints what the batch is
-expected to buy: its information gain over that of as many random candidate pairs.
+expected to buy: its information gain over that of as many random candidate pairs (not
+once it hands off to random pairs).
 
 pairs (the same meaning as in 'arm-jax run'):
   in-prompt     two responses to the same prompt (needs prompt ids)
