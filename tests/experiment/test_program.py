@@ -277,16 +277,21 @@ def test_dopt_learns_on_llm_like_data():
     assert oms[-1] < 0.5
 
 
-def test_the_hand_off_changes_the_picks_from_the_count_on_and_not_before(prepared):
-    """random_after = the labels after round 1: rounds 0-1 label exactly the plain rule's pairs,
-    round 2 (the first selected with that many labelled) other pairs."""
-    key, cut = jax.random.PRNGKey(4), TINY["initial_labels"] + TINY["k"]
-    runs = [experiment.make_experiment(ExperimentConfig(strategy="iopt", random_after=after, **TINY), prepared).run(key)
-            for after in (None, cut)]
-    plain, handed = (np.asarray(r.labelled.pairs) for r in runs)
-    assert bool(jnp.all(runs[1].metrics.picks_ok))
-    np.testing.assert_array_equal(handed[:cut], plain[:cut])
-    assert not np.array_equal(handed[cut:cut + TINY["k"]], plain[cut:cut + TINY["k"]])
+def test_the_rounds_hand_off_at_the_buffers_count(prepared):
+    """A round's selection (``choose_pairs``, what the scanned program runs) with ``random_after``
+    above the buffer's labelled count picks exactly the plain rule's pairs, and at the count other
+    pairs (a draw: its scores are 0), valid and distinct."""
+    cfg = ExperimentConfig(strategy="iopt", **TINY)
+    buffer, ok = round_lib.initial_buffer(jax.random.PRNGKey(1), cfg, prepared)
+    n = int(buffer.mask.sum())
+    assert bool(ok) and n == TINY["initial_labels"]
+    params = round_lib.initial_model(cfg, prepared).params
+    choose = jax.jit(round_lib.choose_pairs, static_argnames=("config", "strategy", "k"))
+    picks = {after: choose(jax.random.PRNGKey(2), params, buffer, config=dataclasses.replace(cfg, random_after=after),
+                           data=prepared, strategy="iopt", k=TINY["k"])
+             for after in (None, n + 1, n)}
+    plain, below, at = ([tuple(p) for p in zip(np.asarray(a), np.asarray(b))] for a, b, _ in picks.values())
+    assert below == plain and at != plain and len(set(at)) == TINY["k"] and all(bool(p[2]) for p in picks.values())
 
 
 @pytest.mark.parametrize(
