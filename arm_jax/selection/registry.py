@@ -12,6 +12,8 @@ import dataclasses
 import functools
 from typing import Callable, Union
 
+import numpy as np
+
 from arm_jax.errors import InputError
 from arm_jax.runtime import precision
 from arm_jax.selection.batch import (
@@ -154,6 +156,14 @@ def custom_strategy(score: PairScore, name: str = "custom", description: str = "
     return bind(info, pair_score=score)
 
 
+def check_random_after(random_after, name: str = "random-after") -> None:
+    """InputError unless ``random_after`` (the hand-off's count, ``name`` in the message) is None
+    or a whole number >= 0."""
+    if random_after is not None and (isinstance(random_after, bool) or not isinstance(random_after, (int, np.integer))
+                                     or random_after < 0):
+        raise InputError(f"{name} must be a whole number of labelled pairs >= 0, got {random_after!r}")
+
+
 @functools.lru_cache(maxsize=None)
 def hedged(strategy: "Strategy", explore: float, random_after: int | None = None) -> Strategy:
     """``strategy`` with a fraction ``explore`` (0 … 1) of each batch drawn at random instead
@@ -164,9 +174,7 @@ def hedged(strategy: "Strategy", explore: float, random_after: int | None = None
     sharding. The same arguments give the same object, so its kernels compile once."""
     if not 0.0 <= explore <= 1.0:
         raise InputError(f"explore must be a fraction in [0, 1], got {explore}")
-    if random_after is not None and (isinstance(random_after, bool) or not isinstance(random_after, int)
-                                     or random_after < 0):
-        raise InputError(f"random-after must be a whole number of labelled pairs >= 0, got {random_after!r}")
+    check_random_after(random_after)
     if (explore == 0.0 and random_after is None) or strategy.name == "random":
         return strategy
     name, what, fn = strategy.name, strategy.description, strategy.fn

@@ -358,8 +358,8 @@ def labelled_pairs(ts: TrainingSet) -> int:
     the experiment's label buffer holds one row per pair (several raters' votes in one row)."""
     if not ts.n:
         return 0
-    a, b = np.minimum(ts.first, ts.second), np.maximum(ts.first, ts.second)
-    return int(np.unique(np.stack([a, b], axis=1), axis=0).shape[0])
+    n = int(max(ts.first.max(), ts.second.max())) + 1
+    return int(np.unique(pair_keys(ts.first, ts.second, n)).size)
 
 
 def _hand_off(request: SelectRequest, data: "_Loaded", n_labelled: int) -> tuple[SelectRequest, "_Loaded"]:
@@ -410,9 +410,7 @@ def _check_request(request: SelectRequest) -> SelectRequest:
     if request.explore > 0 and (budget is not None or pairs == "all-cross"):
         raise InputError("--explore draws among sampled candidates: not with --budget or --pairs all-cross")
     _check_target_pairs(request.target_pairs, strategy)
-    after = request.random_after
-    if after is not None and (isinstance(after, bool) or not isinstance(after, (int, np.integer)) or after < 0):
-        raise InputError(f"--random-after must be a whole number of labelled pairs >= 0 (or never), got {after!r}")
+    registry.check_random_after(request.random_after, "--random-after")
     k = _check_k(k) if k is not None else None
     if request.output_format not in OUTPUT_FORMATS:
         raise InputError(f"unknown --format {request.output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
