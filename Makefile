@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.arm-jax-installed
 
-.PHONY: demo test clean ratings-data test-label-studio
+.PHONY: demo test test-processes clean ratings-data test-label-studio
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,15 @@ MULTIDEVICE_TESTS = tests/benchmarks/test_scripts.py tests/cli/test_experiment.p
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check arm_jax tests benchmarks
-	$(PY) -m pytest -q -n auto -m "not multidevice"
+	$(PY) -m pytest -q -n auto -m "not multidevice and not processes"
 	XLA_FLAGS=--xla_force_host_platform_device_count=4 $(PY) -m pytest -q -n auto -m multidevice $(MULTIDEVICE_TESTS)
+
+# The slowest multi-process checks (tests/runtime/test_distributed.py, marked `processes`: run,
+# select over every cross pair, train and score, each on two real processes against one; about
+# 80 s of CPU on 2 cores). `make test` runs the cheaper ones on every change and leaves these
+# here, to keep it under CI's 10 minutes; run them after touching arm_jax/runtime or the CLI.
+test-processes: $(STAMP)
+	$(PY) -m pytest -q -n auto -m processes tests/runtime/test_distributed.py
 
 clean:
 	rm -rf results .pytest_cache

@@ -62,14 +62,17 @@ def pytest_configure(config):
         "markers",
         f"multidevice: needs 4 JAX devices; run with `{MULTIDEVICE_COMMAND}`",
     )
+    config.addinivalue_line(
+        "markers",
+        "processes: a slow check on several real processes; `make test` leaves it to `make test-processes`",
+    )
 
 
 # The slowest tests (20-30 s each on 2 cores, `pytest --durations`), run first: pytest-xdist
 # hands out tests in collection order, and one of these started last would leave a worker
 # busy alone at the end of `make test`.
 SLOW_FIRST = (
-    "test_a_study_of_two_lapack_strategies_finishes_on_a_small_cpu",
-    "test_run_on_two_processes_equals_one_process",
+    "test_run_writes_json_csv_png",
     "test_readme_python_block_runs",
     "test_readme_own_data_round_trip_runs",
     "test_the_informed_arm_runs_beside_the_others_and_changes_nothing_of_theirs",

@@ -15,32 +15,47 @@ TINY = [
 ]
 
 
-def test_run_writes_json_csv_png(tmp_path, capsys):
+def test_run_writes_json_csv_png(tmp_path):
+    """``arm-jax run`` in a process of its own writes the JSON, CSV and PNG and says what it did.
+
+    Its two strategies are LAPACK ones (a regression): dopt and pa_dopt each make a batched
+    LAPACK call (Cholesky, triangular solve) per round. Run side by side in one program they
+    could take every thread of XLA's CPU pool and wait on each other forever (4 hangs in 6 runs
+    on 2 cores). The strategies now acquire one after another; a hang fails the test at the timeout."""
+    import os
+    import subprocess
+    import sys
+
     out = tmp_path / "res"
-    assert main(["run", *TINY, "--strategies", "random,dopt", "--out", str(out)]) == 0
+    try:  # the suite's XLA flags: the hang is about the thread pool and the LAPACK calls, not the emitters
+        done = subprocess.run([sys.executable, "-m", "arm_jax", "run", *TINY, "--strategies", "dopt,pa_dopt", "--out",
+                               str(out)], capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    except subprocess.TimeoutExpired:
+        pytest.fail("arm-jax run hung (no result after 300 s)")
+    assert done.returncode == 0, done.stderr[-3000:]
     payload = json.loads((out / "metrics.json").read_text())
     assert payload["version"] and payload["backend"] == "cpu" and payload["wall_time_s"] > 0
     assert payload["annotations"] == [10, 20, 30]
     assert payload["config"]["k"] == 10 and payload["config"]["task"] == "llm-like"
-    assert set(payload["results"]) == {"random", "dopt"}
-    rec = payload["results"]["dopt"]
+    assert set(payload["results"]) == {"dopt", "pa_dopt"}
+    rec = payload["results"]["pa_dopt"]
     assert np.shape(rec["one_minus_spearman"]) == (2, 3)
     assert set(rec["best_of_n"]) == {"4", "8"} and np.shape(rec["best_of_n"]["8"]) == (2, 3)
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert len(rows) == 2 * 2 * 3
     assert list(rows[0]) == ["strategy", "seed", "round", "annotations", "one_minus_spearman", "best_of_4",
                              "best_of_8", "train_loss"]
-    row = next(r for r in rows if r["strategy"] == "dopt" and r["seed"] == "1" and r["round"] == "2")
+    row = next(r for r in rows if r["strategy"] == "pa_dopt" and r["seed"] == "1" and r["round"] == "2")
     assert row["annotations"] == "30"
     assert float(row["one_minus_spearman"]) == rec["one_minus_spearman"][1][2]
     assert float(row["best_of_8"]) == rec["best_of_n"]["8"][1][2]
     assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    stdout, err = capsys.readouterr()
+    stdout, err = done.stdout, done.stderr
     assert "round   2/2" in err and "(mean of 2 seeds)" in err
     assert sorted(p.name for p in out.iterdir()) == ["learning_curves.png", "metrics.csv", "metrics.json"]
     # the final summary once, on stdout (it was on stderr too)
     assert stdout.count("after 30 annotations") == 1 and "after 30 annotations" not in err
-    assert [line.split()[0] for line in stdout.splitlines()[2:]] == ["random", "dopt"]
+    assert [line.split()[0] for line in stdout.splitlines()[2:]] == ["dopt", "pa_dopt"]
     assert "warning" not in err
 
 
@@ -113,10 +128,11 @@ def test_figure1_draws_a_png(tmp_path):
 @pytest.mark.parametrize("preset", ["default", "paper"])  # demo: run end to end above
 def test_every_preset_traces_for_every_strategy(preset):
     """The presets CI never runs (paper: 11 GB of data) still trace, with the shapes they
-    would have, from abstract data: nothing is generated or compiled."""
+    would have, from abstract data: nothing is generated or compiled. Each with the strategies
+    it runs: every rule (default), the paper's eight (paper)."""
     import jax
 
-    from arm_jax.cli.experiment import abstract_data, build_config, resolve_presets
+    from arm_jax.cli.experiment import abstract_data, build_config, parse_strategies, resolve_presets
     from arm_jax.cli.main import build_parser
     from arm_jax.experiment.program import make_study
     from arm_jax.selection.registry import STRATEGIES
@@ -124,34 +140,13 @@ def test_every_preset_traces_for_every_strategy(preset):
     args = resolve_presets(build_parser().parse_args(["run", "--preset", preset, "--quiet"]))  # the one program
     data_shapes = abstract_data(args)
     keys = jax.ShapeDtypeStruct((args.seeds, 2), np.uint32)
-    # one program with every strategy, as `arm-jax run --strategies all` builds it
-    configs = [build_config(args, name) for name in STRATEGIES]
+    # one program with the preset's strategies, as `arm-jax run --preset <preset>` builds it
+    names = parse_strategies(args.strategies)
+    assert len(names) == {"default": len(STRATEGIES), "paper": 8}[preset]
+    configs = [build_config(args, name) for name in names]
     lowered = make_study(configs, data_shapes, devices=jax.devices()[:1]).lower_seeds(keys)
     out = lowered.out_info.metrics.one_minus_spearman
-    assert out.shape == (args.seeds, len(STRATEGIES), args.rounds + 1), (preset, out.shape)
-
-
-def test_a_study_of_two_lapack_strategies_finishes_on_a_small_cpu(tmp_path):
-    """Regression: dopt and pa_dopt each make a batched LAPACK call (Cholesky, triangular
-    solve) per round. Run side by side in one program they could take every thread of XLA's
-    CPU pool and wait on each other forever (4 hangs in 6 runs of this command on 2 cores).
-    The strategies now acquire one after another. A subprocess, so a hang fails the test."""
-    import subprocess
-    import sys
-
-    # the demo's program, smaller (the hang is about the thread pool, not the sizes)
-    cmd = [sys.executable, "-m", "arm_jax", "run", "--preset", "demo", "--strategies", "dopt,pa_dopt",
-           "--rounds", "2", "--seeds", "2", "--steps", "50", "--quiet", "--no-plot", "--out", str(tmp_path / "out")]
-    import os
-
-    # the suite's XLA flags (backend optimisation off: it compiles in half the time); the hang is
-    # about XLA's CPU thread pool and the LAPACK calls, which the optimisation level leaves alone
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ))
-    except subprocess.TimeoutExpired:
-        pytest.fail("arm-jax run hung (no result after 300 s)")
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "out" / "metrics.json").exists()
+    assert out.shape == (args.seeds, len(names), args.rounds + 1), (preset, out.shape)
 
 
 # ----------------------------------------------------------------------------- output, help, messages

@@ -22,29 +22,22 @@ def _tiny():
     return ds, cfg
 
 
-def test_sharded_seed_sweep_equals_one_device():
+def test_sharded_study_equals_one_device():
+    """A study's seed sweep split over 4 devices (5 seeds: padded to 8 and stripped) gives one
+    device's labels and numbers, for every strategy; its lowered program compiles and reruns."""
     assert jax.device_count() == 4, "run with XLA_FLAGS=--xla_force_host_platform_device_count=4"
     ds, cfg = _tiny()
-    keys = jax.random.split(jax.random.PRNGKey(1), 5)  # not a multiple of 4: padded and stripped
-    sharded = experiment.make_experiment(cfg, ds)
-    single = experiment.make_experiment(cfg, ds, devices=jax.devices()[:1])
-    out = sharded.run_seeds(keys)
-    ref = single.run_seeds(keys)
-    assert len(out.metrics.one_minus_spearman.sharding.device_set) == 4
-    np.testing.assert_array_equal(out.labelled.pairs, ref.labelled.pairs)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), out.metrics, ref.metrics)
-    compiled = sharded.lower_seeds(keys).compile()
-    again = compiled(keys, sharded.data)
-    np.testing.assert_allclose(again.metrics.train_loss, out.metrics.train_loss, rtol=1e-6)
-
-
-def test_sharded_study_equals_one_device():
-    ds, cfg = _tiny()
     configs = [cfg.replace(strategy=name) for name in ("entropy", "pa_dopt")]
-    keys = jax.random.split(jax.random.PRNGKey(2), 3)
-    out = experiment.make_study(configs, ds).run_seeds(keys)
+    keys = jax.random.split(jax.random.PRNGKey(2), 5)
+    sharded = experiment.make_study(configs, ds)
+    out = sharded.run_seeds(keys)
     ref = experiment.make_study(configs, ds, devices=jax.devices()[:1]).run_seeds(keys)
     assert len(out.metrics.one_minus_spearman.sharding.device_set) == 4
-    assert out.labelled.pairs.shape[:2] == (3, 2)
+    assert out.labelled.pairs.shape[:2] == (5, 2)
     np.testing.assert_array_equal(out.labelled.pairs, ref.labelled.pairs)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), out.metrics, ref.metrics)
+    for name, a, b in zip(out.metrics._fields, out.metrics, ref.metrics):
+        # the batch's gain is a difference of log-determinants: float32 sums in another order
+        # (2 seeds a device against 5 on one) move it by up to ~6e-4 of itself
+        np.testing.assert_allclose(a, b, rtol=1e-3 if name == "batch_gain" else 1e-4, atol=1e-5, err_msg=name)
+    again = sharded.lower_seeds(keys).compile()(keys, sharded.data)
+    np.testing.assert_allclose(again.metrics.train_loss, out.metrics.train_loss, rtol=1e-6)

@@ -180,15 +180,16 @@ def test_simulated_panel_and_ties():
     a = jax.random.randint(jax.random.PRNGKey(1), (4000,), 0, 500)
     b = (a + 1 + jax.random.randint(jax.random.PRNGKey(2), (4000,), 0, 499)) % 500
     std = jnp.std(rewards)
-    nu = annotator.panel_tie_strength(rewards, (1.0,), 0.2, std)
-    counts, rater = annotator.annotate_votes(jax.random.PRNGKey(3), rewards, a, b, (1.0,), nu, std)
+    nu = jax.jit(annotator.panel_tie_strength, static_argnums=(1, 2))(rewards, (1.0,), 0.2, std)
+    annotate_votes = jax.jit(annotator.annotate_votes, static_argnames=("qualities", "raters"))
+    counts, rater = annotate_votes(jax.random.PRNGKey(3), rewards, a, b, (1.0,), nu, std)
     assert abs(float(jnp.mean(counts[:, 2])) - 0.2) < 0.03
     assert np.all(np.asarray(rater) == 0)
-    counts, _ = annotator.annotate_votes(jax.random.PRNGKey(4), rewards, a, b, (0.0,), 0.0, std)
+    counts, _ = annotate_votes(jax.random.PRNGKey(4), rewards, a, b, (0.0,), 0.0, std)
     better = np.asarray(rewards[a] > rewards[b])
     agree = np.mean(np.where(better, counts[:, 0], counts[:, 1]))
     assert abs(agree - 0.5) < 0.05  # a coin flip
-    counts, rater = annotator.annotate_votes(jax.random.PRNGKey(5), rewards, a, b, (1.0, 2.0), 0.0, std, raters=5)
+    counts, rater = annotate_votes(jax.random.PRNGKey(5), rewards, a, b, (1.0, 2.0), 0.0, std, raters=5)
     assert np.all(np.asarray(counts.sum(1)) == 5) and np.all(np.asarray(rater) == -1)
     maj = annotator.majority_vote(jax.random.PRNGKey(6), counts)
     assert np.all(np.asarray(maj.sum(1)) == 1)

@@ -13,13 +13,13 @@ import pytest
 
 from arm_jax.cli.main import main
 
-# the tiny study of test_parallel_experiment, through the command line; 3 seeds: 2 on
+# a tiny study through the command line (the linear model: it compiles fastest); 3 seeds: 2 on
 # process 0, 1 on process 1 (the seed axis padded to 4 and the copy dropped)
 TINY_RUN = [
     "run", "--preset", "demo", "--train-prompts", "30", "--responses", "4", "--test-prompts", "5",
     "--test-responses", "6", "--dim", "8", "--strategies", "random,entropy", "--rounds", "2", "--k", "8",
     "--initial-labels", "8", "--prompts-per-round", "6", "--candidates", "30", "--best-of-n", "6",
-    "--depth", "2", "--width", "8", "--schedule", "fixed", "--steps", "10", "--batch-size", "8", "--seeds", "3",
+    "--depth", "0", "--schedule", "fixed", "--steps", "10", "--batch-size", "8", "--seeds", "3",
     "--no-plot", "--quiet",
 ]
 
@@ -91,7 +91,14 @@ def _select_args(pool, labels, out, pairs="cross-prompt"):
             "--pairs", pairs, "--candidates", "3001", "--schedule", "fixed", "--steps", "60", "--out", str(out)]
 
 
-@pytest.mark.parametrize("pairs", ["cross-prompt", "all-cross"])
+# The slowest checks (every process compiles with XLA's default emitters, three processes a
+# test) are marked `processes`: `make test` leaves them to `make test-processes`, which runs
+# them all. `make test` keeps select across prompts, a killed process, an error on process 0
+# and the flags, so the multi-process path is checked on every change.
+SLOW = pytest.mark.processes
+
+
+@pytest.mark.parametrize("pairs", ["cross-prompt", pytest.param("all-cross", marks=SLOW)])
 def test_select_on_two_processes_picks_what_one_process_picks(tmp_path, pool_and_labels, pairs):
     pool, labels = pool_and_labels
     _one_process(_select_args(pool, labels, tmp_path / "one.jsonl", pairs))
@@ -108,6 +115,7 @@ def test_select_on_two_processes_picks_what_one_process_picks(tmp_path, pool_and
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.jsonl", "two.jsonl"]
 
 
+@SLOW
 def test_run_on_two_processes_equals_one_process(tmp_path):
     _one_process([*TINY_RUN, "--out", str(tmp_path / "one")])
     done = _finish(_start([*TINY_RUN, "--out", str(tmp_path / "two")]))
@@ -183,6 +191,7 @@ def test_an_error_on_process_0_stops_every_process_with_one_line(tmp_path, pool_
     assert done[1][2].splitlines()[-1] == last.replace("arm-jax: ", "arm-jax: process 1: ")
 
 
+@SLOW
 def test_train_and_score_on_two_processes_write_what_one_process_writes(tmp_path, pool_and_labels):
     """train: both processes fit, process 0's model is written (byte for byte one process's);
     score: each process scores a block of the 400 items (200 each), process 0 writes them all."""

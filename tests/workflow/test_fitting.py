@@ -46,7 +46,7 @@ def test_select_and_the_experiment_fit_the_same_linear_model_on_the_same_votes()
     params, report = fitting.fit_on_labels(2, x, a, b, linear, TrainConfig(), counts, None)
     buffer = buffer_lib.append(buffer_lib.empty_buffer(100, votes=True), jnp.asarray(a, jnp.int32),
                                jnp.asarray(b, jnp.int32), jnp.asarray(counts), jnp.full(a.size, -1, jnp.int32))
-    ref, stats = train_lib.fit(fitting.train_key(2), jnp.asarray(x), buffer, linear, TrainConfig())
+    ref, stats = train_lib.fit_jit(fitting.train_key(2), jnp.asarray(x), buffer, linear, TrainConfig())
     head, ref_head = (np.asarray(model_lib.head(p)) for p in (params, ref))
     np.testing.assert_allclose(head, ref_head, rtol=1e-5, atol=1e-5 * np.abs(ref_head).max())
     assert report.prior_precision == pytest.approx(float(stats.prior_precision), rel=1e-5)
@@ -58,7 +58,7 @@ def test_no_labels_gives_the_seeded_initialisation():
     empty = np.zeros(0, np.int64)
     params, report = fitting.fit_on_labels(2, x, empty, empty, MODEL, TRAIN)
     assert report.steps_taken == 0 and report.n_fit == 0 and np.isnan(report.val_accuracy)
-    ref, _ = train_lib.fit(fitting.train_key(2), jax.numpy.asarray(x), buffer_lib.empty_buffer(1), MODEL, TrainConfig(steps=1))
+    ref, _ = train_lib.fit_jit(fitting.train_key(2), jax.numpy.asarray(x), buffer_lib.empty_buffer(1), MODEL, TrainConfig(steps=1))
     for p, q in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(ref)):
         np.testing.assert_array_equal(p, q)
 
