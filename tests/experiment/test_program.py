@@ -34,6 +34,13 @@ def prepared(dataset):
     return config_lib.prepare_data(dataset)
 
 
+# a round's pieces, each compiled once per configuration (called op by op they compile a
+# hundred small programs a test)
+_initial_buffer = jax.jit(round_lib.initial_buffer, static_argnums=1)
+_initial_model = jax.jit(round_lib.initial_model, static_argnums=0)
+_choose_pairs = jax.jit(round_lib.choose_pairs, static_argnames=("config", "strategy", "k"))
+
+
 def _trees_close(a, b, rtol=1e-5, atol=1e-6):
     jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
 
@@ -46,8 +53,8 @@ def test_scan_equals_python_loop(prepared, strategy):
     scanned = experiment.make_experiment(cfg, prepared).run(key)
 
     init_key, round_key = jax.random.split(key)
-    buffer, ok = jax.jit(round_lib.initial_buffer, static_argnums=1)(init_key, cfg, prepared)
-    fitted = jax.jit(round_lib.initial_model, static_argnums=0)(cfg, prepared)
+    buffer, ok = _initial_buffer(init_key, cfg, prepared)
+    fitted = _initial_model(cfg, prepared)
     round_keys = jax.random.split(round_key, cfg.rounds + 1)
     step = jax.jit(lambda c, xs: round_lib.round_step(c, xs, cfg, prepared))
     outs = []
@@ -140,14 +147,13 @@ def test_the_fits_prior_reaches_the_posterior_rules(prepared):
     the same parameters and buffer, iopt picks differently under λ = 1e-3 and λ = 1e3, while
     dopt (no prior in its score) picks the same."""
     cfg = ExperimentConfig(strategy="iopt", **TINY)
-    buffer, _ = jax.jit(round_lib.initial_buffer, static_argnums=1)(jax.random.PRNGKey(0), cfg, prepared)
+    buffer, _ = _initial_buffer(jax.random.PRNGKey(0), cfg, prepared)
     fitted, _, _ = jax.jit(round_lib.retrain, static_argnums=2)(jax.random.PRNGKey(1), buffer, cfg, prepared)
-    choose = jax.jit(round_lib.choose_pairs, static_argnames=("config", "strategy", "k"))
     picks = {}
     for name in ("iopt", "dopt"):
         for lam in (1e-3, 1e3):
-            a, b, ok = choose(jax.random.PRNGKey(2), fitted.params, buffer, config=cfg, data=prepared, strategy=name,
-                              k=cfg.k, prior_precision=lam)
+            a, b, ok = _choose_pairs(jax.random.PRNGKey(2), fitted.params, buffer, config=cfg, data=prepared,
+                                     strategy=name, k=cfg.k, prior_precision=lam)
             assert bool(ok)
             picks[name, lam] = (np.asarray(a).tolist(), np.asarray(b).tolist())
     assert picks["iopt", 1e-3] != picks["iopt", 1e3]
@@ -278,13 +284,13 @@ def test_the_rounds_hand_off_at_the_buffers_count(prepared):
     above the buffer's labelled count picks exactly the plain rule's pairs, and at the count other
     pairs (a draw: its scores are 0), valid and distinct."""
     cfg = ExperimentConfig(strategy="iopt", **TINY)
-    buffer, ok = round_lib.initial_buffer(jax.random.PRNGKey(1), cfg, prepared)
+    buffer, ok = _initial_buffer(jax.random.PRNGKey(1), cfg, prepared)
     n = int(buffer.mask.sum())
     assert bool(ok) and n == TINY["initial_labels"]
-    params = round_lib.initial_model(cfg, prepared).params
-    choose = jax.jit(round_lib.choose_pairs, static_argnames=("config", "strategy", "k"))
-    picks = {after: choose(jax.random.PRNGKey(2), params, buffer, config=dataclasses.replace(cfg, random_after=after),
-                           data=prepared, strategy="iopt", k=TINY["k"])
+    params = _initial_model(cfg, prepared).params
+    picks = {after: _choose_pairs(jax.random.PRNGKey(2), params, buffer,
+                                  config=dataclasses.replace(cfg, random_after=after), data=prepared, strategy="iopt",
+                                  k=TINY["k"])
              for after in (None, n + 1, n)}
     plain, below, at = ([tuple(p) for p in zip(np.asarray(a), np.asarray(b))] for a, b, _ in picks.values())
     assert below == plain and at != plain and len(set(at)) == TINY["k"] and all(bool(p[2]) for p in picks.values())
